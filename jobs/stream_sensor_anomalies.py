@@ -1,0 +1,44 @@
+"""Streaming job: Kinesis records -> decode + validate -> lake (events | quarantine).
+
+    spark-submit --py-files dist/sensorpipe.zip jobs/stream_sensor_anomalies.py \
+        --config conf/local.yaml [--summary-json build/run-summary.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sensorpipe.config import ConfigError, load_settings
+from sensorpipe.session import build_session
+from sensorpipe.streaming import await_lake_run, start_lake_run, summarize_lake_run
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="conf/local.yaml", help="settings file (YAML)")
+    parser.add_argument("--summary-json", help="also write the run summary here as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    spark = build_session(settings)
+    run = start_lake_run(spark, settings)
+    await_lake_run(run)
+    summary = summarize_lake_run(spark, settings, run)
+    print(summary.render())
+    if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_json).write_text(summary.to_json())
+    return 0 if summary.reconciled else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

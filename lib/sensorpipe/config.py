@@ -1,0 +1,213 @@
+"""Typed settings from conf/<env>.yaml plus environment overrides, validated once at start-up.
+
+    settings = load_settings("conf/local.yaml")
+
+Values may reference the environment as ``${NAME}`` or ``${NAME:-default}`` (bucket names,
+endpoints): an unset reference without a default is an error naming the field. A single field
+can be overridden with ``SENSORPIPE__<SECTION>__<FIELD>`` (for example
+``SENSORPIPE__LAKE__FORMAT=delta``); the value is read as a YAML scalar. Every error names the
+field, what was expected and what arrived. Secrets never live here: they come from the
+environment or Secrets Manager where they are used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+ENV_PREFIX = "SENSORPIPE__"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_PROCESSING_TIME = re.compile(r"^\d+(\.\d+)?\s*(second|seconds|minute|minutes|ms|milliseconds)$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; the message names the field."""
+
+
+def _positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name}: expected a positive integer, got {value}")
+
+
+def _trigger(name: str, value: str) -> None:
+    if value != "available_now" and not _PROCESSING_TIME.match(value):
+        raise ConfigError(
+            f"{name}: expected 'available_now' or a processing-time interval such as "
+            f"'10 seconds', got {value!r}"
+        )
+
+
+def _check(validator: typing.Callable[[str, Any], None]) -> dict[str, Any]:
+    return {"check": validator}
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    app_name: str
+    # local[N] for laptop runs; null on EMR, where YARN or the cluster decides.
+    master: str | None = None
+    shuffle_partitions: int = field(default=4, metadata=_check(_positive))
+    # Extra Spark properties, applied last (spark.* keys only).
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    kind: Literal["replay"]
+    stream_name: str
+    # Replay: a folder of JSON-lines files of recorded Kinesis records (samples/telemetry).
+    replay_path: str = "samples/telemetry"
+    max_files_per_trigger: int = field(default=6, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    max_record_bytes: int = field(default=8192, metadata=_check(_positive))
+    # Event time may trail arrival by this much (trains buffer readings in tunnels and depots)...
+    max_event_lag_hours: int = field(default=168, metadata=_check(_positive))
+    # ...and lead it by this much (device clocks drift a little, not by days).
+    max_event_lead_minutes: int = field(default=5, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    format: Literal["parquet", "delta"]
+    events_path: str
+    quarantine_path: str
+    checkpoint_root: str
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    trigger: str = field(default="available_now", metadata=_check(_trigger))
+    query_prefix: str = "sensorpipe"
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: Literal["local", "emr"]
+    spark: SparkSettings
+    source: SourceSettings
+    lake: LakeSettings
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+    stream: StreamSettings = field(default_factory=StreamSettings)
+
+
+def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, interpolate, override and validate one configuration file."""
+    environ = os.environ if environ is None else environ
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"configuration file {path}: expected a mapping at the top level")
+    _apply_overrides(raw, environ)
+    return settings_from_mapping(raw, environ)
+
+
+def settings_from_mapping(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    return _build(Settings, raw, "", environ)
+
+
+def _apply_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for key, text in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {'.'.join(parts[:-1])} is not a section")
+        node[parts[-1]] = yaml.safe_load(text) if text != "" else None
+
+
+def _build(cls: type, raw: Any, prefix: str, environ: Mapping[str, str]) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'configuration'}: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"{prefix}{unknown[0]}: unknown field (expected one of {', '.join(sorted(known))})"
+        )
+    values = {}
+    for f in dataclasses.fields(cls):
+        name = f"{prefix}{f.name}"
+        if f.name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{name}: required field is missing")
+            continue
+        value = _coerce(hints[f.name], raw[f.name], name, environ)
+        if "check" in f.metadata:
+            f.metadata["check"](name, value)
+        values[f.name] = value
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, name: str, environ: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        value = _interpolate(value, name, environ)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, f"{name}.", environ)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, name, environ)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"{name}: expected one of {choices}, got {value!r}")
+        return value
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name}: expected a mapping, got {type(value).__name__}")
+        return {str(k): _scalar_text(v, f"{name}.{k}", environ) for k, v in value.items()}
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                return int(value)
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if tp is str:
+        if value is None or isinstance(value, (dict, list)) or str(value).strip() == "":
+            raise ConfigError(f"{name}: expected a non-empty string, got {value!r}")
+        return str(value)
+    raise TypeError(f"{name}: unsupported settings type {tp!r}")  # a bug in this module
+
+
+def _scalar_text(value: Any, name: str, environ: Mapping[str, str]) -> str:
+    if isinstance(value, (dict, list)) or value is None:
+        raise ConfigError(f"{name}: expected a scalar, got {value!r}")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _interpolate(str(value), name, environ)
+
+
+def _interpolate(text: str, name: str, environ: Mapping[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        var, default = match.group(1), match.group(2)
+        if var in environ and environ[var] != "":
+            return environ[var]
+        if default is not None:
+            return default
+        raise ConfigError(f"{name}: refers to ${{{var}}}, which is not set in the environment")
+
+    return _ENV_REF.sub(replace, text)

@@ -1,0 +1,195 @@
+"""Kinesis records (the connector's columns) to typed events, or to quarantine with a reason.
+
+Every record comes out exactly once, either valid (reason is null) or with one reason code,
+the first check it fails in the order below; nothing is dropped. Built-in functions only: the
+payload is parsed once into a VARIANT, which keeps JSON types, so a value sent as the string
+"41.2" is a wrong type rather than silently coerced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from sensorpipe.schemas import EVENT_FIELDS, EVENT_SCHEMA, QUARANTINE_SCHEMA
+from sensorpipe.sensors import SENSORS, Sensor
+
+# Reason codes, in the order the checks run.
+OVERSIZE = "oversize"
+NOT_UTF8 = "not_utf8"
+NOT_JSON = "not_json"
+MISSING_FIELD = "missing_field"
+WRONG_TYPE = "wrong_type"
+UNKNOWN_SENSOR = "unknown_sensor"
+UNIT_MISMATCH = "unit_mismatch"
+BAD_EVENT_TIME = "bad_event_time"
+EVENT_TIME_SKEW = "event_time_skew"
+VALUE_OUT_OF_RANGE = "value_out_of_range"
+
+REASONS: tuple[str, ...] = (
+    OVERSIZE,
+    NOT_UTF8,
+    NOT_JSON,
+    MISSING_FIELD,
+    WRONG_TYPE,
+    UNKNOWN_SENSOR,
+    UNIT_MISMATCH,
+    BAD_EVENT_TIME,
+    EVENT_TIME_SKEW,
+    VALUE_OUT_OF_RANGE,
+)
+
+_STRING_FIELDS = ("device_id", "sensor", "event_time", "unit")
+_NUMBER_TYPES = ("TINYINT", "SMALLINT", "INT", "BIGINT", "FLOAT", "DOUBLE")
+
+
+def _json_type(field_value: Column) -> Column:
+    """The JSON type of a VARIANT as Spark names it: STRING, BIGINT, DECIMAL(3,1), OBJECT<..>."""
+    return F.schema_of_variant(field_value)
+
+
+def _is_number(json_type: Column) -> Column:
+    return json_type.isin(*_NUMBER_TYPES) | json_type.startswith("DECIMAL")
+
+
+def _catalogue_map(sensors: Mapping[str, Sensor], attribute: str) -> Column:
+    pairs = []
+    for name, sensor in sorted(sensors.items()):
+        pairs += [F.lit(name), F.lit(getattr(sensor, attribute))]
+    return F.create_map(*pairs)
+
+
+def decode_records(
+    records: DataFrame,
+    max_record_bytes: int,
+    max_event_lag_hours: int,
+    max_event_lead_minutes: int,
+    sensors: Mapping[str, Sensor] = SENSORS,
+) -> DataFrame:
+    """Connector columns -> typed event columns plus `reason` and `detail` (null when valid)."""
+    payload = F.col("data").cast("string")
+    doc = F.col("_doc")
+    raw = {name: F.try_variant_get(doc, f"$.{name}", "variant") for name in EVENT_FIELDS}
+    kind = {name: _json_type(raw[name]) for name in EVENT_FIELDS}
+
+    missing = [(raw[n].isNull() | (kind[n] == "VOID"), n) for n in EVENT_FIELDS]
+    wrong = [(kind[n] != "STRING", f"{n}: {{}}, expected a string") for n in _STRING_FIELDS]
+    wrong.append((~_is_number(kind["value"]), "value: {}, expected a number"))
+
+    sensor = F.try_variant_get(doc, "$.sensor", "string")
+    unit = F.try_variant_get(doc, "$.unit", "string")
+    event_time_text = F.try_variant_get(doc, "$.event_time", "string")
+    event_time = F.try_to_timestamp(event_time_text)
+    value = F.try_variant_get(doc, "$.value", "double")
+    arrival = F.col("approximateArrivalTimestamp")
+    expected_unit = _catalogue_map(sensors, "unit")[sensor]
+    low = _catalogue_map(sensors, "physical_min")[sensor]
+    high = _catalogue_map(sensors, "physical_max")[sensor]
+    too_late = event_time < arrival - F.make_dt_interval(F.lit(0), F.lit(max_event_lag_hours))
+    too_early = event_time > arrival + F.make_dt_interval(
+        F.lit(0), F.lit(0), F.lit(max_event_lead_minutes)
+    )
+
+    checks: list[tuple[Column, str, Column]] = [
+        (
+            F.octet_length("data") > max_record_bytes,
+            OVERSIZE,
+            F.format_string("%d bytes, limit %d", F.octet_length("data"), F.lit(max_record_bytes)),
+        ),
+        (~F.is_valid_utf8(payload), NOT_UTF8, F.lit("payload is not valid UTF-8")),
+        (doc.isNull(), NOT_JSON, F.lit("payload is not a JSON document")),
+        (
+            ~_json_type(doc).startswith("OBJECT"),
+            NOT_JSON,
+            F.concat(F.lit("JSON "), _json_type(doc), F.lit(", expected an object")),
+        ),
+        (
+            F.greatest(*[c for c, _ in missing]),
+            MISSING_FIELD,
+            F.concat(F.lit("missing: "), F.concat_ws(", ", *[F.when(c, n) for c, n in missing])),
+        ),
+        (
+            F.greatest(*[c for c, _ in wrong]),
+            WRONG_TYPE,
+            F.concat_ws(
+                "; ",
+                *[
+                    F.when(c, F.format_string(msg.replace("{}", "%s"), kind[n]))
+                    for (c, msg), n in zip(wrong, (*_STRING_FIELDS, "value"), strict=True)
+                ],
+            ),
+        ),
+        (
+            expected_unit.isNull(),
+            UNKNOWN_SENSOR,
+            F.concat(F.lit("sensor "), sensor, F.lit(" is not in the catalogue")),
+        ),
+        (
+            unit != expected_unit,
+            UNIT_MISMATCH,
+            F.format_string("unit %s, expected %s for %s", unit, expected_unit, sensor),
+        ),
+        (
+            event_time.isNull(),
+            BAD_EVENT_TIME,
+            F.concat(F.lit("event_time "), event_time_text, F.lit(" is not an ISO-8601 time")),
+        ),
+        (
+            too_late | too_early,
+            EVENT_TIME_SKEW,
+            F.format_string(
+                "event_time %s is too far from arrival %s",
+                event_time.cast("string"),
+                arrival.cast("string"),
+            ),
+        ),
+        (
+            F.isnan(value) | ~value.between(low, high),
+            VALUE_OUT_OF_RANGE,
+            F.format_string("value %s outside [%s, %s] %s", value, low, high, expected_unit),
+        ),
+    ]
+    reason = F.lit(None).cast("string")
+    detail = F.lit(None).cast("string")
+    for condition, code, why in reversed(checks):
+        reason = F.when(condition, F.lit(code)).otherwise(reason)
+        detail = F.when(condition, why).otherwise(detail)
+
+    return (
+        records.withColumn("_doc", F.try_parse_json(payload))
+        .select(
+            F.try_variant_get(doc, "$.device_id", "string").alias("device_id"),
+            sensor.alias("sensor"),
+            event_time.alias("event_time"),
+            value.alias("value"),
+            unit.alias("unit"),
+            F.col("streamName").alias("stream_name"),
+            F.col("partitionKey").alias("partition_key"),
+            F.col("sequenceNumber").alias("sequence_number"),
+            arrival.alias("arrival_time"),
+            F.col("data"),
+            reason.alias("reason"),
+            detail.alias("detail"),
+        )
+    )
+
+
+def valid_events(decoded: DataFrame) -> DataFrame:
+    """The valid rows, in the lake's event schema, with their partition columns."""
+    return (
+        decoded.where(F.col("reason").isNull())
+        .withColumn("event_date", F.to_date("event_time"))
+        .withColumn("event_hour", F.hour("event_time"))
+        .select(*EVENT_SCHEMA.fieldNames())
+    )
+
+
+def quarantined_records(decoded: DataFrame) -> DataFrame:
+    """The rejected rows: original bytes, provenance, reason and detail."""
+    return (
+        decoded.where(F.col("reason").isNotNull())
+        .withColumn("arrival_date", F.to_date("arrival_time"))
+        .select(*QUARANTINE_SCHEMA.fieldNames())
+    )

@@ -1,0 +1,83 @@
+"""Every StructType of the project, in one place.
+
+The event contract (what a device publishes, one JSON object per Kinesis record):
+
+    {"device_id": "train-01", "sensor": "axle_bearing_temp",
+     "event_time": "2026-11-01T08:00:00.000Z", "value": 41.2, "unit": "degC"}
+
+`device_id` and `sensor` are strings, `event_time` an ISO-8601 string with a zone, `value` a
+JSON number, `unit` a string equal to the catalogue's unit for that sensor. Other fields are
+ignored.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    BinaryType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+# Required fields of the JSON event, in contract order.
+EVENT_FIELDS: tuple[str, ...] = ("device_id", "sensor", "event_time", "value", "unit")
+
+# Exactly the columns of EMR's Kinesis connector (aws-kinesis); every source yields these.
+KINESIS_RECORD_SCHEMA = StructType(
+    [
+        StructField("data", BinaryType(), True),
+        StructField("streamName", StringType(), True),
+        StructField("partitionKey", StringType(), True),
+        StructField("sequenceNumber", StringType(), True),
+        StructField("approximateArrivalTimestamp", TimestampType(), True),
+    ]
+)
+
+# One line of a sample replay file: a Kinesis record as it arrived. `data` holds the payload
+# when it is UTF-8 text; `dataBase64` holds it otherwise, so every byte survives the file.
+REPLAY_RECORD_SCHEMA = StructType(
+    [
+        StructField("partitionKey", StringType(), True),
+        StructField("sequenceNumber", StringType(), True),
+        StructField("approximateArrivalTimestamp", TimestampType(), True),
+        StructField("data", StringType(), True),
+        StructField("dataBase64", StringType(), True),
+    ]
+)
+
+# Record provenance kept on every decoded row, valid or not.
+_PROVENANCE = [
+    StructField("stream_name", StringType(), True),
+    StructField("partition_key", StringType(), True),
+    StructField("sequence_number", StringType(), True),
+    StructField("arrival_time", TimestampType(), True),
+]
+
+# A valid, typed event as it lands in the lake (event_date and event_hour are the partitions).
+EVENT_SCHEMA = StructType(
+    [
+        StructField("device_id", StringType(), True),
+        StructField("sensor", StringType(), True),
+        StructField("event_time", TimestampType(), True),
+        StructField("value", DoubleType(), True),
+        StructField("unit", StringType(), True),
+        *_PROVENANCE,
+        StructField("event_date", DateType(), True),
+        StructField("event_hour", IntegerType(), True),
+    ]
+)
+
+# A rejected record: original bytes, where it came from, why it was rejected.
+QUARANTINE_SCHEMA = StructType(
+    [
+        StructField("data", BinaryType(), True),
+        *_PROVENANCE,
+        StructField("reason", StringType(), True),
+        StructField("detail", StringType(), True),
+        StructField("arrival_date", DateType(), True),
+    ]
+)

@@ -1,0 +1,56 @@
+"""The SparkSession, for local runs and for EMR. Built by a job's main() or a test fixture,
+never at import time."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from sensorpipe.config import Settings
+
+ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+
+
+def local_spark_conf(shuffle_partitions: int) -> dict[str, str]:
+    """Properties a laptop run needs and an EMR cluster already sets for itself."""
+    return {
+        # Workers must run the driver's interpreter, or they miss the venv's packages.
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.streaming.stateStore.providerClass": ROCKSDB_PROVIDER,
+        "spark.sql.shuffle.partitions": str(shuffle_partitions),
+        "spark.default.parallelism": str(shuffle_partitions),
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+    }
+
+
+def job_spark_conf() -> dict[str, str]:
+    """Properties the jobs' semantics depend on, wherever they run."""
+    return {
+        # Partitions (event_date, event_hour) are UTC, not the driver's local time.
+        "spark.sql.session.timeZone": "UTC",
+        # The run summary reads every micro-batch's progress, not only the last 100.
+        "spark.sql.streaming.numRecentProgressUpdates": "10000",
+    }
+
+
+def build_session(settings: Settings) -> SparkSession:
+    """Build (or return the running) SparkSession for these settings."""
+    conf = job_spark_conf()
+    builder = SparkSession.builder.appName(settings.spark.app_name)
+    if settings.environment == "local":
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        conf.update(local_spark_conf(settings.spark.shuffle_partitions))
+        builder = builder.master(settings.spark.master or "local[2]")
+    elif settings.spark.master:
+        builder = builder.master(settings.spark.master)
+    conf.update(settings.spark.conf)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

@@ -1,0 +1,1 @@
+"""Sinks: the lake (raw events and quarantine); warehouse and alerts have their own issues."""

@@ -1,0 +1,168 @@
+"""The streaming job's queries and its run summary (extract/load: called from a job's main)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from sensorpipe.config import Settings
+from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
+from sensorpipe.sinks.lake import committed_files, partitions_of, start_lake_query
+from sensorpipe.sources import read_records
+
+DECODE_METRICS = "decode"
+
+
+def decode_metrics() -> list[Column]:
+    """Per-batch counts observed on decoded records: in, valid, and each quarantine reason."""
+    return [
+        F.count(F.lit(1)).alias("records_in"),
+        F.count_if(F.col("reason").isNull()).alias("valid"),
+        *[F.count_if(F.col("reason") == r).alias(r) for r in REASONS],
+    ]
+
+
+@dataclass
+class TableWrite:
+    path: str
+    files_written: int = 0
+    partitions_written: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    records_in: int = 0
+    valid: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    events: TableWrite | None = None
+    quarantine: TableWrite | None = None
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(self.quarantined.values())
+
+    @property
+    def reconciled(self) -> bool:
+        return self.records_in == self.valid + self.quarantined_total
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "quarantined_total": self.quarantined_total,
+                "reconciled": self.reconciled}
+
+    def render(self) -> str:
+        lines = [
+            "sensorpipe stream run summary",
+            f"  micro-batches        {self.batches}",
+            f"  records in           {self.records_in}",
+            f"  valid                {self.valid}",
+            f"  quarantined          {self.quarantined_total}",
+        ]
+        lines += [f"    {reason:<18} {n}" for reason, n in self.quarantined.items() if n]
+        for name, table in (("events", self.events), ("quarantine", self.quarantine)):
+            if table:
+                lines.append(
+                    f"  {name:<11} files {table.files_written}, partitions "
+                    f"{len(table.partitions_written)} -> {table.path}"
+                )
+        lines.append(f"  reconciled (in = valid + quarantined): {self.reconciled}")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=1, sort_keys=True)
+
+
+@dataclass
+class LakeRun:
+    """The running lake queries and what the tables held before they started."""
+    events: StreamingQuery
+    quarantine: StreamingQuery
+    events_before: set[str]
+    quarantine_before: set[str]
+
+    @property
+    def queries(self) -> list[StreamingQuery]:
+        return [self.events, self.quarantine]
+
+
+def decoded_stream(spark: SparkSession, settings: Settings) -> DataFrame:
+    records = read_records(spark, settings.source)
+    return records.transform(
+        decode_records,
+        max_record_bytes=settings.decode.max_record_bytes,
+        max_event_lag_hours=settings.decode.max_event_lag_hours,
+        max_event_lead_minutes=settings.decode.max_event_lead_minutes,
+    ).observe(DECODE_METRICS, *decode_metrics())
+
+
+def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
+    """Start the source -> decode -> lake queries (events and quarantine)."""
+    lake, prefix = settings.lake, settings.stream.query_prefix
+    before = (committed_files(spark, lake.events_path, lake.format),
+              committed_files(spark, lake.quarantine_path, lake.format))
+    common = {"table_format": lake.format, "trigger": settings.stream.trigger}
+    events = start_lake_query(
+        decoded_stream(spark, settings).transform(valid_events),
+        path=lake.events_path,
+        checkpoint=f"{lake.checkpoint_root}/events",
+        partition_by=["event_date", "event_hour"],
+        query_name=f"{prefix}_events",
+        **common,
+    )
+    try:
+        quarantine = start_lake_query(
+            decoded_stream(spark, settings).transform(quarantined_records),
+            path=lake.quarantine_path,
+            checkpoint=f"{lake.checkpoint_root}/quarantine",
+            partition_by=["arrival_date"],
+            query_name=f"{prefix}_quarantine",
+            **common,
+        )
+    except Exception:
+        events.stop()
+        raise
+    return LakeRun(events, quarantine, *before)
+
+
+def await_lake_run(run: LakeRun) -> None:
+    """Wait for both queries; if one fails, stop the other and raise its error."""
+    try:
+        for query in run.queries:
+            query.awaitTermination()
+    finally:
+        for query in run.queries:
+            if query.isActive:
+                query.stop()
+
+
+def _observed(query: StreamingQuery) -> list[dict[str, int]]:
+    rows = []
+    for progress in query.recentProgress:
+        metrics = progress.observedMetrics.get(DECODE_METRICS)
+        if metrics is not None:
+            rows.append(metrics.asDict())
+    return rows
+
+
+def summarize_lake_run(spark: SparkSession, settings: Settings, run: LakeRun) -> RunSummary:
+    lake = settings.lake
+    events_batches = _observed(run.events)
+    quarantine_batches = _observed(run.quarantine)
+    events_new = committed_files(spark, lake.events_path, lake.format) - run.events_before
+    quarantine_new = (
+        committed_files(spark, lake.quarantine_path, lake.format) - run.quarantine_before
+    )
+    return RunSummary(
+        records_in=sum(b["records_in"] for b in events_batches),
+        valid=sum(b["valid"] for b in events_batches),
+        quarantined={r: sum(b[r] for b in quarantine_batches) for r in REASONS},
+        batches=len(events_batches),
+        events=TableWrite(lake.events_path, len(events_new),
+                          sorted(partitions_of(events_new))),
+        quarantine=TableWrite(lake.quarantine_path, len(quarantine_new),
+                              sorted(partitions_of(quarantine_new))),
+    )

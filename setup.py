@@ -1,0 +1,51 @@
+"""Packaging for sensorpipe: the package lives in lib/, jobs/ are spark-submit entry points."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', Path("lib/sensorpipe/__init__.py").read_text()
+).group(1)
+
+# What a job needs on the cluster beyond what EMR already provides (Spark itself, Java).
+# pyspark is deliberately not here: the cluster's Spark must not be shadowed by a wheel.
+RUNTIME = [
+    "PyYAML>=6.0",
+    "numpy>=1.26,<3",
+    "pandas>=2.2,<2.3",
+    "pyarrow>=18,<19",
+    "boto3>=1.34",
+]
+
+# The cluster's Spark, for local runs and tests; plus what Spark 4's stateful pandas API imports.
+LOCAL = [
+    "pyspark==4.0.2",
+    "grpcio>=1.67",
+    "protobuf>=5.28",
+    "googleapis-common-protos>=1.65",
+]
+
+TEST = [
+    "pytest>=8",
+    "chispa==0.12.0",
+    "ruff>=0.6",
+]
+
+DIST = ["venv-pack>=0.2", "wheel", "build"]
+
+setup(
+    name="sensorpipe",
+    version=VERSION,
+    description="PySpark batch and streaming jobs for Amazon EMR that turn sensor telemetry into answers",
+    long_description=Path("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    package_dir={"": "lib"},
+    packages=find_packages("lib"),
+    package_data={"sensorpipe": ["py.typed"]},
+    install_requires=RUNTIME,
+    extras_require={"local": LOCAL, "test": LOCAL + TEST, "dist": DIST},
+    entry_points={"console_scripts": ["sensorpipe=sensorpipe.cli:main"]},
+)
