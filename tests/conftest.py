@@ -1,0 +1,46 @@
+"""One SparkSession for the whole test session, built the way the jobs build theirs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sensorpipe.session import job_spark_conf, local_spark_conf
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.master("local[2]").appName("sensorpipe-tests")
+    for key, value in {**job_spark_conf(), **local_spark_conf(shuffle_partitions=2)}.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@contextlib.contextmanager
+def spark_conf(session, **values: str) -> Iterator[None]:
+    """Set SQL configuration for a block and restore what was there before."""
+    keys = {k.replace("__", "."): v for k, v in values.items()}
+    before = {k: session.conf.get(k, None) for k in keys}
+    try:
+        for k, v in keys.items():
+            session.conf.set(k, v)
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                session.conf.unset(k)
+            else:
+                session.conf.set(k, v)

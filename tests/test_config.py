@@ -1,0 +1,116 @@
+from pathlib import Path
+
+import pytest
+from sensorpipe.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path, text):
+    path = tmp_path / "conf.yaml"
+    path.write_text(text)
+    return path
+
+
+MINIMAL = """
+environment: local
+spark: {app_name: t}
+source: {kind: replay, stream_name: s}
+lake: {format: parquet, events_path: e, quarantine_path: q, checkpoint_root: c}
+"""
+
+
+def test_local_yaml_loads_with_defaults_applied():
+    settings = load_settings(ROOT / "conf/local.yaml", environ={})
+    assert settings.environment == "local"
+    assert settings.lake.format == "parquet"
+    assert settings.source.replay_path == "samples/telemetry"
+    assert settings.stream.trigger == "available_now"
+
+
+def test_emr_yaml_interpolates_environment():
+    settings = load_settings(ROOT / "conf/emr.yaml", environ={"SENSORPIPE_BUCKET": "my-bkt"})
+    assert settings.lake.events_path == "s3://my-bkt/lake/raw/events"
+    assert settings.source.stream_name == "train-telemetry"
+    assert settings.spark.master is None
+
+
+def test_emr_yaml_without_bucket_names_the_field():
+    with pytest.raises(
+        ConfigError, match=r"source\.replay_path: refers to \$\{SENSORPIPE_BUCKET\}"
+    ):
+        load_settings(ROOT / "conf/emr.yaml", environ={})
+
+
+def test_missing_field_is_named(tmp_path):
+    path = write(tmp_path, MINIMAL.replace(" quarantine_path: q,", ""))
+    with pytest.raises(ConfigError, match=r"^lake\.quarantine_path: required field is missing"):
+        load_settings(path, environ={})
+
+
+def test_wrong_choice_names_field_expected_and_got(tmp_path):
+    path = write(tmp_path, MINIMAL.replace("format: parquet", "format: orc"))
+    with pytest.raises(
+        ConfigError, match=r"lake\.format: expected one of 'parquet', 'delta', got 'orc'"
+    ):
+        load_settings(path, environ={})
+
+
+def test_wrong_type_is_named(tmp_path):
+    path = write(tmp_path, MINIMAL + "decode: {max_record_bytes: lots}\n")
+    with pytest.raises(
+        ConfigError, match=r"decode\.max_record_bytes: expected an integer, got 'lots'"
+    ):
+        load_settings(path, environ={})
+
+
+def test_non_positive_is_rejected(tmp_path):
+    path = write(tmp_path, MINIMAL + "decode: {max_event_lag_hours: 0}\n")
+    with pytest.raises(ConfigError, match=r"decode\.max_event_lag_hours: expected a positive"):
+        load_settings(path, environ={})
+
+
+def test_unknown_field_is_named(tmp_path):
+    path = write(tmp_path, MINIMAL + "decode: {max_record_byte: 10}\n")
+    with pytest.raises(ConfigError, match=r"decode\.max_record_byte: unknown field"):
+        load_settings(path, environ={})
+
+
+def test_bad_trigger_is_named(tmp_path):
+    path = write(tmp_path, MINIMAL + "stream: {trigger: sometimes}\n")
+    with pytest.raises(ConfigError, match=r"stream\.trigger: expected 'available_now'"):
+        load_settings(path, environ={})
+
+
+def test_environment_overrides_one_field(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    settings = load_settings(
+        path,
+        environ={"SENSORPIPE__LAKE__FORMAT": "delta", "SENSORPIPE__DECODE__MAX_RECORD_BYTES": "99"},
+    )
+    assert settings.lake.format == "delta"
+    assert settings.decode.max_record_bytes == 99
+
+
+def test_bad_environment_override_names_the_field(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(ConfigError, match=r"^lake\.format: expected one of"):
+        load_settings(path, environ={"SENSORPIPE__LAKE__FORMAT": "csv"})
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml", environ={})
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(write(tmp_path, "a: [b"), environ={})
+
+
+def test_job_exits_2_naming_the_field(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("job", ROOT / "jobs/stream_sensor_anomalies.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    path = write(tmp_path, MINIMAL.replace("kind: replay", "kind: kafka"))
+    assert job.main(["--config", str(path)]) == 2
+    assert "source.kind: expected one of 'replay', got 'kafka'" in capsys.readouterr().err

@@ -1,0 +1,168 @@
+import json
+from datetime import datetime
+
+import pytest
+from chispa import assert_df_equality
+from sensorpipe import decode
+from sensorpipe.decode import decode_records, quarantined_records, valid_events
+from sensorpipe.schemas import EVENT_SCHEMA, KINESIS_RECORD_SCHEMA
+
+ARRIVAL = datetime(2026, 11, 1, 8, 0, 1)
+LIMITS = {"max_record_bytes": 512, "max_event_lag_hours": 168, "max_event_lead_minutes": 5}
+
+
+def event(**overrides):
+    base = {
+        "device_id": "train-01",
+        "sensor": "axle_bearing_temp",
+        "event_time": "2026-11-01T08:00:00.000Z",
+        "value": 41.25,
+        "unit": "degC",
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def records(spark, payloads):
+    rows = [
+        (
+            p if isinstance(p, bytes) else json.dumps(p).encode(),
+            "train-telemetry",
+            "train-01",
+            str(1000 + i),
+            ARRIVAL,
+        )
+        for i, p in enumerate(payloads)
+    ]
+    return spark.createDataFrame(rows, KINESIS_RECORD_SCHEMA)
+
+
+def decoded(spark, payloads):
+    return records(spark, payloads).transform(decode_records, **LIMITS)
+
+
+def test_valid_records_decode_to_typed_rows(spark):
+    payloads = [
+        event(),
+        event(
+            sensor="brake_pipe_pressure",
+            unit="bar",
+            value=5,
+            event_time="2026-11-01T08:59:00+01:00",
+        ),
+        event(sensor="wheel_speed", unit="km/h", value=0, extra_field="ignored"),
+    ]
+    actual = decoded(spark, payloads).transform(valid_events)
+    expected = spark.createDataFrame(
+        [
+            (
+                "train-01",
+                "axle_bearing_temp",
+                datetime(2026, 11, 1, 8, 0),
+                41.25,
+                "degC",
+                "train-telemetry",
+                "train-01",
+                "1000",
+                ARRIVAL,
+                datetime(2026, 11, 1).date(),
+                8,
+            ),
+            (
+                "train-01",
+                "brake_pipe_pressure",
+                datetime(2026, 11, 1, 7, 59),
+                5.0,
+                "bar",
+                "train-telemetry",
+                "train-01",
+                "1001",
+                ARRIVAL,
+                datetime(2026, 11, 1).date(),
+                7,
+            ),
+            (
+                "train-01",
+                "wheel_speed",
+                datetime(2026, 11, 1, 8, 0),
+                0.0,
+                "km/h",
+                "train-telemetry",
+                "train-01",
+                "1002",
+                ARRIVAL,
+                datetime(2026, 11, 1).date(),
+                8,
+            ),
+        ],
+        EVENT_SCHEMA,
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True, ignore_row_order=True)
+
+
+MALFORMED = [
+    (b"{" + b" " * 600 + b"}", decode.OVERSIZE),
+    (b'{"device_id": "train-0\xe9"}', decode.NOT_UTF8),
+    (b'{"device_id": "train-01", "sens', decode.NOT_JSON),
+    (b"train-01,axle_bearing_temp,2026-11-01T08:00:00Z,41.2,degC", decode.NOT_JSON),
+    (b"[1, 2]", decode.NOT_JSON),
+    (b"", decode.NOT_JSON),
+    (event(sensor=...), decode.MISSING_FIELD),
+    (event(value=None), decode.MISSING_FIELD),
+    (event(value="41.2"), decode.WRONG_TYPE),
+    (event(value=True), decode.WRONG_TYPE),
+    (event(device_id=7), decode.WRONG_TYPE),
+    (event(event_time=1790000000), decode.WRONG_TYPE),
+    (event(unit=["degC"]), decode.WRONG_TYPE),
+    (event(sensor="cabin_humidity"), decode.UNKNOWN_SENSOR),
+    (event(unit="degF"), decode.UNIT_MISMATCH),
+    (event(event_time="yesterday"), decode.BAD_EVENT_TIME),
+    (event(event_time="2026-13-45T99:00:00Z"), decode.BAD_EVENT_TIME),
+    (event(event_time=""), decode.BAD_EVENT_TIME),
+    (event(event_time="2026-10-01T08:00:00Z"), decode.EVENT_TIME_SKEW),
+    (event(event_time="2026-11-01T08:06:00Z"), decode.EVENT_TIME_SKEW),
+    (event(value=950), decode.VALUE_OUT_OF_RANGE),
+    (event(value=-51), decode.VALUE_OUT_OF_RANGE),
+    (json.dumps(event()).replace("41.25", "1e999").encode(), decode.VALUE_OUT_OF_RANGE),
+]
+
+
+@pytest.mark.parametrize(
+    "payload,reason", MALFORMED, ids=[f"{r}-{i}" for i, (_, r) in enumerate(MALFORMED)]
+)
+def test_each_malformed_kind_is_quarantined_with_its_reason(spark, payload, reason):
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    rows = decoded(spark, [payload]).transform(quarantined_records).collect()
+    assert [(r.reason, bytes(r.data)) for r in rows] == [(reason, raw)]
+    assert rows[0].detail, "every quarantined record says why"
+    assert rows[0].sequence_number == "1000" and rows[0].arrival_time == ARRIVAL
+
+
+def test_every_reason_is_covered_by_a_case():
+    assert {r for _, r in MALFORMED} == set(decode.REASONS)
+
+
+def test_detail_names_the_problem(spark):
+    rows = decoded(spark, [event(sensor=..., unit=...), event(value="x", device_id=3)]).collect()
+    assert [r.detail for r in rows] == [
+        "missing: sensor, unit",
+        "device_id: BIGINT, expected a string; value: STRING, expected a number",
+    ]
+
+
+def test_boundaries_of_range_and_time_window_are_valid(spark):
+    payloads = [
+        event(value=-50),
+        event(value=200),
+        event(event_time="2026-11-01T08:05:01Z"),  # exactly the 5 minute lead
+        event(event_time="2026-10-25T08:00:01Z"),  # exactly the 168 hour lag
+    ]
+    assert decoded(spark, payloads).transform(valid_events).count() == 4
+
+
+def test_counts_reconcile_on_a_mix(spark):
+    payloads = [event()] * 7 + [p for p, _ in MALFORMED]
+    frame = decoded(spark, payloads)
+    valid = frame.transform(valid_events).count()
+    quarantined = frame.transform(quarantined_records).count()
+    assert (valid, quarantined) == (7, len(MALFORMED))

@@ -1,0 +1,28 @@
+"""emr-steps.json has the shape `aws emr add-steps --steps file://emr-steps.json` accepts."""
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI_STEP_KEYS = {"Type", "Name", "ActionOnFailure", "Args", "Jar", "MainClass", "Properties"}
+
+
+def test_steps_use_the_cli_shape_not_the_api_shape():
+    steps = json.loads((ROOT / "emr-steps.json").read_text())
+    assert steps
+    for step in steps:
+        assert set(step) <= CLI_STEP_KEYS, f"{step['Name']}: {set(step) - CLI_STEP_KEYS}"
+        assert "HadoopJarStep" not in step
+        assert step["Type"] in {"Spark", "CUSTOM_JAR", "STREAMING", "HIVE", "PIG", "IMPALA"}
+        assert step["ActionOnFailure"] in {"TERMINATE_CLUSTER", "CANCEL_AND_WAIT", "CONTINUE"}
+        assert all(isinstance(a, str) for a in step["Args"])
+
+
+def test_every_step_runs_a_job_that_exists_with_its_config():
+    for step in json.loads((ROOT / "emr-steps.json").read_text()):
+        args = step["Args"]
+        script = next(a for a in args if a.endswith(".py"))
+        assert (ROOT / "jobs" / Path(script).name).is_file()
+        assert "cluster" == args[args.index("--deploy-mode") + 1]
+        conf_file = args[args.index("--config") + 1]
+        assert (ROOT / "conf" / conf_file).is_file()

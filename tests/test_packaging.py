@@ -1,0 +1,91 @@
+"""Artifacts a cluster gets: the wheel, and the --py-files zip run through spark-submit."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.mark.slow
+def test_pip_wheel_builds_package_and_console_command(tmp_path):
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("sensorpipe-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        meta = next(n for n in names if n.endswith("METADATA"))
+        metadata = zf.read(meta).decode()
+        entry_points = zf.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "sensorpipe/decode.py" in names and "sensorpipe/schemas.py" in names
+    assert "sensorpipe = sensorpipe.cli:main" in entry_points
+    assert "Requires-Python: >=3.11" in metadata
+    # pyspark only as an extra: the cluster's Spark must not be shadowed.
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    pyspark_lines = [line for line in requires if "pyspark" in line]
+    assert pyspark_lines and all("extra ==" in line for line in pyspark_lines)
+
+
+@pytest.mark.slow
+def test_readme_spark_submit_line_matches_make_run(tmp_path):
+    """The README's spark-submit line, with the --py-files zip, gives the manifest's counts."""
+    zip_path = tmp_path / "sensorpipe.zip"
+    subprocess.run(
+        [sys.executable, "-m", "zipfile", "-c", str(zip_path), "sensorpipe"],
+        cwd=ROOT / "lib",
+        check=True,
+    )
+    readme = (ROOT / "README.md").read_text()
+    assert "spark-submit --master 'local[2]' --py-files dist/sensorpipe.zip" in readme
+    env = {
+        **os.environ,
+        "PYSPARK_PYTHON": sys.executable,
+        "SENSORPIPE__LAKE__EVENTS_PATH": str(tmp_path / "lake/events"),
+        "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp_path / "lake/quarantine"),
+        "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(tmp_path / "checkpoints"),
+    }
+    summary_path = tmp_path / "summary.json"
+    subprocess.run(
+        [
+            str(VENV_BIN / "spark-submit"),
+            "--master",
+            "local[2]",
+            "--py-files",
+            str(zip_path),
+            "jobs/stream_sensor_anomalies.py",
+            "--config",
+            "conf/local.yaml",
+            "--summary-json",
+            str(summary_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    summary = json.loads(summary_path.read_text())
+    manifest = json.loads((ROOT / "samples/manifest.json").read_text())
+    assert summary["records_in"] == manifest["counts"]["records"]
+    assert summary["valid"] == manifest["counts"]["valid"]
+    assert {k: v for k, v in summary["quarantined"].items() if v} == manifest["counts"][
+        "quarantined"
+    ]
+    assert str(zip_path) in summary["code"], "the job ran the zip's code, not the checkout's"

@@ -1,0 +1,114 @@
+"""The streaming job's first path, source -> decode -> lake, run to completion (availableNow)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from sensorpipe.config import load_settings
+from sensorpipe.samples import SampleSpec, generate
+from sensorpipe.streaming import await_lake_run, start_lake_run, summarize_lake_run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def settings_for(tmp: Path, samples: Path, **extra):
+    environ = {
+        "SENSORPIPE__SOURCE__REPLAY_PATH": str(samples / "telemetry"),
+        "SENSORPIPE__LAKE__EVENTS_PATH": str(tmp / "lake/events"),
+        "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp / "lake/quarantine"),
+        "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(tmp / "checkpoints"),
+        **extra,
+    }
+    return load_settings(ROOT / "conf/local.yaml", environ=environ)
+
+
+def run_job(spark, settings):
+    run = start_lake_run(spark, settings)
+    await_lake_run(run)
+    return summarize_lake_run(spark, settings, run)
+
+
+@pytest.fixture(scope="module")
+def small_samples(tmp_path_factory):
+    out = tmp_path_factory.mktemp("samples")
+    spec = SampleSpec(
+        trains=2, hours=7, anomalies_per_train=0, malformed_per_kind=2, oversize_records=1
+    )
+    return out, generate(spec, out)
+
+
+def test_bundled_samples_summary_equals_manifest(spark, tmp_path):
+    manifest = json.loads((ROOT / "samples/manifest.json").read_text())
+    settings = settings_for(tmp_path, ROOT / "samples")
+    summary = run_job(spark, settings)
+    assert summary.records_in == manifest["counts"]["records"]
+    assert summary.valid == manifest["counts"]["valid"]
+    assert {k: v for k, v in summary.quarantined.items() if v} == manifest["counts"]["quarantined"]
+    assert summary.reconciled
+    assert len(summary.events.partitions_written) == manifest["counts"]["event_partitions"]
+    # Not only the counts: exactly the planted records are quarantined, each for its reason.
+    quarantined = spark.read.parquet(settings.lake.quarantine_path)
+    got = {
+        (r.sequence_number, r.reason)
+        for r in quarantined.select("sequence_number", "reason").collect()
+    }
+    assert got == {(m["sequenceNumber"], m["reason"]) for m in manifest["malformed"]}
+    events = spark.read.parquet(settings.lake.events_path)
+    assert events.count() == manifest["counts"]["valid"]
+    assert events.select("sequence_number").distinct().count() == manifest["counts"]["valid"]
+
+
+def test_second_run_on_same_checkpoint_writes_nothing(spark, tmp_path, small_samples):
+    samples, manifest = small_samples
+    settings = settings_for(tmp_path, samples)
+    first = run_job(spark, settings)
+    assert first.records_in == manifest["counts"]["records"]
+    assert first.events.files_written > 0
+    events_before = sorted(p for p in Path(settings.lake.events_path).rglob("*") if p.is_file())
+    second = run_job(spark, settings)
+    assert (second.records_in, second.valid, second.quarantined_total) == (0, 0, 0)
+    assert (second.events.files_written, second.quarantine.files_written) == (0, 0)
+    events_after = sorted(p for p in Path(settings.lake.events_path).rglob("*") if p.is_file())
+    assert events_after == events_before
+    assert spark.read.parquet(settings.lake.events_path).count() == manifest["counts"]["valid"]
+
+
+def test_fresh_run_after_deleting_checkpoint_and_output_gives_same_rows(
+    spark, tmp_path, small_samples
+):
+    import shutil
+
+    samples, _ = small_samples
+    settings = settings_for(tmp_path, samples)
+    run_job(spark, settings)
+    first_events = spark.read.parquet(settings.lake.events_path).localCheckpoint()
+    first_quarantine = spark.read.parquet(settings.lake.quarantine_path).localCheckpoint()
+    shutil.rmtree(tmp_path / "lake")
+    shutil.rmtree(tmp_path / "checkpoints")
+    run_job(spark, settings)
+    assert_df_equality(
+        spark.read.parquet(settings.lake.events_path),
+        first_events,
+        ignore_row_order=True,
+        ignore_column_order=True,
+    )
+    assert_df_equality(
+        spark.read.parquet(settings.lake.quarantine_path),
+        first_quarantine,
+        ignore_row_order=True,
+        ignore_column_order=True,
+    )
+
+
+def test_events_are_partitioned_by_event_date_and_hour(spark, tmp_path, small_samples):
+    samples, _ = small_samples
+    settings = settings_for(tmp_path, samples)
+    run_job(spark, settings)
+    dirs = {
+        p.relative_to(settings.lake.events_path).as_posix()
+        for p in Path(settings.lake.events_path).glob("event_date=*/event_hour=*")
+    }
+    assert "event_date=2026-11-01/event_hour=0" in dirs
+    assert len(dirs) == 7
+    assert (Path(settings.lake.events_path) / "_spark_metadata").is_dir()
