@@ -31,7 +31,7 @@ test: venv
 	PYSPARK_PYTHON=$(abspath $(PY)) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check lib jobs tests benchmarks bootstrap setup.py
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/shellcheck bootstrap/*.sh .ci/run
 
 samples: venv
