@@ -22,12 +22,25 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e '.[test,dist]'
 	touch $(STAMP)
 
-run: venv
-	rm -rf build/lake build/checkpoints
-	PYSPARK_PYTHON=$(abspath $(PY)) $(PY) jobs/stream_sensor_anomalies.py \
-		--config conf/local.yaml --summary-json build/run-summary.json
+# kinesalite on a fixed port for make run; tests start their own on free ports.
+KINESIS_PORT ?= 4567
+LOCAL_AWS := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
 
-test: venv
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: venv node_modules/.installed
+	rm -rf build/lake build/checkpoints
+	set -e; export $(LOCAL_AWS) PYSPARK_PYTHON=$(abspath $(PY)) \
+		SENSORPIPE_KINESIS_ENDPOINT=http://127.0.0.1:$(KINESIS_PORT); \
+	$(VENV)/bin/sensorpipe local stop >/dev/null; \
+	$(VENV)/bin/sensorpipe local start --port $(KINESIS_PORT); \
+	trap '$(VENV)/bin/sensorpipe local stop' EXIT; \
+	$(VENV)/bin/sensorpipe produce --endpoint-url $$SENSORPIPE_KINESIS_ENDPOINT --create-shards 2; \
+	$(PY) jobs/stream_sensor_anomalies.py --config conf/local.yaml --summary-json build/run-summary.json
+
+test: venv node_modules/.installed
 	PYSPARK_PYTHON=$(abspath $(PY)) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
@@ -56,4 +69,4 @@ dist: venv
 	@ls -l dist
 
 clean:
-	rm -rf build dist lib/*.egg-info .pytest_cache
+	rm -rf build dist lib/*.egg-info .pytest_cache node_modules

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sensorpipe.config import ConfigError, load_settings
 from sensorpipe.session import build_session
-from sensorpipe.streaming import await_lake_run, start_lake_run, summarize_lake_run
+from sensorpipe.streaming import run_lake_job
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,9 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     spark = build_session(settings)
-    run = start_lake_run(spark, settings)
-    await_lake_run(run)
-    summary = summarize_lake_run(spark, settings, run)
+    summary = run_lake_job(spark, settings)
     print(summary.render())
     if args.summary_json:
         Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sensorpipe.local_services import Kinesalite, local_aws_environment
 from sensorpipe.session import job_spark_conf, local_spark_conf
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Local stand-ins (kinesalite, moto) check no credentials but boto3 wants some; set before the
+# SparkSession starts so its Python workers inherit them.
+for _key, _value in local_aws_environment().items():
+    os.environ.setdefault(_key, _value)
 SAMPLES = ROOT / "samples"
 
 
@@ -44,3 +50,18 @@ def spark_conf(session, **values: str) -> Iterator[None]:
                 session.conf.unset(k)
             else:
                 session.conf.set(k, v)
+
+
+@pytest.fixture(scope="session")
+def kinesalite():
+    """One kinesalite for the test session, on a free loopback port; tests use their own streams."""
+    service = Kinesalite.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def kinesis(kinesalite):
+    import boto3
+
+    return boto3.client("kinesis", endpoint_url=kinesalite.endpoint_url, region_name="us-east-1")

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def settings_for(tmp: Path, samples: Path, **extra):
     environ = {
+        "SENSORPIPE__SOURCE__KIND": "replay",
         "SENSORPIPE__SOURCE__REPLAY_PATH": str(samples / "telemetry"),
         "SENSORPIPE__LAKE__EVENTS_PATH": str(tmp / "lake/events"),
         "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp / "lake/quarantine"),

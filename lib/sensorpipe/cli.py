@@ -23,6 +23,51 @@ def _samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kinesis_client(args: argparse.Namespace):  # noqa: ANN202
+    import boto3
+
+    return boto3.client("kinesis", region_name=args.region, endpoint_url=args.endpoint_url)
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from sensorpipe.producer import ensure_stream, produce, rebased, sample_records
+
+    client = _kinesis_client(args)
+    if args.create_shards:
+        ensure_stream(client, args.stream, args.create_shards)
+    recorded = sample_records(args.samples)
+    if args.keep_event_times:
+        records = [record for _, record in recorded]
+    else:
+        records = rebased(recorded, datetime.now(UTC))
+    stats = produce(client, args.stream, records, aggregate_records=args.aggregate,
+                    rate=args.rate, progress=not args.quiet)
+    print(f"produced {stats.user_records} records in {stats.kinesis_records} Kinesis records "
+          f"({stats.calls} PutRecords calls, {stats.retried_entries} entries retried) to "
+          f"{args.stream} in {stats.seconds:.1f} s: {stats.records_per_second:,.0f} records/s")
+    return 0
+
+
+def _local(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sensorpipe.local_services import Kinesalite, stop_pid
+
+    pidfile = Path(args.pidfile)
+    if args.action == "start":
+        pidfile.parent.mkdir(parents=True, exist_ok=True)
+        service = Kinesalite.start(args.port, log_path=pidfile.with_suffix(".log"))
+        pidfile.write_text(str(service.proc.pid))
+        print(f"kinesalite pid {service.proc.pid} on {service.endpoint_url}")
+    elif pidfile.exists():
+        stop_pid(int(pidfile.read_text()))
+        pidfile.unlink()
+        print("kinesalite stopped")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sensorpipe", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sensorpipe {__version__}")
@@ -36,6 +81,28 @@ def build_parser() -> argparse.ArgumentParser:
     samples.add_argument("--hours", type=int, default=defaults.hours)
     samples.add_argument("--interval-seconds", type=int, default=defaults.interval_seconds)
     samples.set_defaults(func=_samples)
+
+    produce = sub.add_parser("produce", help="publish sample telemetry to a Kinesis stream")
+    produce.add_argument("--stream", default="train-telemetry")
+    produce.add_argument("--samples", default="samples", help="a folder made by `samples`")
+    produce.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:4567 for kinesalite")
+    produce.add_argument("--region", default="us-east-1")
+    produce.add_argument("--create-shards", type=int, default=0,
+                         help="create the stream with this many shards if it does not exist")
+    produce.add_argument("--aggregate", type=int, default=0, metavar="N",
+                         help="KPL-aggregate up to N records of one device per Kinesis record")
+    produce.add_argument("--rate", type=float, help="target records per second")
+    produce.add_argument("--keep-event-times", action="store_true",
+                         help="send recorded event times as they are (default: shift them by "
+                              "whole hours so the recorded arrivals end in the last hour)")
+    produce.add_argument("--quiet", action="store_true", help="no progress bar")
+    produce.set_defaults(func=_produce)
+
+    local = sub.add_parser("local", help="start or stop local kinesalite for make run")
+    local.add_argument("action", choices=["start", "stop"])
+    local.add_argument("--port", type=int, default=4567)
+    local.add_argument("--pidfile", default="build/kinesalite.pid")
+    local.set_defaults(func=_local)
     return parser
 
 

@@ -62,11 +62,29 @@ class SparkSettings:
 
 @dataclass(frozen=True)
 class SourceSettings:
-    kind: Literal["replay"]
+    # replay: recorded records from files; kinesis: this project's Kinesis source (any
+    # endpoint, e.g. kinesalite); aws-kinesis: EMR's connector (its jar on the cluster).
+    kind: Literal["replay", "kinesis", "aws-kinesis"]
     stream_name: str
     # Replay: a folder of JSON-lines files of recorded Kinesis records (samples/telemetry).
     replay_path: str = "samples/telemetry"
     max_files_per_trigger: int = field(default=6, metadata=_check(_positive))
+    # Kinesis (both kinds): credentials come from boto3's default chain, never from here.
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    starting_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = "LATEST"
+    starting_timestamp: str | None = None
+    max_fetch_records_per_shard: int = field(default=100000, metadata=_check(_positive))
+    # aws-kinesis: where EMR keeps the connector jar (passed with --jars by the EMR steps).
+    connector_jar: str | None = None
+    # Further reader options, passed to the source verbatim (e.g. kinesis.consumerType).
+    options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.starting_position == "AT_TIMESTAMP" and not self.starting_timestamp:
+            raise ConfigError(
+                "source.starting_timestamp: required when source.starting_position is AT_TIMESTAMP"
+            )
 
 
 @dataclass(frozen=True)

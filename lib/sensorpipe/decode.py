@@ -151,6 +151,10 @@ def decode_records(
             F.format_string("value %s outside [%s, %s] %s", value, low, high, expected_unit),
         ),
     ]
+    # Our sources number the user records of a KPL aggregate; EMR's connector has no column.
+    sub_sequence = (
+        F.col("subSequenceNumber") if "subSequenceNumber" in records.columns else F.lit(None)
+    )
     reason = F.lit(None).cast("string")
     detail = F.lit(None).cast("string")
     for condition, code, why in reversed(checks):
@@ -166,6 +170,7 @@ def decode_records(
         F.col("streamName").alias("stream_name"),
         F.col("partitionKey").alias("partition_key"),
         F.col("sequenceNumber").alias("sequence_number"),
+        sub_sequence.cast("long").alias("sub_sequence_number"),
         arrival.alias("arrival_time"),
         F.col("data"),
         reason.alias("reason"),

@@ -17,6 +17,7 @@ from pyspark.sql.types import (
     DateType,
     DoubleType,
     IntegerType,
+    LongType,
     StringType,
     StructField,
     StructType,
@@ -37,6 +38,12 @@ KINESIS_RECORD_SCHEMA = StructType(
     ]
 )
 
+# What this project's Kinesis source yields: the connector's columns plus the position of a
+# user record inside a KPL aggregate (0 for a plain record).
+KINESIS_SOURCE_SCHEMA = StructType(
+    [*KINESIS_RECORD_SCHEMA.fields, StructField("subSequenceNumber", LongType(), True)]
+)
+
 # One line of a sample replay file: a Kinesis record as it arrived. `data` holds the payload
 # when it is UTF-8 text; `dataBase64` holds it otherwise, so every byte survives the file.
 REPLAY_RECORD_SCHEMA = StructType(
@@ -54,6 +61,7 @@ _PROVENANCE = [
     StructField("stream_name", StringType(), True),
     StructField("partition_key", StringType(), True),
     StructField("sequence_number", StringType(), True),
+    StructField("sub_sequence_number", LongType(), True),
     StructField("arrival_time", TimestampType(), True),
 ]
 

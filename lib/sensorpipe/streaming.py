@@ -13,7 +13,7 @@ from pyspark.sql.streaming import StreamingQuery
 from sensorpipe import __version__
 from sensorpipe.config import Settings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
-from sensorpipe.sinks.lake import committed_files, partitions_of, start_lake_query
+from sensorpipe.sinks.lake import AVAILABLE_NOW, committed_files, partitions_of, start_lake_query
 from sensorpipe.sources import read_records
 
 DECODE_METRICS = "decode"
@@ -41,6 +41,8 @@ class RunSummary:
     valid: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     batches: int = 0
+    # Rows read by all queries together (each query reads the source on its own).
+    input_rows: int = 0
     events: TableWrite | None = None
     quarantine: TableWrite | None = None
     # Which copy of the code ran (the wheel, the --py-files zip, a checkout): worth knowing on EMR.
@@ -85,6 +87,26 @@ class RunSummary:
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=1, sort_keys=True)
 
+    def plus(self, other: RunSummary) -> RunSummary:
+        """Two consecutive runs of the job, as one."""
+
+        def table(a: TableWrite | None, b: TableWrite | None) -> TableWrite | None:
+            if a is None or b is None:
+                return a or b
+            parts = sorted(set(a.partitions_written) | set(b.partitions_written))
+            return TableWrite(a.path, a.files_written + b.files_written, parts)
+
+        return RunSummary(
+            records_in=self.records_in + other.records_in,
+            valid=self.valid + other.valid,
+            quarantined={r: self.quarantined.get(r, 0) + other.quarantined.get(r, 0)
+                         for r in REASONS},
+            batches=self.batches + other.batches,
+            events=table(self.events, other.events),
+            quarantine=table(self.quarantine, other.quarantine),
+            input_rows=self.input_rows + other.input_rows,
+        )
+
 
 @dataclass
 class LakeRun:
@@ -100,8 +122,8 @@ class LakeRun:
         return [self.events, self.quarantine]
 
 
-def decoded_stream(spark: SparkSession, settings: Settings) -> DataFrame:
-    records = read_records(spark, settings.source)
+def decoded_stream(spark: SparkSession, settings: Settings, checkpoint: str) -> DataFrame:
+    records = read_records(spark, settings.source, checkpoint)
     return records.transform(
         decode_records,
         max_record_bytes=settings.decode.max_record_bytes,
@@ -118,19 +140,21 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
         committed_files(spark, lake.quarantine_path, lake.format),
     )
     common = {"table_format": lake.format, "trigger": settings.stream.trigger}
+    events_checkpoint = f"{lake.checkpoint_root}/events"
+    quarantine_checkpoint = f"{lake.checkpoint_root}/quarantine"
     events = start_lake_query(
-        decoded_stream(spark, settings).transform(valid_events),
+        decoded_stream(spark, settings, events_checkpoint).transform(valid_events),
         path=lake.events_path,
-        checkpoint=f"{lake.checkpoint_root}/events",
+        checkpoint=events_checkpoint,
         partition_by=["event_date", "event_hour"],
         query_name=f"{prefix}_events",
         **common,
     )
     try:
         quarantine = start_lake_query(
-            decoded_stream(spark, settings).transform(quarantined_records),
+            decoded_stream(spark, settings, quarantine_checkpoint).transform(quarantined_records),
             path=lake.quarantine_path,
-            checkpoint=f"{lake.checkpoint_root}/quarantine",
+            checkpoint=quarantine_checkpoint,
             partition_by=["arrival_date"],
             query_name=f"{prefix}_quarantine",
             **common,
@@ -174,8 +198,28 @@ def summarize_lake_run(spark: SparkSession, settings: Settings, run: LakeRun) ->
         valid=sum(b["valid"] for b in events_batches),
         quarantined={r: sum(b[r] for b in quarantine_batches) for r in REASONS},
         batches=len(events_batches),
+        input_rows=sum(p.numInputRows for q in run.queries for p in q.recentProgress),
         events=TableWrite(lake.events_path, len(events_new), sorted(partitions_of(events_new))),
         quarantine=TableWrite(
             lake.quarantine_path, len(quarantine_new), sorted(partitions_of(quarantine_new))
         ),
     )
+
+
+def run_lake_job(spark: SparkSession, settings: Settings) -> RunSummary:
+    """Run the lake queries; with a finite trigger on Kinesis, again until a run reads nothing.
+
+    A finite (availableNow) run of a Kinesis source reads what its one batch plans; after a
+    crash that batch may be the re-run of an unfinished one, so draining the stream can take
+    more than one run. Replay files are all read by one run.
+    """
+    total: RunSummary | None = None
+    while True:
+        run = start_lake_run(spark, settings)
+        await_lake_run(run)
+        summary = summarize_lake_run(spark, settings, run)
+        total = summary if total is None else total.plus(summary)
+        finite_kinesis = (settings.stream.trigger == AVAILABLE_NOW
+                          and settings.source.kind != "replay")
+        if not finite_kinesis or summary.input_rows == 0:
+            return total

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sensorpipe.schemas import KINESIS_RECORD_SCHEMA, REPLAY_RECORD_SCHEMA
+from sensorpipe.schemas import KINESIS_SOURCE_SCHEMA, REPLAY_RECORD_SCHEMA
 
 
 def replay_payload(text: Column, text_base64: Column) -> Column:
@@ -19,14 +19,15 @@ def replay_payload(text: Column, text_base64: Column) -> Column:
 
 
 def as_kinesis_records(replayed: DataFrame, stream_name: str) -> DataFrame:
-    """Replay file rows -> the Kinesis connector's columns."""
+    """Replay file rows -> the Kinesis source's columns (each record is a plain one)."""
     return replayed.select(
         replay_payload(F.col("data"), F.col("dataBase64")).alias("data"),
         F.lit(stream_name).alias("streamName"),
         "partitionKey",
         "sequenceNumber",
         "approximateArrivalTimestamp",
-    ).select(*KINESIS_RECORD_SCHEMA.fieldNames())
+        F.lit(0).cast("long").alias("subSequenceNumber"),
+    ).select(*KINESIS_SOURCE_SCHEMA.fieldNames())
 
 
 def read_replay(

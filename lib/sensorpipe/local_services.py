@@ -1,0 +1,101 @@
+"""Local stand-ins for AWS services, started on loopback and stopped by PID.
+
+Used by `make run` (through `sensorpipe local ...`) and by the integration tests. Each service
+is the project's own install (npm ci / Debian packages), never something fetched at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ServiceError(RuntimeError):
+    """A local service could not be started."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError(f"process {proc.pid} exited with {proc.returncode} before listening")
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise ServiceError(f"nothing listened on 127.0.0.1:{port} within {timeout_s} s")
+
+
+@dataclass
+class Kinesalite:
+    """kinesalite (npm) speaking the Kinesis API on 127.0.0.1:port, data in memory."""
+
+    port: int
+    proc: subprocess.Popen
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def start(cls, port: int | None = None, log_path: str | Path | None = None) -> Kinesalite:
+        binary = ROOT / "node_modules/.bin/kinesalite"
+        if not binary.exists():
+            raise ServiceError(f"{binary} is missing: run `npm ci` in {ROOT}")
+        port = port or free_port()
+        log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        proc = subprocess.Popen(
+            [str(binary), "--port", str(port), "--host", "127.0.0.1", "--createStreamMs", "0",
+             "--deleteStreamMs", "0", "--updateStreamMs", "0", "--shardLimit", "100"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            wait_for_port(port, 20, proc)
+        except ServiceError:
+            proc.kill()
+            raise
+        return cls(port, proc)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def stop_pid(pid: int, timeout_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL if the process is still there after `timeout_s`."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
+def local_aws_environment() -> dict[str, str]:
+    """Credentials for local stand-ins: they check none, boto3 still wants some."""
+    return {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": "us-east-1"}

@@ -1,0 +1,532 @@
+"""A Kinesis Data Streams source for Structured Streaming, with Spark 4's Python Data Source API.
+
+    spark.dataSource.register(KinesisDataSource)
+    spark.readStream.format("sensorpipe-kinesis")
+        .option("kinesis.streamName", "train-telemetry")
+        .option("kinesis.metadataPath", "<checkpoint>/kinesis")
+        .load()
+
+Columns are those of EMR's `aws-kinesis` connector (`data`, `streamName`, `partitionKey`,
+`sequenceNumber`, `approximateArrivalTimestamp`) plus `subSequenceNumber`, the position of a
+user record inside a KPL aggregate (0 for plain records).
+
+How offsets work. Only executors read records, one input partition per shard, so the driver
+cannot know in advance where a batch will end. The offset of batch N therefore holds, per shard,
+where batch N starts reading: the last sequence number (and user record within an aggregate)
+read by the batches before it. Batch N's tasks read from there, up to
+`kinesis.maxFetchRecordsPerShard` user records or until the shard is caught up or closed, and
+write where they stopped to `<metadataPath>/batches/N/<shard>.json`; the driver builds batch N+1's
+offset from those files. A re-executed batch (after a crash or a task retry) finds its own end
+files and reads exactly up to them, so it yields the same records: with Spark's file sink this
+makes the lake exactly-once. A shard that split or merged is read to its end before its
+children are planned; children start at their beginning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+from pyspark.sql.types import StructType
+
+from sensorpipe.schemas import KINESIS_SOURCE_SCHEMA
+from sensorpipe.sources.kpl import deaggregate
+
+SHORT_NAME = "sensorpipe-kinesis"
+STARTING_POSITIONS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
+THROTTLING = {
+    "ProvisionedThroughputExceededException",
+    "LimitExceededException",
+    "KMSThrottlingException",
+    "ThrottlingException",
+}
+_GET_RECORDS_MAX = 10000
+
+
+class KinesisReadError(RuntimeError):
+    """Reading a shard failed after the bounded retries; the batch fails and can be re-run."""
+
+
+class KinesisOptionError(ValueError):
+    """A source option is missing or wrong; the message names the option."""
+
+
+@dataclass(frozen=True)
+class KinesisOptions:
+    stream_name: str
+    metadata_path: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    starting_position: str = "LATEST"
+    starting_timestamp: float | None = None
+    max_fetch_records_per_shard: int = 100000
+    max_retries: int = 8
+    retry_initial_ms: int = 100
+    retry_max_ms: int = 5000
+
+    @classmethod
+    def parse(cls, options: dict[str, str]) -> KinesisOptions:
+        opts = {k.lower(): v for k, v in options.items()}
+
+        def get(name: str, default: Any = None, required: bool = False) -> Any:
+            value = opts.get(name.lower())
+            if value in (None, ""):
+                if required:
+                    raise KinesisOptionError(f"option {name} is required")
+                return default
+            return value
+
+        def integer(name: str, default: int) -> int:
+            value = get(name, default)
+            try:
+                number = int(value)
+            except (TypeError, ValueError):
+                raise KinesisOptionError(
+                    f"option {name}: expected a positive integer, got {value!r}"
+                ) from None
+            if number <= 0:
+                raise KinesisOptionError(f"option {name}: expected a positive integer, got {value}")
+            return number
+
+        position = str(get("kinesis.startingPosition", "LATEST")).upper()
+        if position not in STARTING_POSITIONS:
+            raise KinesisOptionError(
+                "option kinesis.startingPosition: expected one of "
+                f"{', '.join(STARTING_POSITIONS)}, "
+                f"got {position!r}"
+            )
+        timestamp = None
+        if position == "AT_TIMESTAMP":
+            text = get("kinesis.startingTimestamp", required=True)
+            try:
+                timestamp = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                raise KinesisOptionError(
+                    f"option kinesis.startingTimestamp: expected an ISO-8601 time, got {text!r}"
+                ) from None
+        return cls(
+            stream_name=get("kinesis.streamName", required=True),
+            metadata_path=get("kinesis.metadataPath", required=True),
+            region=get(
+                "kinesis.region",
+                os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
+            ),
+            endpoint_url=get("kinesis.endpointUrl"),
+            starting_position=position,
+            starting_timestamp=timestamp,
+            max_fetch_records_per_shard=integer("kinesis.maxFetchRecordsPerShard", 100000),
+            max_retries=integer("kinesis.maxRetries", 8),
+            retry_initial_ms=integer("kinesis.retryInitialMs", 100),
+            retry_max_ms=integer("kinesis.retryMaxMs", 5000),
+        )
+
+
+def kinesis_client(options: KinesisOptions) -> Any:
+    """A boto3 Kinesis client: default credential chain; our retry policy, not botocore's."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30
+    )
+    return boto3.client(
+        "kinesis", region_name=options.region, endpoint_url=options.endpoint_url, config=config
+    )
+
+
+def call_with_retries(options: KinesisOptions, what: str, fn: Any, **kwargs: Any) -> Any:
+    """Call `fn`, backing off on throttling and network errors, at most `max_retries` times."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    delay = options.retry_initial_ms / 1000
+    for attempt in range(options.max_retries + 1):
+        try:
+            return fn(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code not in THROTTLING:
+                raise
+            problem = f"{code}"
+        except (ConnectionError, HTTPClientError) as exc:
+            problem = f"network error {type(exc).__name__}: {exc}"
+        if attempt == options.max_retries:
+            raise KinesisReadError(
+                f"{what}: gave up after {options.max_retries} retries; last error: {problem}"
+            )
+        time.sleep(delay * (0.5 + random.random() / 2))
+        delay = min(delay * 2, options.retry_max_ms / 1000)
+    raise AssertionError("unreachable")
+
+
+# -- where a shard is read from -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where reading a shard starts: an iterator type, and for AT/AFTER a sequence number.
+
+    AT_SEQUENCE_NUMBER comes with `skip`, the user records of that (aggregated) record that
+    were already read: resumption inside a KPL aggregate.
+    """
+
+    kind: str  # TRIM_HORIZON | AT_TIMESTAMP | AT_SEQUENCE_NUMBER | AFTER_SEQUENCE_NUMBER
+    seq: str | None = None
+    skip: int = 0
+    timestamp: float | None = None
+    closed: bool = False  # the shard has been read to its end
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, 0, False)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Position:
+        return cls(**data)
+
+    def iterator_args(self) -> dict[str, Any]:
+        if self.kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
+            return {"ShardIteratorType": self.kind, "StartingSequenceNumber": self.seq}
+        if self.kind == "AT_TIMESTAMP":
+            return {
+                "ShardIteratorType": self.kind,
+                "Timestamp": datetime.fromtimestamp(self.timestamp, tz=UTC),
+            }
+        return {"ShardIteratorType": "TRIM_HORIZON"}
+
+
+def after(seq: str, sub: int, subs_in_record: int) -> Position:
+    """The position just after user record `sub` of the record `seq`."""
+    if sub + 1 >= subs_in_record:
+        return Position("AFTER_SEQUENCE_NUMBER", seq)
+    return Position("AT_SEQUENCE_NUMBER", seq, skip=sub + 1)
+
+
+# -- metadata: where each batch's tasks stopped ---------------------------------------------
+
+
+class MetadataStore:
+    """Small JSON files under a local path or s3:// prefix; tasks write, the driver reads."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/")
+        self._s3 = None
+        if self.root.startswith("s3://"):
+            import boto3
+
+            bucket, _, prefix = self.root[5:].partition("/")
+            self._s3, self._bucket, self._prefix = boto3.client("s3"), bucket, prefix
+
+    def write(self, relative: str, data: dict[str, Any]) -> None:
+        body = json.dumps(data, sort_keys=True)
+        if self._s3 is not None:
+            self._s3.put_object(
+                Bucket=self._bucket, Key=f"{self._prefix}/{relative}", Body=body.encode()
+            )
+            return
+        path = os.path.join(self.root, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}-{random.randrange(1 << 30)}"
+        with open(tmp, "w") as f:
+            f.write(body)
+        os.replace(tmp, path)  # readers see the whole file or none
+
+    def read(self, relative: str) -> dict[str, Any] | None:
+        if self._s3 is not None:
+            try:
+                obj = self._s3.get_object(Bucket=self._bucket, Key=f"{self._prefix}/{relative}")
+            except self._s3.exceptions.NoSuchKey:
+                return None
+            return json.loads(obj["Body"].read())
+        try:
+            with open(os.path.join(self.root, relative)) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+
+    def batches(self) -> list[int]:
+        if self._s3 is not None:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=f"{self._prefix}/batches/", Delimiter="/"
+            )
+            names = [
+                p["Prefix"].rstrip("/").rsplit("/", 1)[-1]
+                for page in pages
+                for p in page.get("CommonPrefixes", [])
+            ]
+        else:
+            try:
+                names = os.listdir(os.path.join(self.root, "batches"))
+            except FileNotFoundError:
+                names = []
+        return sorted(int(n) for n in names if n.isdigit())
+
+    def delete_batch(self, batch: int) -> None:
+        if self._s3 is not None:
+            listed = self._s3.list_objects_v2(
+                Bucket=self._bucket, Prefix=f"{self._prefix}/batches/{batch}/"
+            )
+            for obj in listed.get("Contents", []):
+                self._s3.delete_object(Bucket=self._bucket, Key=obj["Key"])
+            return
+        import shutil
+
+        shutil.rmtree(os.path.join(self.root, "batches", str(batch)), ignore_errors=True)
+
+
+def _plan_file(batch: int) -> str:
+    return f"batches/{batch}/_offset.json"
+
+
+def _end_file(batch: int, shard: str) -> str:
+    return f"batches/{batch}/{shard}.json"
+
+
+# -- the reader -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardPartition(InputPartition):
+    shard_id: str
+    start: Position
+    batch: int
+    options: KinesisOptions
+
+
+class KinesisStreamReader(DataSourceStreamReader):
+    def __init__(self, options: KinesisOptions) -> None:
+        self.options = options
+        self.store = MetadataStore(options.metadata_path)
+
+    # Driver side ---------------------------------------------------------------------------
+
+    def _shards(self) -> list[dict[str, Any]]:
+        client = kinesis_client(self.options)
+        shards, token = [], None
+        while True:
+            kwargs = {"NextToken": token} if token else {"StreamName": self.options.stream_name}
+            page = call_with_retries(
+                self.options, f"ListShards {self.options.stream_name}", client.list_shards, **kwargs
+            )
+            shards += page["Shards"]
+            token = page.get("NextToken")
+            if not token:
+                return shards
+
+    def _start_position(self) -> Position:
+        if self.options.starting_position == "TRIM_HORIZON":
+            return Position("TRIM_HORIZON")
+        if self.options.starting_position == "AT_TIMESTAMP":
+            return Position("AT_TIMESTAMP", timestamp=self.options.starting_timestamp)
+        # LATEST is pinned to the query's first start, so a re-run reads the same records.
+        return Position("AT_TIMESTAMP", timestamp=time.time())
+
+    def _with_new_shards(self, positions: dict[str, Position]) -> dict[str, Position]:
+        """Add shards ready to read: no parent we know of, or every parent read to its end."""
+        listed = self._shards()
+        listed_ids = {s["ShardId"] for s in listed}
+        start = (
+            self._start_position()
+            if not positions
+            else Position("AT_TIMESTAMP", timestamp=self.options.starting_timestamp)
+            if self.options.starting_position == "AT_TIMESTAMP"
+            else Position("TRIM_HORIZON")
+        )
+        if not positions and self.options.starting_position == "LATEST":
+            # Closed shards hold nothing newer than now; open ones start at the pinned time.
+            return {
+                s["ShardId"]: (
+                    Position("TRIM_HORIZON", closed=True)
+                    if "EndingSequenceNumber" in s["SequenceNumberRange"]
+                    else start
+                )
+                for s in listed
+            }
+        out = dict(positions)
+        for shard in listed:
+            sid = shard["ShardId"]
+            if sid in out:
+                continue
+            parents = [shard.get("ParentShardId"), shard.get("AdjacentParentShardId")]
+            ready = all(
+                p is None or p not in listed_ids and p not in out or (p in out and out[p].closed)
+                for p in parents
+            )
+            if ready:
+                out[sid] = start
+        return out
+
+    def initialOffset(self) -> dict:
+        existing = self.store.read(_plan_file(0))
+        if existing is not None:
+            return existing
+        offset = {
+            "batch": 0,
+            "shards": {k: v.to_json() for k, v in self._with_new_shards({}).items()},
+        }
+        self.store.write(_plan_file(0), offset)
+        return offset
+
+    def _positions_after(self, batch: int) -> dict[str, Position] | None:
+        """Where batch `batch`'s tasks stopped, or None if it has not run to completion."""
+        plan = self.store.read(_plan_file(batch))
+        if plan is None:
+            return None
+        out = {}
+        for sid, raw in plan["shards"].items():
+            start = Position.from_json(raw)
+            if batch == 0 or start.closed:
+                out[sid] = start
+                continue
+            end = self.store.read(_end_file(batch, sid))
+            if end is None:
+                return None
+            out[sid] = Position.from_json(end["position"])
+        return out
+
+    def latestOffset(self) -> dict:
+        batches = self.store.batches()
+        if not batches:
+            self.initialOffset()
+            batches = [0]
+        batch = batches[-1]
+        positions = self._positions_after(batch)
+        if positions is None:
+            # Handed out but not run to completion: offer the same offset again, so a batch
+            # that Spark logged is re-run as it was, and one it never logged runs now.
+            return self.store.read(_plan_file(batch))
+        offset = {
+            "batch": batch + 1,
+            "shards": {k: v.to_json() for k, v in self._with_new_shards(positions).items()},
+        }
+        self.store.write(_plan_file(batch + 1), offset)  # before Spark logs it
+        return offset
+
+    def partitions(self, start: dict, end: dict) -> list[ShardPartition]:
+        return [
+            ShardPartition(sid, Position.from_json(raw), end["batch"], self.options)
+            for sid, raw in sorted(end["shards"].items())
+            if not raw.get("closed")
+        ]
+
+    def commit(self, end: dict) -> None:
+        # Keep the last few batches' files: a re-run of batch N needs only batch N's.
+        for batch in self.store.batches():
+            if batch < end["batch"] - 2:
+                self.store.delete_batch(batch)
+
+    # Executor side -------------------------------------------------------------------------
+
+    def read(self, partition: ShardPartition) -> Iterator[tuple]:
+        yield from read_shard(partition, MetadataStore(partition.options.metadata_path))
+
+
+def read_shard(part: ShardPartition, store: MetadataStore) -> Iterator[tuple]:
+    """Yield the shard's user records for this batch, then record where reading stopped."""
+    opts = part.options
+    client = kinesis_client(opts)
+    what = f"shard {part.shard_id} of {opts.stream_name}"
+    # A re-executed batch reads exactly what its first execution read.
+    bound = store.read(_end_file(part.batch, part.shard_id))
+    bound_last = tuple(bound["last"]) if bound and bound.get("last") else None
+    if bound is not None and bound_last is None and not bound["position"].get("closed"):
+        store.write(_end_file(part.batch, part.shard_id), bound)
+        return
+    limit = opts.max_fetch_records_per_shard
+    position = part.start
+    last: tuple[str, int] | None = None
+    count = 0
+    closed = False
+
+    def iterator_from(pos: Position) -> str:
+        return call_with_retries(
+            opts,
+            f"GetShardIterator {what}",
+            client.get_shard_iterator,
+            StreamName=opts.stream_name,
+            ShardId=part.shard_id,
+            **pos.iterator_args(),
+        )["ShardIterator"]
+
+    iterator = iterator_from(position)
+    empty_polls = 0
+    done = False
+    while not done:
+        try:
+            resp = call_with_retries(
+                opts,
+                f"GetRecords {what}",
+                client.get_records,
+                ShardIterator=iterator,
+                Limit=min(_GET_RECORDS_MAX, max(1, limit - count)),
+            )
+        except client.exceptions.ExpiredIteratorException:
+            iterator = iterator_from(position)  # after the last record fully read
+            continue
+        for record in resp["Records"]:
+            seq = record["SequenceNumber"]
+            users = deaggregate(record["Data"], record["PartitionKey"])
+            first = (
+                part.start.skip
+                if (part.start.kind == "AT_SEQUENCE_NUMBER" and seq == part.start.seq)
+                else 0
+            )
+            for sub in range(first, len(users)):
+                user = users[sub]
+                yield (
+                    user.data,
+                    opts.stream_name,
+                    user.partition_key,
+                    seq,
+                    record["ApproximateArrivalTimestamp"].astimezone(UTC),
+                    sub,
+                )
+                last, count = (seq, sub), count + 1
+                position = after(seq, sub, len(users))
+                if bound_last == last or (bound_last is None and count >= limit):
+                    done = True
+                    break
+            if done:
+                break
+        if done:
+            break
+        next_iterator = resp.get("NextShardIterator")
+        if next_iterator is None:
+            closed = True
+            break
+        iterator = next_iterator
+        if not resp["Records"]:
+            empty_polls += 1
+            caught_up = resp.get("MillisBehindLatest", 0) == 0
+            if bound_last is None and (caught_up or empty_polls >= 5):
+                break
+            if bound_last is not None and empty_polls >= 50:
+                raise KinesisReadError(f"{what}: could not re-read up to {bound_last}")
+        else:
+            empty_polls = 0
+    if bound is not None and bound["position"].get("closed") and not closed:
+        closed = last == bound_last
+    final = Position(**{**asdict(position), "closed": closed})
+    store.write(
+        _end_file(part.batch, part.shard_id),
+        {"position": final.to_json(), "last": list(last) if last else None, "records": count},
+    )
+
+
+class KinesisDataSource(DataSource):
+    """Structured Streaming source for Kinesis Data Streams, registered as `sensorpipe-kinesis`."""
+
+    @classmethod
+    def name(cls) -> str:
+        return SHORT_NAME
+
+    def schema(self) -> StructType:
+        return KINESIS_SOURCE_SCHEMA
+
+    def streamReader(self, schema: StructType) -> KinesisStreamReader:
+        return KinesisStreamReader(KinesisOptions.parse(dict(self.options)))
