@@ -13,6 +13,7 @@ from pyspark.sql.streaming import StreamingQuery
 from sensorpipe import __version__
 from sensorpipe.config import Settings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
+from sensorpipe.schemas import EVENT_SCHEMA, QUARANTINE_SCHEMA
 from sensorpipe.sinks.lake import AVAILABLE_NOW, committed_files, partitions_of, start_lake_query
 from sensorpipe.sources import read_records
 
@@ -99,8 +100,9 @@ class RunSummary:
         return RunSummary(
             records_in=self.records_in + other.records_in,
             valid=self.valid + other.valid,
-            quarantined={r: self.quarantined.get(r, 0) + other.quarantined.get(r, 0)
-                         for r in REASONS},
+            quarantined={
+                r: self.quarantined.get(r, 0) + other.quarantined.get(r, 0) for r in REASONS
+            },
             batches=self.batches + other.batches,
             events=table(self.events, other.events),
             quarantine=table(self.quarantine, other.quarantine),
@@ -136,8 +138,8 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
     """Start the source -> decode -> lake queries (events and quarantine)."""
     lake, prefix = settings.lake, settings.stream.query_prefix
     before = (
-        committed_files(spark, lake.events_path, lake.format),
-        committed_files(spark, lake.quarantine_path, lake.format),
+        committed_files(spark, lake.events_path, lake.format, EVENT_SCHEMA),
+        committed_files(spark, lake.quarantine_path, lake.format, QUARANTINE_SCHEMA),
     )
     common = {"table_format": lake.format, "trigger": settings.stream.trigger}
     events_checkpoint = f"{lake.checkpoint_root}/events"
@@ -189,9 +191,12 @@ def summarize_lake_run(spark: SparkSession, settings: Settings, run: LakeRun) ->
     lake = settings.lake
     events_batches = _observed(run.events)
     quarantine_batches = _observed(run.quarantine)
-    events_new = committed_files(spark, lake.events_path, lake.format) - run.events_before
+    events_new = (
+        committed_files(spark, lake.events_path, lake.format, EVENT_SCHEMA) - run.events_before
+    )
     quarantine_new = (
-        committed_files(spark, lake.quarantine_path, lake.format) - run.quarantine_before
+        committed_files(spark, lake.quarantine_path, lake.format, QUARANTINE_SCHEMA)
+        - run.quarantine_before
     )
     return RunSummary(
         records_in=sum(b["records_in"] for b in events_batches),
@@ -219,7 +224,8 @@ def run_lake_job(spark: SparkSession, settings: Settings) -> RunSummary:
         await_lake_run(run)
         summary = summarize_lake_run(spark, settings, run)
         total = summary if total is None else total.plus(summary)
-        finite_kinesis = (settings.stream.trigger == AVAILABLE_NOW
-                          and settings.source.kind != "replay")
+        finite_kinesis = (
+            settings.stream.trigger == AVAILABLE_NOW and settings.source.kind != "replay"
+        )
         if not finite_kinesis or summary.input_rows == 0:
             return total

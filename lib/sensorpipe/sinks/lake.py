@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import StructType
 
 AVAILABLE_NOW = "available_now"
 
@@ -41,14 +42,18 @@ def start_lake_query(
     return writer.start(path)
 
 
-def committed_files(spark: SparkSession, path: str, table_format: str) -> set[str]:
+def committed_files(
+    spark: SparkSession, path: str, table_format: str, schema: StructType
+) -> set[str]:
     """The data files a reader of the table sees now (committed by the sink's log)."""
+    reader = spark.read.format(table_format)
+    if table_format == "parquet":
+        reader = reader.schema(schema)  # an empty table has no file to infer it from
     try:
-        return set(spark.read.format(table_format).load(path).inputFiles())
+        return set(reader.load(path).inputFiles())
     except AnalysisException as exc:
         if exc.getCondition() in (
             "PATH_NOT_FOUND",
-            "UNABLE_TO_INFER_SCHEMA",
             "DELTA_MISSING_DELTA_TABLE",
             "DELTA_TABLE_NOT_FOUND",
         ):

@@ -503,7 +503,9 @@ def read_shard(part: ShardPartition, store: MetadataStore) -> Iterator[tuple]:
         if not resp["Records"]:
             empty_polls += 1
             caught_up = resp.get("MillisBehindLatest", 0) == 0
-            if bound_last is None and (caught_up or empty_polls >= 5):
+            # Two empty answers in a row: the end of a closed shard can take a second call
+            # to show (NextShardIterator null), and an open shard is then caught up.
+            if bound_last is None and ((caught_up and empty_polls >= 2) or empty_polls >= 5):
                 break
             if bound_last is not None and empty_polls >= 50:
                 raise KinesisReadError(f"{what}: could not re-read up to {bound_last}")

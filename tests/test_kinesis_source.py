@@ -1,0 +1,184 @@
+"""The Kinesis source against a real Kinesis API server (kinesalite): the lake must hold exactly
+the records produced, through restarts, resharding, KPL aggregates and injected faults."""
+
+import threading
+
+import pytest
+from pyspark.errors import StreamingQueryException
+
+from sensorpipe.sources.kinesis import (
+    KinesisOptionError,
+    KinesisOptions,
+    MetadataStore,
+    Position,
+    ShardPartition,
+    read_shard,
+)
+from sensorpipe.streaming import run_lake_job
+from tests.kinesis_helpers import (
+    FaultProxy,
+    assert_lake_exact,
+    events,
+    new_stream,
+    put,
+    settings_for,
+    wait_active,
+)
+
+
+def test_several_shards_and_restart_from_checkpoint_mid_stream(spark, tmp_path, kinesis,
+                                                               kinesalite):
+    stream = new_stream(kinesis, 3)
+    first, second = events(0, 600), events(600, 400)
+    settings = settings_for(tmp_path, kinesalite.endpoint_url, stream)
+    put(kinesis, stream, first)
+    summary = run_lake_job(spark, settings)
+    assert summary.records_in == 600
+    assert_lake_exact(spark, settings, first)
+    put(kinesis, stream, second)
+    again = run_lake_job(spark, settings)  # a restart: same checkpoint, new records
+    assert again.records_in == 400
+    assert_lake_exact(spark, settings, first + second)
+
+
+def test_shard_split_and_merge_while_producing(spark, tmp_path, kinesis, kinesalite):
+    stream = new_stream(kinesis, 2)
+    settings = settings_for(tmp_path, kinesalite.endpoint_url, stream)
+    produced = events(0, 300)
+    put(kinesis, stream, produced)
+    run_lake_job(spark, settings)  # parents partly read before they close
+
+    during = events(300, 900)
+    producer = threading.Thread(target=put, args=(kinesis, stream, during))
+    producer.start()
+    shards = kinesis.list_shards(StreamName=stream)["Shards"]
+    low, high = int(shards[0]["HashKeyRange"]["StartingHashKey"]), int(
+        shards[0]["HashKeyRange"]["EndingHashKey"])
+    kinesis.split_shard(StreamName=stream, ShardToSplit=shards[0]["ShardId"],
+                        NewStartingHashKey=str((low + high) // 2))
+    wait_active(kinesis, stream)
+    run_lake_job(spark, settings)  # reads while the stream is being resharded
+    open_shards = sorted(
+        (s for s in kinesis.list_shards(StreamName=stream)["Shards"]
+         if "EndingSequenceNumber" not in s["SequenceNumberRange"]),
+        key=lambda s: int(s["HashKeyRange"]["StartingHashKey"]),
+    )
+    kinesis.merge_shards(StreamName=stream, ShardToMerge=open_shards[0]["ShardId"],
+                         AdjacentShardToMerge=open_shards[1]["ShardId"])
+    wait_active(kinesis, stream)
+    producer.join()
+    after = events(1200, 300)
+    put(kinesis, stream, after)
+    run_lake_job(spark, settings)
+    listed = kinesis.list_shards(StreamName=stream)["Shards"]
+    assert len(listed) == 5, "2 shards, a split (+2) and a merge (+1)"
+    assert_lake_exact(spark, settings, produced + during + after)
+
+
+def test_kpl_aggregates_are_deaggregated_and_resumed_inside(spark, tmp_path, kinesis, kinesalite):
+    stream = new_stream(kinesis, 2)
+    produced = events(0, 120)
+    put(kinesis, stream, produced, aggregate=7)
+    # 10 user records per shard per batch cuts batches inside 7-record aggregates.
+    settings = settings_for(tmp_path, kinesalite.endpoint_url, stream,
+                            SENSORPIPE__SOURCE__MAX_FETCH_RECORDS_PER_SHARD="10")
+    summary = run_lake_job(spark, settings)
+    assert summary.records_in == 120
+    assert summary.batches >= 6
+    assert_lake_exact(spark, settings, produced)
+    subs = spark.read.parquet(settings.lake.events_path).agg({"sub_sequence_number": "max"})
+    assert subs.first()[0] == 6
+
+
+def test_reader_resumes_inside_an_aggregate_without_skip_or_repeat(tmp_path, kinesis, kinesalite):
+    """Read one shard 5 user records at a time over 3-record aggregates, as batches would."""
+    stream = new_stream(kinesis, 1)
+    produced = events(0, 23)
+    put(kinesis, stream, produced, aggregate=3)
+    shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+    options = KinesisOptions(stream_name=stream, metadata_path=str(tmp_path / "meta"),
+                             endpoint_url=kinesalite.endpoint_url, starting_position="TRIM_HORIZON",
+                             max_fetch_records_per_shard=5)
+    store = MetadataStore(options.metadata_path)
+    position, seen, resumed_inside = Position("TRIM_HORIZON"), [], 0
+    for batch in range(1, 10):
+        part = ShardPartition(shard, position, batch, options)
+        rows = [bytes(r[0]) for r in read_shard(part, store)]
+        # A re-execution of the same batch yields exactly the same rows.
+        assert [bytes(r[0]) for r in read_shard(part, store)] == rows
+        seen += rows
+        end = store.read(f"batches/{batch}/{shard}.json")
+        position = Position.from_json(end["position"])
+        resumed_inside += position.kind == "AT_SEQUENCE_NUMBER"
+        if not rows:
+            break
+    assert len(seen) == len(produced)  # none repeated...
+    assert sorted(seen) == sorted(r.data for r in produced)  # ...none skipped
+    assert resumed_inside >= 3
+
+
+def test_reexecuted_batch_reads_exactly_what_it_read_first(tmp_path, kinesis, kinesalite):
+    stream = new_stream(kinesis, 1)
+    put(kinesis, stream, events(0, 10))
+    shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+    options = KinesisOptions(stream_name=stream, metadata_path=str(tmp_path / "meta"),
+                             endpoint_url=kinesalite.endpoint_url, starting_position="TRIM_HORIZON")
+    store = MetadataStore(options.metadata_path)
+    part = ShardPartition(shard, Position("TRIM_HORIZON"), 1, options)
+    first = [r[3] for r in read_shard(part, store)]
+    put(kinesis, stream, events(10, 5))  # new records arrive before the re-execution
+    again = [r[3] for r in read_shard(part, store)]
+    assert len(first) == 10 and again == first
+
+
+def test_injected_throttling_and_expired_iterators_are_survived(spark, tmp_path, kinesis,
+                                                                 kinesalite):
+    stream = new_stream(kinesis, 2)
+    produced = events(0, 800)
+    put(kinesis, stream, produced)
+    proxy = FaultProxy(kinesalite.port, throttle_every=3, expire_every=4)
+    try:
+        settings = settings_for(tmp_path, proxy.endpoint_url, stream,
+                                SENSORPIPE__SOURCE__MAX_FETCH_RECORDS_PER_SHARD="100",
+                                SENSORPIPE__SOURCE__OPTIONS='{"kinesis.retryInitialMs": "10"}')
+        run_lake_job(spark, settings)
+    finally:
+        proxy.close()
+    assert proxy.faults.get("ProvisionedThroughputExceededException", 0) > 0
+    assert proxy.faults.get("ExpiredIteratorException", 0) > 0
+    assert_lake_exact(spark, settings, produced)
+
+
+def test_persistent_throttling_fails_the_batch_clearly_and_a_rerun_is_exact(spark, tmp_path,
+                                                                            kinesis, kinesalite):
+    stream = new_stream(kinesis, 2)
+    produced = events(0, 200)
+    put(kinesis, stream, produced)
+    options = '{"kinesis.retryInitialMs": "5", "kinesis.maxRetries": "2"}'
+    proxy = FaultProxy(kinesalite.port, throttle_always=True)
+    try:
+        failing = settings_for(tmp_path, proxy.endpoint_url, stream,
+                               SENSORPIPE__SOURCE__OPTIONS=options)
+        with pytest.raises(StreamingQueryException, match="gave up after 2 retries; last error: "
+                                                         "ProvisionedThroughputExceededException"):
+            run_lake_job(spark, failing)
+    finally:
+        proxy.close()
+    healthy = settings_for(tmp_path, kinesalite.endpoint_url, stream,
+                           SENSORPIPE__SOURCE__OPTIONS=options)
+    run_lake_job(spark, healthy)
+    assert_lake_exact(spark, healthy, produced)
+
+
+def test_options_are_validated_naming_the_option():
+    with pytest.raises(KinesisOptionError, match="kinesis.streamName is required"):
+        KinesisOptions.parse({"kinesis.metadataPath": "/tmp/x"})
+    with pytest.raises(KinesisOptionError, match="kinesis.startingPosition: expected one of"):
+        KinesisOptions.parse({"kinesis.streamName": "s", "kinesis.metadataPath": "/m",
+                              "kinesis.startingPosition": "EARLIEST"})
+    with pytest.raises(KinesisOptionError, match="kinesis.maxFetchRecordsPerShard: expected a"):
+        KinesisOptions.parse({"kinesis.streamName": "s", "kinesis.metadataPath": "/m",
+                              "kinesis.maxFetchRecordsPerShard": "lots"})
+    with pytest.raises(KinesisOptionError, match="kinesis.startingTimestamp is required"):
+        KinesisOptions.parse({"kinesis.streamName": "s", "kinesis.metadataPath": "/m",
+                              "kinesis.startingPosition": "AT_TIMESTAMP"})
