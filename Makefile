@@ -11,7 +11,7 @@ CLUSTER_PYTHON_VERSION ?= 3.11
 CLUSTER_PYTHON_PREFIX ?= /usr
 PYTEST_ARGS ?=
 
-.PHONY: run test lint dist samples clean venv
+.PHONY: run test lint dist samples clean venv kinesis-up kinesis-down
 
 venv: $(STAMP)
 
@@ -30,14 +30,22 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Start kinesalite on KINESIS_PORT, create the stream (2 shards), publish the bundled samples.
+kinesis-up: venv node_modules/.installed
+	export $(LOCAL_AWS); \
+	$(VENV)/bin/sensorpipe local stop >/dev/null; \
+	$(VENV)/bin/sensorpipe local start --port $(KINESIS_PORT) && \
+	$(VENV)/bin/sensorpipe produce --endpoint-url http://127.0.0.1:$(KINESIS_PORT) --create-shards 2
+
+kinesis-down: venv
+	$(VENV)/bin/sensorpipe local stop
+
 run: venv node_modules/.installed
 	rm -rf build/lake build/checkpoints
-	set -e; export $(LOCAL_AWS) PYSPARK_PYTHON=$(abspath $(PY)) \
+	$(MAKE) --no-print-directory kinesis-up
+	set -e; trap '$(VENV)/bin/sensorpipe local stop' EXIT; \
+	export $(LOCAL_AWS) PYSPARK_PYTHON=$(abspath $(PY)) \
 		SENSORPIPE_KINESIS_ENDPOINT=http://127.0.0.1:$(KINESIS_PORT); \
-	$(VENV)/bin/sensorpipe local stop >/dev/null; \
-	$(VENV)/bin/sensorpipe local start --port $(KINESIS_PORT); \
-	trap '$(VENV)/bin/sensorpipe local stop' EXIT; \
-	$(VENV)/bin/sensorpipe produce --endpoint-url $$SENSORPIPE_KINESIS_ENDPOINT --create-shards 2; \
 	$(PY) jobs/stream_sensor_anomalies.py --config conf/local.yaml --summary-json build/run-summary.json
 
 test: venv node_modules/.installed

@@ -5,7 +5,6 @@ import threading
 
 import pytest
 from pyspark.errors import StreamingQueryException
-
 from sensorpipe.sources.kinesis import (
     KinesisOptionError,
     KinesisOptions,
@@ -15,6 +14,7 @@ from sensorpipe.sources.kinesis import (
     read_shard,
 )
 from sensorpipe.streaming import run_lake_job
+
 from tests.kinesis_helpers import (
     FaultProxy,
     assert_lake_exact,

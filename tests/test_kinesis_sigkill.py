@@ -1,0 +1,82 @@
+"""Stop the streaming job's driver hard (SIGKILL to its process group: Python driver, JVM,
+workers) inside and between micro-batches, restart it, and find the lake exact."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sensorpipe.streaming import run_lake_job
+
+from tests.kinesis_helpers import ROOT, assert_lake_exact, events, new_stream, put, settings_for
+
+
+def batch_ids(folder: Path) -> set[int]:
+    if not folder.is_dir():
+        return set()
+    return {int(p.name) for p in folder.iterdir() if p.name.isdigit()}
+
+
+def start_job(env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "jobs/stream_sensor_anomalies.py", "--config", "conf/local.yaml"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def kill_when(proc: subprocess.Popen, checkpoint: Path, inside: bool, after_commits: int,
+              timeout_s: float = 120) -> bool:
+    """SIGKILL the job once `after_commits` more batches are committed and a batch is (inside)
+    or is not (between) in flight; returns whether it was in flight at the kill."""
+    start = len(batch_ids(checkpoint / "commits"))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the job ended on its own"
+        offsets, commits = batch_ids(checkpoint / "offsets"), batch_ids(checkpoint / "commits")
+        in_flight = offsets - commits
+        if len(commits) >= start + after_commits and bool(in_flight) == inside:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            return bool(in_flight)
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise TimeoutError("the job did not reach the state to kill it in")
+
+
+@pytest.mark.slow
+def test_sigkill_inside_and_between_batches_leaves_the_lake_exact(spark, tmp_path, kinesis,
+                                                                 kinesalite):
+    stream = new_stream(kinesis, 2)
+    produced = events(0, 3000)
+    put(kinesis, stream, produced)
+    extra = {"SENSORPIPE__SOURCE__MAX_FETCH_RECORDS_PER_SHARD": "150",
+             "SENSORPIPE__STREAM__TRIGGER": "1 second"}
+    settings = settings_for(tmp_path, kinesalite.endpoint_url, stream, **extra)
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, **{
+        "SENSORPIPE__SOURCE__KIND": "kinesis",
+        "SENSORPIPE__SOURCE__ENDPOINT_URL": kinesalite.endpoint_url,
+        "SENSORPIPE__SOURCE__STREAM_NAME": stream,
+        "SENSORPIPE__SOURCE__STARTING_POSITION": "TRIM_HORIZON",
+        "SENSORPIPE__LAKE__EVENTS_PATH": settings.lake.events_path,
+        "SENSORPIPE__LAKE__QUARANTINE_PATH": settings.lake.quarantine_path,
+        "SENSORPIPE__LAKE__CHECKPOINT_ROOT": settings.lake.checkpoint_root,
+        **extra,
+    }}
+    checkpoint = Path(settings.lake.checkpoint_root) / "events"
+    states = []
+    for inside in (True, False, True):
+        proc = start_job(env)
+        states.append(kill_when(proc, checkpoint, inside=inside, after_commits=2))
+        more = events(len(produced), 300)
+        put(kinesis, stream, more)
+        produced += more
+    assert states == [True, False, True]
+    # The last restart drains the stream with a finite trigger, in this process.
+    drain = settings_for(tmp_path, kinesalite.endpoint_url, stream,
+                         SENSORPIPE__SOURCE__MAX_FETCH_RECORDS_PER_SHARD="100000")
+    run_lake_job(spark, drain)
+    assert_lake_exact(spark, drain, produced)
