@@ -36,9 +36,7 @@ def test_emr_yaml_interpolates_environment():
 
 
 def test_emr_yaml_without_bucket_names_the_field():
-    with pytest.raises(
-        ConfigError, match=r"source\.replay_path: refers to \$\{SENSORPIPE_BUCKET\}"
-    ):
+    with pytest.raises(ConfigError, match=r"lake\.events_path: refers to \$\{SENSORPIPE_BUCKET\}"):
         load_settings(ROOT / "conf/emr.yaml", environ={})
 
 
@@ -113,4 +111,27 @@ def test_job_exits_2_naming_the_field(tmp_path, capsys):
     spec.loader.exec_module(job)
     path = write(tmp_path, MINIMAL.replace("kind: replay", "kind: kafka"))
     assert job.main(["--config", str(path)]) == 2
-    assert "source.kind: expected one of 'replay', got 'kafka'" in capsys.readouterr().err
+    assert (
+        "source.kind: expected one of 'replay', 'kinesis', 'aws-kinesis', got 'kafka'"
+        in capsys.readouterr().err
+    )
+
+
+def test_at_timestamp_needs_a_timestamp(tmp_path):
+    path = write(
+        tmp_path, MINIMAL.replace("kind: replay", "kind: kinesis, starting_position: AT_TIMESTAMP")
+    )
+    with pytest.raises(ConfigError, match=r"source\.starting_timestamp: required when"):
+        load_settings(path, environ={})
+
+
+def test_kinesis_reader_options_use_the_connector_names():
+    from sensorpipe.sources import kinesis_reader_options
+
+    settings = load_settings(ROOT / "conf/emr.yaml", environ={"SENSORPIPE_BUCKET": "b"})
+    options = kinesis_reader_options(settings.source, "s3://b/checkpoints/x/kinesis")
+    assert options["kinesis.streamName"] == "train-telemetry"
+    assert options["kinesis.startingPosition"] == "LATEST"
+    assert options["kinesis.consumerType"] == "GetRecords"
+    assert options["kinesis.maxFetchRecordsPerShard"] == "10000"
+    assert "kinesis.endpointUrl" not in options

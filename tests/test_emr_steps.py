@@ -26,3 +26,17 @@ def test_every_step_runs_a_job_that_exists_with_its_config():
         assert "cluster" == args[args.index("--deploy-mode") + 1]
         conf_file = args[args.index("--config") + 1]
         assert (ROOT / "conf" / conf_file).is_file()
+
+
+def test_streaming_step_ships_the_connector_jar_emr_yaml_names():
+    from sensorpipe.config import load_settings
+
+    settings = load_settings(ROOT / "conf/emr.yaml", environ={"SENSORPIPE_BUCKET": "b"})
+    assert settings.source.kind == "aws-kinesis"
+    step = next(
+        s
+        for s in json.loads((ROOT / "emr-steps.json").read_text())
+        if "stream_sensor_anomalies" in s["Name"]
+    )
+    args = step["Args"]
+    assert args[args.index("--jars") + 1] == settings.source.connector_jar

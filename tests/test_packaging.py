@@ -49,8 +49,11 @@ def test_readme_spark_submit_line_matches_make_run(tmp_path, kinesalite):
     """The README's spark-submit line, with the --py-files zip, reading the samples from
     Kinesis as `make run` does, gives the manifest's counts."""
     zip_path = tmp_path / "sensorpipe.zip"
-    subprocess.run([sys.executable, "-m", "zipfile", "-c", str(zip_path), "sensorpipe"],
-                   cwd=ROOT / "lib", check=True)
+    subprocess.run(
+        [sys.executable, "-m", "zipfile", "-c", str(zip_path), "sensorpipe"],
+        cwd=ROOT / "lib",
+        check=True,
+    )
     readme = (ROOT / "README.md").read_text()
     assert "spark-submit --master 'local[2]' --py-files dist/sensorpipe.zip" in readme
     stream = f"readme-{tmp_path.name}"
@@ -63,20 +66,48 @@ def test_readme_spark_submit_line_matches_make_run(tmp_path, kinesalite):
         "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp_path / "lake/quarantine"),
         "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(tmp_path / "checkpoints"),
     }
-    subprocess.run([str(VENV_BIN / "sensorpipe"), "produce", "--endpoint-url",
-                    kinesalite.endpoint_url, "--stream", stream, "--create-shards", "2",
-                    "--quiet"], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(VENV_BIN / "sensorpipe"),
+            "produce",
+            "--endpoint-url",
+            kinesalite.endpoint_url,
+            "--stream",
+            stream,
+            "--create-shards",
+            "2",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     summary_path = tmp_path / "summary.json"
     subprocess.run(
-        [str(VENV_BIN / "spark-submit"), "--master", "local[2]", "--py-files", str(zip_path),
-         "jobs/stream_sensor_anomalies.py", "--config", "conf/local.yaml",
-         "--summary-json", str(summary_path)],
-        cwd=ROOT, env=env, check=True, capture_output=True,
+        [
+            str(VENV_BIN / "spark-submit"),
+            "--master",
+            "local[2]",
+            "--py-files",
+            str(zip_path),
+            "jobs/stream_sensor_anomalies.py",
+            "--config",
+            "conf/local.yaml",
+            "--summary-json",
+            str(summary_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
     )
     summary = json.loads(summary_path.read_text())
     manifest = json.loads((ROOT / "samples/manifest.json").read_text())
     assert summary["records_in"] == manifest["counts"]["records"]
     assert summary["valid"] == manifest["counts"]["valid"]
-    assert {k: v for k, v in summary["quarantined"].items() if v} == manifest["counts"]["quarantined"]
+    assert {k: v for k, v in summary["quarantined"].items() if v} == manifest["counts"][
+        "quarantined"
+    ]
     assert len(summary["events"]["partitions_written"]) == manifest["counts"]["event_partitions"]
     assert str(zip_path) in summary["code"], "the job ran the zip's code, not the checkout's"
