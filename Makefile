@@ -11,7 +11,7 @@ CLUSTER_PYTHON_VERSION ?= 3.11
 CLUSTER_PYTHON_PREFIX ?= /usr
 PYTEST_ARGS ?=
 
-.PHONY: run test lint dist samples clean venv kinesis-up kinesis-down
+.PHONY: run test lint dist samples clean venv kinesis-up kinesis-down warehouse-up warehouse-down
 
 venv: $(STAMP)
 
@@ -33,20 +33,31 @@ node_modules/.installed: package.json package-lock.json
 # Start kinesalite on KINESIS_PORT, create the stream (2 shards), publish the bundled samples.
 kinesis-up: venv node_modules/.installed
 	export $(LOCAL_AWS); \
-	$(VENV)/bin/sensorpipe local stop >/dev/null; \
-	$(VENV)/bin/sensorpipe local start --port $(KINESIS_PORT) && \
+	$(VENV)/bin/sensorpipe local stop kinesalite >/dev/null; \
+	$(VENV)/bin/sensorpipe local start kinesalite --port $(KINESIS_PORT) && \
 	$(VENV)/bin/sensorpipe produce --endpoint-url http://127.0.0.1:$(KINESIS_PORT) --create-shards 2
 
 kinesis-down: venv
-	$(VENV)/bin/sensorpipe local stop
+	$(VENV)/bin/sensorpipe local stop kinesalite
+
+# A fresh PostgreSQL (standing in for Redshift) on PG_PORT; its data lives in PG_DATA.
+PG_PORT ?= 55432
+PG_DATA ?= /tmp/sensorpipe-make-run-pgdata
+warehouse-up: venv
+	$(VENV)/bin/sensorpipe local stop postgres >/dev/null; rm -rf $(PG_DATA)
+	$(VENV)/bin/sensorpipe local start postgres --port $(PG_PORT) --data-dir $(PG_DATA)
+
+warehouse-down: venv
+	$(VENV)/bin/sensorpipe local stop postgres
 
 run: venv node_modules/.installed
 	rm -rf build/lake build/checkpoints
-	$(MAKE) --no-print-directory kinesis-up
-	set -e; trap '$(VENV)/bin/sensorpipe local stop' EXIT; \
+	$(MAKE) --no-print-directory kinesis-up warehouse-up
+	set -e; trap '$(VENV)/bin/sensorpipe local stop kinesalite; $(VENV)/bin/sensorpipe local stop postgres' EXIT; \
 	export $(LOCAL_AWS) PYSPARK_PYTHON=$(abspath $(PY)) \
-		SENSORPIPE_KINESIS_ENDPOINT=http://127.0.0.1:$(KINESIS_PORT); \
-	$(PY) jobs/stream_sensor_anomalies.py --config conf/local.yaml --summary-json build/run-summary.json
+		SENSORPIPE_KINESIS_ENDPOINT=http://127.0.0.1:$(KINESIS_PORT) SENSORPIPE_PG_PORT=$(PG_PORT); \
+	$(PY) jobs/stream_sensor_anomalies.py --config conf/local.yaml --summary-json build/run-summary.json; \
+	$(PY) jobs/batch_daily_rollup.py --config conf/local.yaml --all-days
 
 test: venv node_modules/.installed
 	PYSPARK_PYTHON=$(abspath $(PY)) $(PY) -m pytest $(PYTEST_ARGS)

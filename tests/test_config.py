@@ -12,6 +12,13 @@ def write(tmp_path, text):
     return path
 
 
+REDSHIFT_ENV = {
+    "SENSORPIPE_REDSHIFT_WORKGROUP": "wg",
+    "SENSORPIPE_REDSHIFT_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:000000000000:secret:x",
+    "SENSORPIPE_REDSHIFT_COPY_ROLE_ARN": "arn:aws:iam::000000000000:role/copy",
+}
+EMR_ENV = {**REDSHIFT_ENV, "SENSORPIPE_BUCKET": "b"}
+
 MINIMAL = """
 environment: local
 spark: {app_name: t}
@@ -29,7 +36,7 @@ def test_local_yaml_loads_with_defaults_applied():
 
 
 def test_emr_yaml_interpolates_environment():
-    settings = load_settings(ROOT / "conf/emr.yaml", environ={"SENSORPIPE_BUCKET": "my-bkt"})
+    settings = load_settings(ROOT / "conf/emr.yaml", environ={**REDSHIFT_ENV, "SENSORPIPE_BUCKET": "my-bkt"})
     assert settings.lake.events_path == "s3://my-bkt/lake/raw/events"
     assert settings.source.stream_name == "train-telemetry"
     assert settings.spark.master is None
@@ -128,7 +135,7 @@ def test_at_timestamp_needs_a_timestamp(tmp_path):
 def test_kinesis_reader_options_use_the_connector_names():
     from sensorpipe.sources import kinesis_reader_options
 
-    settings = load_settings(ROOT / "conf/emr.yaml", environ={"SENSORPIPE_BUCKET": "b"})
+    settings = load_settings(ROOT / "conf/emr.yaml", environ=EMR_ENV)
     options = kinesis_reader_options(settings.source, "s3://b/checkpoints/x/kinesis")
     assert options["kinesis.streamName"] == "train-telemetry"
     assert options["kinesis.startingPosition"] == "LATEST"

@@ -31,7 +31,9 @@ def test_every_step_runs_a_job_that_exists_with_its_config():
 def test_streaming_step_ships_the_connector_jar_emr_yaml_names():
     from sensorpipe.config import load_settings
 
-    settings = load_settings(ROOT / "conf/emr.yaml", environ={"SENSORPIPE_BUCKET": "b"})
+    from tests.test_config import EMR_ENV
+
+    settings = load_settings(ROOT / "conf/emr.yaml", environ=EMR_ENV)
     assert settings.source.kind == "aws-kinesis"
     step = next(
         s

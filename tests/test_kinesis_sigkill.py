@@ -64,6 +64,7 @@ def test_sigkill_inside_and_between_batches_leaves_the_lake_exact(spark, tmp_pat
         "SENSORPIPE__LAKE__EVENTS_PATH": settings.lake.events_path,
         "SENSORPIPE__LAKE__QUARANTINE_PATH": settings.lake.quarantine_path,
         "SENSORPIPE__LAKE__CHECKPOINT_ROOT": settings.lake.checkpoint_root,
+        "SENSORPIPE__WAREHOUSE__KIND": "none",
         **extra,
     }}
     checkpoint = Path(settings.lake.checkpoint_root) / "events"

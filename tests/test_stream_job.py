@@ -19,6 +19,7 @@ def settings_for(tmp: Path, samples: Path, **extra):
         "SENSORPIPE__LAKE__EVENTS_PATH": str(tmp / "lake/events"),
         "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp / "lake/quarantine"),
         "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(tmp / "checkpoints"),
+        "SENSORPIPE__WAREHOUSE__KIND": "none",
         **extra,
     }
     return load_settings(ROOT / "conf/local.yaml", environ=environ)

@@ -42,29 +42,47 @@ def _produce(args: argparse.Namespace) -> int:
         records = [record for _, record in recorded]
     else:
         records = rebased(recorded, datetime.now(UTC))
-    stats = produce(client, args.stream, records, aggregate_records=args.aggregate,
-                    rate=args.rate, progress=not args.quiet)
-    print(f"produced {stats.user_records} records in {stats.kinesis_records} Kinesis records "
-          f"({stats.calls} PutRecords calls, {stats.retried_entries} entries retried) to "
-          f"{args.stream} in {stats.seconds:.1f} s: {stats.records_per_second:,.0f} records/s")
+    stats = produce(
+        client,
+        args.stream,
+        records,
+        aggregate_records=args.aggregate,
+        rate=args.rate,
+        progress=not args.quiet,
+    )
+    print(
+        f"produced {stats.user_records} records in {stats.kinesis_records} Kinesis records "
+        f"({stats.calls} PutRecords calls, {stats.retried_entries} entries retried) to "
+        f"{args.stream} in {stats.seconds:.1f} s: {stats.records_per_second:,.0f} records/s"
+    )
     return 0
 
 
 def _local(args: argparse.Namespace) -> int:
+    import json as _json
     from pathlib import Path
 
-    from sensorpipe.local_services import Kinesalite, stop_pid
+    from sensorpipe.local_services import Kinesalite, Postgres, stop_pid
 
-    pidfile = Path(args.pidfile)
+    state = Path(args.state_dir) / f"{args.service}.json"
     if args.action == "start":
-        pidfile.parent.mkdir(parents=True, exist_ok=True)
-        service = Kinesalite.start(args.port, log_path=pidfile.with_suffix(".log"))
-        pidfile.write_text(str(service.proc.pid))
-        print(f"kinesalite pid {service.proc.pid} on {service.endpoint_url}")
-    elif pidfile.exists():
-        stop_pid(int(pidfile.read_text()))
-        pidfile.unlink()
-        print("kinesalite stopped")
+        state.parent.mkdir(parents=True, exist_ok=True)
+        if args.service == "kinesalite":
+            kinesalite = Kinesalite.start(args.port, log_path=state.with_suffix(".log"))
+            info = {"pid": kinesalite.proc.pid, "endpoint_url": kinesalite.endpoint_url}
+        else:
+            pg = Postgres.start(args.data_dir, args.port)
+            info = {"data_dir": str(pg.data_dir), "port": pg.port, "dsn": pg.dsn}
+        state.write_text(_json.dumps(info))
+        print(f"{args.service} started: {info}")
+    elif state.exists():
+        info = _json.loads(state.read_text())
+        if args.service == "kinesalite":
+            stop_pid(info["pid"])
+        else:
+            Postgres(info["port"], Path(info["data_dir"])).stop()
+        state.unlink()
+        print(f"{args.service} stopped")
     return 0
 
 
@@ -87,21 +105,39 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--samples", default="samples", help="a folder made by `samples`")
     produce.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:4567 for kinesalite")
     produce.add_argument("--region", default="us-east-1")
-    produce.add_argument("--create-shards", type=int, default=0,
-                         help="create the stream with this many shards if it does not exist")
-    produce.add_argument("--aggregate", type=int, default=0, metavar="N",
-                         help="KPL-aggregate up to N records of one device per Kinesis record")
+    produce.add_argument(
+        "--create-shards",
+        type=int,
+        default=0,
+        help="create the stream with this many shards if it does not exist",
+    )
+    produce.add_argument(
+        "--aggregate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="KPL-aggregate up to N records of one device per Kinesis record",
+    )
     produce.add_argument("--rate", type=float, help="target records per second")
-    produce.add_argument("--keep-event-times", action="store_true",
-                         help="send recorded event times as they are (default: shift them by "
-                              "whole hours so the recorded arrivals end in the last hour)")
+    produce.add_argument(
+        "--keep-event-times",
+        action="store_true",
+        help="send recorded event times as they are (default: shift them by "
+        "whole hours so the recorded arrivals end in the last hour)",
+    )
     produce.add_argument("--quiet", action="store_true", help="no progress bar")
     produce.set_defaults(func=_produce)
 
-    local = sub.add_parser("local", help="start or stop local kinesalite for make run")
+    local = sub.add_parser("local", help="start or stop a local stand-in for make run")
     local.add_argument("action", choices=["start", "stop"])
-    local.add_argument("--port", type=int, default=4567)
-    local.add_argument("--pidfile", default="build/kinesalite.pid")
+    local.add_argument("service", choices=["kinesalite", "postgres"])
+    local.add_argument("--port", type=int)
+    local.add_argument("--state-dir", default="build/local")
+    local.add_argument(
+        "--data-dir",
+        default="/tmp/sensorpipe-local-pgdata",
+        help="postgres: data directory (the postgres user must reach it)",
+    )
     local.set_defaults(func=_local)
     return parser
 

@@ -104,6 +104,59 @@ class LakeSettings:
     checkpoint_root: str
 
 
+def _interval(name: str, value: str) -> None:
+    if not _INTERVAL.match(value):
+        raise ConfigError(f"{name}: expected an interval such as '1 minute', got {value!r}")
+
+
+_INTERVAL = re.compile(r"^\d+\s*(second|seconds|minute|minutes|hour|hours|day|days)$")
+
+
+@dataclass(frozen=True)
+class AggregateSettings:
+    window: str = field(default="1 minute", metadata=_check(_interval))
+    # Tunnels delay readings by up to ~15 minutes; state of windows older than this is dropped.
+    watermark: str = field(default="30 minutes", metadata=_check(_interval))
+    percentile_accuracy: int = field(default=10000, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    # none: no warehouse query; postgres: psycopg (locally, or any PostgreSQL);
+    # redshift: the Redshift Data API with Parquet staged in S3.
+    kind: Literal["none", "postgres", "redshift"] = "none"
+    host: str = "127.0.0.1"
+    port: int = field(default=5432, metadata=_check(_positive))
+    database: str = "warehouse"
+    user: str = "sensorpipe"
+    # The name of the environment variable holding the password (never the password).
+    password_env: str | None = None
+    sslmode: Literal["disable", "prefer", "require", "verify-full"] = "prefer"
+    region: str = "us-east-1"
+    workgroup_name: str | None = None
+    cluster_identifier: str | None = None
+    secret_arn: str | None = None
+    db_user: str | None = None
+    iam_role: str | None = None
+    staging_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind != "redshift":
+            return
+        if not (self.workgroup_name or self.cluster_identifier):
+            raise ConfigError(
+                "warehouse.workgroup_name: required (or warehouse."
+                "cluster_identifier) when warehouse.kind is redshift"
+            )
+        for name in ("iam_role", "staging_uri"):
+            if not getattr(self, name):
+                raise ConfigError(f"warehouse.{name}: required when warehouse.kind is redshift")
+        if not str(self.staging_uri).startswith("s3://"):
+            raise ConfigError(
+                f"warehouse.staging_uri: expected an s3:// URI, got {self.staging_uri!r}"
+            )
+
+
 @dataclass(frozen=True)
 class StreamSettings:
     trigger: str = field(default="available_now", metadata=_check(_trigger))
@@ -118,6 +171,8 @@ class Settings:
     lake: LakeSettings
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
+    aggregates: AggregateSettings = field(default_factory=AggregateSettings)
+    warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
 
 
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:

@@ -59,9 +59,24 @@ class Kinesalite:
         port = port or free_port()
         log = open(log_path, "ab") if log_path else subprocess.DEVNULL
         proc = subprocess.Popen(
-            [str(binary), "--port", str(port), "--host", "127.0.0.1", "--createStreamMs", "0",
-             "--deleteStreamMs", "0", "--updateStreamMs", "0", "--shardLimit", "100"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(binary),
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+                "--createStreamMs",
+                "0",
+                "--deleteStreamMs",
+                "0",
+                "--updateStreamMs",
+                "0",
+                "--shardLimit",
+                "100",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             wait_for_port(port, 20, proc)
@@ -97,5 +112,105 @@ def stop_pid(pid: int, timeout_s: float = 10) -> None:
 
 def local_aws_environment() -> dict[str, str]:
     """Credentials for local stand-ins: they check none, boto3 still wants some."""
-    return {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_DEFAULT_REGION": "us-east-1"}
+    return {
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL 15 server (Debian's binaries) on 127.0.0.1:port, standing in for
+    Redshift. It refuses to run as root, so it runs as the unprivileged `postgres` user."""
+
+    port: int
+    data_dir: Path
+    user: str = "sensorpipe"
+    database: str = "warehouse"
+
+    @property
+    def dsn(self) -> str:
+        return f"host=127.0.0.1 port={self.port} user={self.user} dbname={self.database}"
+
+    @staticmethod
+    def _as_postgres(*cmd: str) -> list[str]:
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--", *cmd]
+        return list(cmd)
+
+    @classmethod
+    def start(cls, data_dir: str | Path, port: int | None = None) -> Postgres:
+        if not (PG_BIN / "initdb").exists():
+            raise ServiceError(f"{PG_BIN}/initdb is missing: apt-get install postgresql-15")
+        data_dir = Path(data_dir)
+        port = port or free_port()
+        server = cls(port, data_dir)
+        if not (data_dir / "PG_VERSION").exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                subprocess.run(["chown", "-R", "postgres:postgres", str(data_dir)], check=True)
+            subprocess.run(
+                cls._as_postgres(
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(data_dir),
+                    "-U",
+                    server.user,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ),
+                check=True,
+                capture_output=True,
+            )
+        server.resume()
+        subprocess.run(
+            cls._as_postgres(
+                str(PG_BIN / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                server.user,
+                server.database,
+            ),
+            capture_output=True,  # already there on a restart of the same data dir
+        )
+        return server
+
+    def resume(self) -> None:
+        """Start the server on an existing data directory (after `pause`)."""
+        subprocess.run(
+            self._as_postgres(
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-w",
+                "-l",
+                str(self.data_dir / "server.log"),
+                "-o",
+                f"-p {self.port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off",
+                "start",
+            ),
+            check=True,
+            capture_output=True,
+        )
+        wait_for_port(self.port, 20)
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (fast shutdown: open connections are cut)."""
+        subprocess.run(
+            self._as_postgres(
+                str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-w", "-m", "fast", "stop"
+            ),
+            check=True,
+            capture_output=True,
+        )
+
+    def stop(self) -> None:
+        self.pause()

@@ -52,8 +52,7 @@ def sample_records(samples_dir: str | Path) -> list[tuple[datetime, UserRecord]]
         with opener(path, "rt") as f:
             for line in f:
                 rec = json.loads(line)
-                data = (b64decode(rec["dataBase64"]) if "dataBase64" in rec
-                        else rec["data"].encode())
+                data = b64decode(rec["dataBase64"]) if "dataBase64" in rec else rec["data"].encode()
                 arrival = _parse(rec["approximateArrivalTimestamp"].encode())
                 out.append((arrival, UserRecord(rec["partitionKey"], data)))
     return out
@@ -97,8 +96,10 @@ def aggregated(records: Iterable[UserRecord], per_aggregate: int) -> Iterator[Us
     sizes: dict[str, int] = {}
     for rec in records:
         group = pending.setdefault(rec.partition_key, [])
-        if group and (len(group) >= per_aggregate
-                      or sizes[rec.partition_key] + len(rec.data) > MAX_AGGREGATE_BYTES):
+        if group and (
+            len(group) >= per_aggregate
+            or sizes[rec.partition_key] + len(rec.data) > MAX_AGGREGATE_BYTES
+        ):
             yield UserRecord(rec.partition_key, aggregate(group))
             group.clear()
             sizes[rec.partition_key] = 0
@@ -123,8 +124,9 @@ def batches(records: Iterable[UserRecord]) -> Iterator[list[UserRecord]]:
         yield batch
 
 
-def put_batch(client: Any, stream: str, batch: list[UserRecord], stats: ProduceStats,
-              max_attempts: int = 10) -> None:
+def put_batch(
+    client: Any, stream: str, batch: list[UserRecord], stats: ProduceStats, max_attempts: int = 10
+) -> None:
     """PutRecords one batch; resend only the entries that failed, with backoff."""
     from botocore.exceptions import ClientError
 
@@ -143,8 +145,11 @@ def put_batch(client: Any, stream: str, batch: list[UserRecord], stats: ProduceS
             failed = pending
         else:
             stats.calls += 1
-            failed = [r for r, result in zip(pending, resp["Records"], strict=True)
-                      if "ErrorCode" in result]
+            failed = [
+                r
+                for r, result in zip(pending, resp["Records"], strict=True)
+                if "ErrorCode" in result
+            ]
         if not failed:
             return
         stats.retried_entries += len(failed)
@@ -157,13 +162,21 @@ def put_batch(client: Any, stream: str, batch: list[UserRecord], stats: ProduceS
     )
 
 
-def produce(client: Any, stream: str, records: list[UserRecord], *, aggregate_records: int = 0,
-            rate: float | None = None, progress: bool = False) -> ProduceStats:
+def produce(
+    client: Any,
+    stream: str,
+    records: list[UserRecord],
+    *,
+    aggregate_records: int = 0,
+    rate: float | None = None,
+    progress: bool = False,
+) -> ProduceStats:
     """Publish `records` (user records) to `stream`; returns what was sent and how fast."""
     stats = ProduceStats()
     total = len(records)
-    kinesis_records = (list(aggregated(records, aggregate_records)) if aggregate_records > 1
-                       else records)
+    kinesis_records = (
+        list(aggregated(records, aggregate_records)) if aggregate_records > 1 else records
+    )
     users_per_record = total / max(1, len(kinesis_records))
     start = last_shown = time.monotonic()
     for batch in batches(kinesis_records):
@@ -179,8 +192,12 @@ def produce(client: Any, stream: str, records: list[UserRecord], *, aggregate_re
             elapsed = last_shown - start
             done = stats.user_records / total if total else 1.0
             bar = "#" * int(30 * done)
-            print(f"\r[{bar:<30}] {stats.user_records}/{total} records, "
-                  f"{stats.user_records / max(elapsed, 1e-9):,.0f}/s", end="", file=sys.stderr)
+            print(
+                f"\r[{bar:<30}] {stats.user_records}/{total} records, "
+                f"{stats.user_records / max(elapsed, 1e-9):,.0f}/s",
+                end="",
+                file=sys.stderr,
+            )
     stats.user_records = total
     stats.seconds = time.monotonic() - start
     if progress:
@@ -194,5 +211,6 @@ def ensure_stream(client: Any, stream: str, shards: int) -> None:
         client.create_stream(StreamName=stream, ShardCount=shards)
     except client.exceptions.ResourceInUseException:
         pass
-    client.get_waiter("stream_exists").wait(StreamName=stream,
-                                            WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+    client.get_waiter("stream_exists").wait(
+        StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}
+    )

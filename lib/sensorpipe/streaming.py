@@ -11,10 +11,17 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from sensorpipe import __version__
+from sensorpipe.aggregates import window_aggregates
 from sensorpipe.config import Settings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
 from sensorpipe.schemas import EVENT_SCHEMA, QUARANTINE_SCHEMA
 from sensorpipe.sinks.lake import AVAILABLE_NOW, committed_files, partitions_of, start_lake_query
+from sensorpipe.sinks.warehouse import (
+    MINUTE_AGGREGATES,
+    LoadStats,
+    foreach_batch_loader,
+    warehouse_from_settings,
+)
 from sensorpipe.sources import read_records
 
 DECODE_METRICS = "decode"
@@ -44,6 +51,11 @@ class RunSummary:
     batches: int = 0
     # Rows read by all queries together (each query reads the source on its own).
     input_rows: int = 0
+    # Warehouse: aggregate rows upserted, micro-batches loaded, and valid events that came
+    # later than the watermark (in the raw lake, not in the windows).
+    aggregate_rows_loaded: int = 0
+    aggregate_batches_loaded: int = 0
+    late_events: int = 0
     events: TableWrite | None = None
     quarantine: TableWrite | None = None
     # Which copy of the code ran (the wheel, the --py-files zip, a checkout): worth knowing on EMR.
@@ -81,6 +93,12 @@ class RunSummary:
                     f"  {name:<11} files {table.files_written}, partitions "
                     f"{len(table.partitions_written)} -> {table.path}"
                 )
+        if self.aggregate_batches_loaded or self.late_events:
+            lines.append(
+                f"  warehouse   {self.aggregate_rows_loaded} window rows upserted in "
+                f"{self.aggregate_batches_loaded} batches; {self.late_events} events later than "
+                "the watermark (in the lake, not in the windows)"
+            )
         lines.append(f"  reconciled (in = valid + quarantined): {self.reconciled}")
         lines.append(f"  code: {self.code}")
         return "\n".join(lines)
@@ -107,21 +125,26 @@ class RunSummary:
             events=table(self.events, other.events),
             quarantine=table(self.quarantine, other.quarantine),
             input_rows=self.input_rows + other.input_rows,
+            aggregate_rows_loaded=self.aggregate_rows_loaded + other.aggregate_rows_loaded,
+            aggregate_batches_loaded=self.aggregate_batches_loaded + other.aggregate_batches_loaded,
+            late_events=self.late_events + other.late_events,
         )
 
 
 @dataclass
 class LakeRun:
-    """The running lake queries and what the tables held before they started."""
+    """The running queries and what the lake tables held before they started."""
 
     events: StreamingQuery
     quarantine: StreamingQuery
     events_before: set[str]
     quarantine_before: set[str]
+    aggregates: StreamingQuery | None = None
+    load_stats: LoadStats = field(default_factory=LoadStats)
 
     @property
     def queries(self) -> list[StreamingQuery]:
-        return [self.events, self.quarantine]
+        return [q for q in (self.events, self.quarantine, self.aggregates) if q is not None]
 
 
 def decoded_stream(spark: SparkSession, settings: Settings, checkpoint: str) -> DataFrame:
@@ -164,7 +187,49 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
     except Exception:
         events.stop()
         raise
-    return LakeRun(events, quarantine, *before)
+    run = LakeRun(events, quarantine, *before)
+    if settings.warehouse.kind != "none":
+        try:
+            run.aggregates = start_aggregates_query(spark, settings, run.load_stats)
+        except Exception:
+            events.stop()
+            quarantine.stop()
+            raise
+    return run
+
+
+def start_aggregates_query(
+    spark: SparkSession, settings: Settings, stats: LoadStats
+) -> StreamingQuery:
+    """Windowed aggregates of valid events -> warehouse, upserted idempotently per batch."""
+    warehouse_settings = settings.warehouse
+    warehouse_from_settings(warehouse_settings).ensure_tables([MINUTE_AGGREGATES])
+    checkpoint = f"{settings.lake.checkpoint_root}/aggregates"
+    query_name = f"{settings.stream.query_prefix}_aggregates"
+    aggregates = window_aggregates(
+        decoded_stream(spark, settings, checkpoint).transform(valid_events),
+        window=settings.aggregates.window,
+        watermark=settings.aggregates.watermark,
+        accuracy=settings.aggregates.percentile_accuracy,
+    )
+    writer = (
+        aggregates.writeStream.queryName(query_name)
+        .outputMode("update")
+        .option("checkpointLocation", checkpoint)
+        .foreachBatch(
+            foreach_batch_loader(
+                lambda: warehouse_from_settings(warehouse_settings),
+                MINUTE_AGGREGATES,
+                query_name,
+                stats,
+            )
+        )
+    )
+    if settings.stream.trigger == AVAILABLE_NOW:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=settings.stream.trigger)
+    return writer.start()
 
 
 def await_lake_run(run: LakeRun) -> None:
@@ -204,6 +269,13 @@ def summarize_lake_run(spark: SparkSession, settings: Settings, run: LakeRun) ->
         quarantined={r: sum(b[r] for b in quarantine_batches) for r in REASONS},
         batches=len(events_batches),
         input_rows=sum(p.numInputRows for q in run.queries for p in q.recentProgress),
+        aggregate_rows_loaded=run.load_stats.rows,
+        aggregate_batches_loaded=run.load_stats.batches,
+        late_events=sum(
+            op.numRowsDroppedByWatermark
+            for p in (run.aggregates.recentProgress if run.aggregates else [])
+            for op in p.stateOperators
+        ),
         events=TableWrite(lake.events_path, len(events_new), sorted(partitions_of(events_new))),
         quarantine=TableWrite(
             lake.quarantine_path, len(quarantine_new), sorted(partitions_of(quarantine_new))

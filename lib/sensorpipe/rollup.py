@@ -1,0 +1,55 @@
+"""The daily rollup's extract and load (called from jobs/batch_daily_rollup.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from sensorpipe.aggregates import daily_aggregates
+from sensorpipe.config import Settings
+from sensorpipe.schemas import EVENT_SCHEMA
+from sensorpipe.sinks.warehouse import DAILY_AGGREGATES, warehouse_from_settings
+
+
+@dataclass
+class RollupResult:
+    first: date | None
+    last: date | None
+    events: int
+    rows: int
+    warehouse: str
+
+    def render(self) -> str:
+        if self.first is None:
+            return "daily rollup: the lake holds no events; nothing to do"
+        return (
+            f"daily rollup {self.first}..{self.last}: {self.events} events -> {self.rows} "
+            f"daily rows, replaced atomically in {self.warehouse}"
+        )
+
+
+def run_daily_rollup(
+    spark: SparkSession, settings: Settings, first: date | None, last: date | None
+) -> RollupResult:
+    """Recompute [first, last] (every day in the lake if None) and replace it in the warehouse."""
+    reader = spark.read.format(settings.lake.format)
+    if settings.lake.format == "parquet":
+        reader = reader.schema(EVENT_SCHEMA)
+    events = reader.load(settings.lake.events_path)
+    if first is None:
+        bounds = events.agg(F.min("event_date"), F.max("event_date")).first()  # bounded: 1 row
+        first, last = bounds[0], bounds[1]
+        if first is None:
+            return RollupResult(None, None, 0, 0, "")
+    days = events.where(F.col("event_date").between(F.lit(first), F.lit(last)))
+    rows = days.transform(daily_aggregates, accuracy=settings.aggregates.percentile_accuracy)
+    # One row per (device, sensor, day): bounded by the fleet, not by events.
+    table = rows.toArrow()
+    warehouse = warehouse_from_settings(settings.warehouse)
+    warehouse.ensure_tables([DAILY_AGGREGATES])
+    warehouse.replace_range(DAILY_AGGREGATES, table, first.isoformat(), last.isoformat())
+    events_count = sum(table.column("event_count").to_pylist())
+    return RollupResult(first, last, events_count, table.num_rows, warehouse.describe())
