@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sensorpipe.local_services import Kinesalite, local_aws_environment
+from sensorpipe.local_services import Kinesalite, Postgres, local_aws_environment
 from sensorpipe.session import job_spark_conf, local_spark_conf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,3 +65,35 @@ def kinesis(kinesalite):
     import boto3
 
     return boto3.client("kinesis", endpoint_url=kinesalite.endpoint_url, region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL 15 server for the session (as the unprivileged postgres user)."""
+    import shutil
+    import tempfile
+
+    data_dir = Path(tempfile.mkdtemp(prefix="sensorpipe-test-pg-"))
+    data_dir.chmod(0o755)  # the postgres user must reach its data directory
+    server = Postgres.start(data_dir / "data")
+    yield server
+    try:
+        server.stop()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def warehouse_db(postgres):
+    """A fresh database on the session's server, for one test."""
+
+    import psycopg
+
+    name = f"wh_{next(_databases)}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return name
+
+
+_databases = __import__("itertools").count()

@@ -36,7 +36,9 @@ def test_local_yaml_loads_with_defaults_applied():
 
 
 def test_emr_yaml_interpolates_environment():
-    settings = load_settings(ROOT / "conf/emr.yaml", environ={**REDSHIFT_ENV, "SENSORPIPE_BUCKET": "my-bkt"})
+    settings = load_settings(
+        ROOT / "conf/emr.yaml", environ={**REDSHIFT_ENV, "SENSORPIPE_BUCKET": "my-bkt"}
+    )
     assert settings.lake.events_path == "s3://my-bkt/lake/raw/events"
     assert settings.source.stream_name == "train-telemetry"
     assert settings.spark.master is None

@@ -26,24 +26,35 @@ def _anomaly_columns(events: DataFrame) -> tuple[Column, Column]:
 def value_statistics(events: DataFrame, accuracy: int) -> list[Column]:
     flag, score = _anomaly_columns(events)
     quantiles = F.percentile_approx("value", [0.5, 0.95], accuracy)
+    # Sums in DECIMAL are exact, so they do not depend on the order Spark adds rows in: a
+    # re-run of a day or a replayed batch writes the same bits, not a different last digit.
+    x = F.col("value").cast(_EXACT)
     return [
         F.count(F.lit(1)).alias("event_count"),
         F.min("value").alias("min_value"),
         F.max("value").alias("max_value"),
-        F.sum("value").alias("sum_value"),
-        F.avg("value").alias("mean_value"),
-        F.stddev_samp("value").alias("stddev_value"),
+        F.sum(x).alias("_sum"),
+        F.sum(x * x).alias("_sum_squares"),
         quantiles.alias("_quantiles"),
         F.count_if(flag).alias("anomaly_count"),
         F.max(score).alias("max_anomaly_score"),
     ]
 
 
-def _split_quantiles(frame: DataFrame) -> DataFrame:
+_EXACT = "decimal(20,8)"
+
+
+def _finish(frame: DataFrame) -> DataFrame:
+    """Mean and sample standard deviation from the exact sums; quantiles split out."""
+    n, total, squares = F.col("event_count"), F.col("_sum"), F.col("_sum_squares")
+    variance = F.when(n > 1, (squares - total * total / n) / (n - 1))
     return (
-        frame.withColumn("p50_value", F.col("_quantiles")[0])
+        frame.withColumn("sum_value", total.cast("double"))
+        .withColumn("mean_value", (total / n).cast("double"))
+        .withColumn("stddev_value", F.sqrt(F.greatest(variance.cast("double"), F.lit(0.0))))
+        .withColumn("p50_value", F.col("_quantiles")[0])
         .withColumn("p95_value", F.col("_quantiles")[1])
-        .drop("_quantiles")
+        .drop("_quantiles", "_sum", "_sum_squares")
     )
 
 
@@ -57,7 +68,7 @@ def window_aggregates(
         .groupBy("device_id", "sensor", F.window("event_time", window).alias("w"))
         .agg(*value_statistics(events, accuracy))
     )
-    return _split_quantiles(
+    return _finish(
         grouped.withColumn("window_start", F.col("w.start"))
         .withColumn("window_end", F.col("w.end"))
         .drop("w")
@@ -66,6 +77,6 @@ def window_aggregates(
 
 def daily_aggregates(events: DataFrame, accuracy: int = DEFAULT_ACCURACY) -> DataFrame:
     """Statistics per (device, sensor, event_date), for the daily rollup."""
-    return _split_quantiles(
+    return _finish(
         events.groupBy("device_id", "sensor", "event_date").agg(*value_statistics(events, accuracy))
     )
