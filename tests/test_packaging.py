@@ -45,9 +45,9 @@ def test_pip_wheel_builds_package_and_console_command(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_spark_submit_line_matches_make_run(tmp_path, kinesalite):
+def test_readme_spark_submit_line_matches_make_run(tmp_path, kinesalite, postgres, warehouse_db):
     """The README's spark-submit line, with the --py-files zip, reading the samples from
-    Kinesis as `make run` does, gives the manifest's counts."""
+    Kinesis and loading the warehouse as `make run` does, gives the manifest's counts."""
     zip_path = tmp_path / "sensorpipe.zip"
     subprocess.run(
         [sys.executable, "-m", "zipfile", "-c", str(zip_path), "sensorpipe"],
@@ -61,6 +61,8 @@ def test_readme_spark_submit_line_matches_make_run(tmp_path, kinesalite):
         **os.environ,
         "PYSPARK_PYTHON": sys.executable,
         "SENSORPIPE_KINESIS_ENDPOINT": kinesalite.endpoint_url,
+        "SENSORPIPE_PG_PORT": str(postgres.port),
+        "SENSORPIPE__WAREHOUSE__DATABASE": warehouse_db,
         "SENSORPIPE__SOURCE__STREAM_NAME": stream,
         "SENSORPIPE__LAKE__EVENTS_PATH": str(tmp_path / "lake/events"),
         "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp_path / "lake/quarantine"),
@@ -110,4 +112,5 @@ def test_readme_spark_submit_line_matches_make_run(tmp_path, kinesalite):
         "quarantined"
     ]
     assert len(summary["events"]["partitions_written"]) == manifest["counts"]["event_partitions"]
+    assert summary["aggregate_rows_loaded"] == manifest["counts"]["valid"]  # 1-minute windows
     assert str(zip_path) in summary["code"], "the job ran the zip's code, not the checkout's"

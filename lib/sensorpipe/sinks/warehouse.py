@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 LOAD_LOG = "sensorpipe_load_log"
 STAGE = "sensorpipe_stage"
@@ -224,13 +225,15 @@ class PostgresWarehouse:
         try:
             with conn.transaction():
                 conn.execute(f"CREATE TEMP TABLE {STAGE} ({cols}) ON COMMIT DROP")
+                # CSV written by Arrow in C, not row by row in Python; an unquoted empty field
+                # is NULL to PostgreSQL, and Arrow quotes every string, so "" stays "".
+                buffer = io.BytesIO()
+                pa_csv.write_csv(data, buffer)
                 with conn.cursor().copy(
-                    f"COPY {STAGE} ({', '.join(table.column_names)}) FROM STDIN"
+                    f"COPY {STAGE} ({', '.join(table.column_names)}) FROM STDIN "
+                    "WITH (FORMAT csv, HEADER true)"
                 ) as copy:
-                    for row in zip(
-                        *(data.column(i).to_pylist() for i in range(data.num_columns)), strict=True
-                    ):
-                        copy.write_row(row)
+                    copy.write(buffer.getvalue())
                 for sql in statements:
                     conn.execute(sql)
         except psycopg.OperationalError as exc:
