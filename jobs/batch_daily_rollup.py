@@ -11,7 +11,7 @@ import argparse
 import sys
 from datetime import date
 
-from sensorpipe.config import ConfigError, load_settings
+from sensorpipe.config import load_settings_for_job
 from sensorpipe.rollup import run_daily_rollup
 from sensorpipe.session import build_session
 
@@ -33,11 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings_for_job(args.config)
     spark = build_session(settings)
     result = run_daily_rollup(spark, settings, args.date, args.to or args.date)
     print(result.render())

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sensorpipe.config import ConfigError, load_settings
+from sensorpipe.config import load_settings_for_job
 from sensorpipe.session import build_session
 from sensorpipe.streaming import run_lake_job
 
@@ -24,11 +24,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings_for_job(args.config)
     spark = build_session(settings)
     summary = run_lake_job(spark, settings)
     print(summary.render())

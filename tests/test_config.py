@@ -119,7 +119,9 @@ def test_job_exits_2_naming_the_field(tmp_path, capsys):
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
     path = write(tmp_path, MINIMAL.replace("kind: replay", "kind: kafka"))
-    assert job.main(["--config", str(path)]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        job.main(["--config", str(path)])
+    assert exit_.value.code == 2
     assert (
         "source.kind: expected one of 'replay', 'kinesis', 'aws-kinesis', got 'kafka'"
         in capsys.readouterr().err

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -189,6 +190,16 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
         raise ConfigError(f"configuration file {path}: expected a mapping at the top level")
     _apply_overrides(raw, environ)
     return settings_from_mapping(raw, environ)
+
+
+def load_settings_for_job(path: str | Path) -> Settings:
+    """`load_settings` for a job's main(): a configuration error ends the process at start-up
+    with exit code 2 and a message naming the field."""
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def settings_from_mapping(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:

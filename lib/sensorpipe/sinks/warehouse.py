@@ -174,11 +174,40 @@ def _rows(table: Table, data: pa.Table) -> pa.Table:
     return data.select(table.column_names)
 
 
+class _Loads:
+    """Upsert and range replacement, the same for both dialects; each stages its own way."""
+
+    def _run(
+        self, what: str, table: Table, data: pa.Table, staging_prefix: str, statements: list[str]
+    ) -> None:
+        raise NotImplementedError
+
+    def upsert(self, table: Table, data: pa.Table, query_name: str, batch_id: int) -> None:
+        """Load one micro-batch of `table` rows; a replay of the same batch id changes nothing."""
+        self._run(
+            f"loading batch {batch_id} of {query_name}",
+            table,
+            data,
+            f"{table.name}/{_checked(query_name)}/batch={int(batch_id)}",
+            upsert_statements(table, query_name, batch_id),
+        )
+
+    def replace_range(self, table: Table, data: pa.Table, first: str, last: str) -> None:
+        """Replace the rows of [first, last] of the table's range column, atomically."""
+        self._run(
+            f"replacing {first}..{last} of {table.name}",
+            table,
+            data,
+            f"{table.name}/rollup={first}_{last}/{uuid.uuid4().hex}",
+            replace_statements(table, first, last),
+        )
+
+
 # -- PostgreSQL ---------------------------------------------------------------------------
 
 
 @dataclass
-class PostgresWarehouse:
+class PostgresWarehouse(_Loads):
     """PostgreSQL through psycopg; the password, if any, from an environment variable."""
 
     host: str
@@ -206,18 +235,21 @@ class PostgresWarehouse:
                 connect_timeout=self.connect_timeout,
             )
         except psycopg.OperationalError as exc:
-            raise WarehouseError(
-                f"warehouse {self.describe()} unavailable {what}: "
-                f"{str(exc).strip().splitlines()[0]}"
-            ) from None
+            raise self._unavailable(what, exc) from None
+
+    def _unavailable(self, what: str, exc: Exception) -> WarehouseError:
+        first_line = str(exc).strip().splitlines()[0]
+        return WarehouseError(f"warehouse {self.describe()} unavailable {what}: {first_line}")
 
     def ensure_tables(self, tables: Sequence[Table]) -> None:
         with self._connect("creating tables") as conn:
             for table in (*tables, LOAD_LOG_TABLE):
                 conn.execute(create_table_sql(table, "postgres"))
 
-    def _run(self, what: str, table: Table, data: pa.Table, statements: list[str]) -> None:
-        import psycopg
+    def _run(
+        self, what: str, table: Table, data: pa.Table, staging_prefix: str, statements: list[str]
+    ) -> None:
+        import psycopg  # staging_prefix is not used: COPY FROM STDIN stages no files
 
         data = _rows(table, data)
         cols = ", ".join(f"{c.name} {c.postgres}" for c in table.columns)
@@ -237,35 +269,16 @@ class PostgresWarehouse:
                 for sql in statements:
                     conn.execute(sql)
         except psycopg.OperationalError as exc:
-            raise WarehouseError(
-                f"warehouse {self.describe()} unavailable {what}: "
-                f"{str(exc).strip().splitlines()[0]}"
-            ) from None
+            raise self._unavailable(what, exc) from None
         finally:
             conn.close()
-
-    def upsert(self, table: Table, data: pa.Table, query_name: str, batch_id: int) -> None:
-        self._run(
-            f"loading batch {batch_id} of {query_name}",
-            table,
-            data,
-            upsert_statements(table, query_name, batch_id),
-        )
-
-    def replace_range(self, table: Table, data: pa.Table, first: str, last: str) -> None:
-        self._run(
-            f"replacing {first}..{last} of {table.name}",
-            table,
-            data,
-            replace_statements(table, first, last),
-        )
 
 
 # -- Redshift -----------------------------------------------------------------------------
 
 
 @dataclass
-class RedshiftWarehouse:
+class RedshiftWarehouse(_Loads):
     """Redshift through the Data API (HTTPS, IAM or Secrets Manager credentials: no password
     here). Rows are staged as Parquet under a batch-id path in S3 and COPYed with an IAM role;
     the Data API runs a batch of statements as one transaction."""
@@ -343,24 +356,6 @@ class RedshiftWarehouse:
         copy = self.stage(table, data, prefix)
         self.execute(
             [f"CREATE TEMP TABLE {STAGE} ({cols})", copy, *statements, f"DROP TABLE {STAGE}"], what
-        )
-
-    def upsert(self, table: Table, data: pa.Table, query_name: str, batch_id: int) -> None:
-        self._run(
-            f"loading batch {batch_id} of {query_name}",
-            table,
-            data,
-            f"{table.name}/{_checked(query_name)}/batch={int(batch_id)}",
-            upsert_statements(table, query_name, batch_id),
-        )
-
-    def replace_range(self, table: Table, data: pa.Table, first: str, last: str) -> None:
-        self._run(
-            f"replacing {first}..{last} of {table.name}",
-            table,
-            data,
-            f"{table.name}/rollup={first}_{last}/{uuid.uuid4().hex}",
-            replace_statements(table, first, last),
         )
 
 
