@@ -1,0 +1,177 @@
+"""The default detector: a Random Cut Forest over shingles of recent values, whose raw scores go
+through an anomaly likelihood (Ahmad, Lavin, Purdy, Agha 2017), plus a range check.
+
+Why: a raw anomaly score is noisy, and how unusual a score is depends on the series: a score
+that is routine for a jittery CPU metric is alarming for a smooth bearing temperature. The
+likelihood learns each series' distribution of (10-point averaged) raw scores, re-estimated
+every 100 points over a long history, and reports how far in the tail the current average is;
+a run of very unlikely points reports once, then stays quiet (the published filter). A value
+beyond the range seen so far by more than 5% of that range is an anomaly outright.
+Parameters are the published defaults (learning 288 points, 100 estimation samples, averaging
+window 10, history 8640, tolerance 5%), not tuned to any benchmark.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import zlib
+
+import numba as nb
+import numpy as np
+
+from sensorpipe.anomaly.rcf import RandomCutForest
+
+LEARNING_PERIOD = 288
+ESTIMATION_SAMPLES = 100
+REESTIMATION_PERIOD = 100
+AVERAGING_WINDOW = 10
+HISTORIC_WINDOW = 8640
+SPATIAL_TOLERANCE = 0.05
+_RED = 1.0 - 0.99999
+_YELLOW = 1.0 - 0.999
+
+
+@nb.njit(cache=True)
+def _tail_probability(x: float, mean: float, stdev: float) -> float:
+    if x < mean:
+        x = 2.0 * mean - x
+    z = (x - mean) / stdev
+    return 0.5 * math.erfc(z / 1.4142)
+
+
+@nb.njit(cache=True)
+def _estimate(scores, values, count, head, skip, out_params):
+    """Mean/stdev of the moving averages of the historic raw scores (after `skip` records);
+    the null distribution if the metric itself barely moves."""
+    n = min(count, scores.shape[0])
+    start = (head - n) % scores.shape[0]
+    window = np.zeros(AVERAGING_WINDOW)
+    total = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    m1 = 0.0
+    m2 = 0.0
+    used = 0
+    for j in range(n):
+        idx = (start + j) % scores.shape[0]
+        slot = j % AVERAGING_WINDOW
+        if j >= AVERAGING_WINDOW:
+            total -= window[slot]
+        window[slot] = scores[idx]
+        total += scores[idx]
+        avg = total / min(j + 1, AVERAGING_WINDOW)
+        if j >= skip:
+            used += 1
+            s1 += avg
+            s2 += avg * avg
+            m1 += values[idx]
+            m2 += values[idx] * values[idx]
+    if used == 0:
+        out_params[0], out_params[1] = 0.5, 1e3
+        return
+    mean = s1 / used
+    var = max(s2 / used - mean * mean, 0.0)
+    metric_mean = m1 / used
+    metric_var = max(m2 / used - metric_mean * metric_mean, 0.0)
+    if metric_var < 1.5e-5:
+        out_params[0], out_params[1] = 0.5, 1e3
+        return
+    mean = max(mean, 0.03)
+    var = max(var, 0.0003)
+    out_params[0], out_params[1] = mean, math.sqrt(var)
+
+
+@nb.njit(cache=True)
+def _likelihoods(raw, values, out, scores, hist_values, state, avg_window, params):
+    # state: [iteration, head, count, avg_total, prev_likelihood, dist_ready, min, max, has_minmax]
+    for i in range(raw.shape[0]):
+        iteration = int(state[0])
+        value = values[i]
+        # Moving average of the last AVERAGING_WINDOW raw scores, including this one.
+        slot = iteration % AVERAGING_WINDOW
+        if iteration >= AVERAGING_WINDOW:
+            state[3] -= avg_window[slot]
+        avg_window[slot] = raw[i]
+        state[3] += raw[i]
+        average = state[3] / min(iteration + 1, AVERAGING_WINDOW)
+        if iteration <= LEARNING_PERIOD + ESTIMATION_SAMPLES:
+            likelihood = 0.5
+        else:
+            if state[5] == 0.0 or iteration % REESTIMATION_PERIOD == 0:
+                shifted_out = max(0, iteration - HISTORIC_WINDOW)
+                skip = min(iteration, max(0, LEARNING_PERIOD - shifted_out))
+                _estimate(scores, hist_values, int(state[2]), int(state[1]), skip, params)
+                state[5] = 1.0
+            p = _tail_probability(average, params[0], params[1])
+            filtered = p
+            if p <= _RED and state[4] <= _RED:
+                filtered = _YELLOW
+            state[4] = p
+            likelihood = 1.0 - filtered
+        log_score = math.log(1.0000000001 - likelihood) / -23.02585084720009
+        # Range check against what has been seen so far.
+        if state[8] == 1.0 and state[7] != state[6]:
+            tolerance = (state[7] - state[6]) * SPATIAL_TOLERANCE
+            if value > state[7] + tolerance or value < state[6] - tolerance:
+                log_score = 1.0
+        if state[8] == 0.0:
+            state[6] = value
+            state[7] = value
+            state[8] = 1.0
+        else:
+            state[6] = min(state[6], value)
+            state[7] = max(state[7], value)
+        out[i] = log_score
+        head = int(state[1])
+        scores[head] = raw[i]
+        hist_values[head] = value
+        state[1] = (head + 1) % scores.shape[0]
+        state[2] = min(state[2] + 1, scores.shape[0])
+        state[0] = iteration + 1
+
+
+class LikelihoodDetector:
+    """RCF (40 trees, sample 256, shingle 4) -> anomaly likelihood -> log score; range check."""
+
+    name = "likelihood"
+
+    def __init__(self, forest: RandomCutForest | None = None, seed: int = 42) -> None:
+        self.forest = forest or RandomCutForest(
+            trees=40, sample_size=256, shingle_size=4, time_decay=100000.0, seed=seed
+        )
+        self.scores = np.zeros(HISTORIC_WINDOW)
+        self.values = np.zeros(HISTORIC_WINDOW)
+        self.state = np.zeros(9)
+        self.avg_window = np.zeros(AVERAGING_WINDOW)
+        self.params = np.array([0.5, 1e3])
+
+    def update(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        raw = self.forest.score01(self.forest.update(values))
+        out = np.empty(len(values))
+        _likelihoods(
+            raw, values, out, self.scores, self.values, self.state, self.avg_window, self.params
+        )
+        return raw, out
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            scores=self.scores,
+            values=self.values,
+            state=self.state,
+            avg_window=self.avg_window,
+            params=self.params,
+            forest=np.frombuffer(self.forest.to_bytes(), dtype=np.uint8),
+        )
+        return zlib.compress(buffer.getvalue(), 1)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LikelihoodDetector:
+        arrays = np.load(io.BytesIO(zlib.decompress(data)))
+        detector = cls(RandomCutForest.from_bytes(arrays["forest"].tobytes()))
+        for name in ("scores", "values", "state", "avg_window", "params"):
+            setattr(detector, name, arrays[name].copy())
+        return detector

@@ -1,0 +1,491 @@
+"""A streaming Random Cut Forest (Guha, Mishra, Roy, Schrijvers, ICML 2016), compiled with numba.
+
+Each tree keeps a time-decayed reservoir sample of the shingled points it has seen (the
+weighted reservoir of AWS's implementation: a point's priority is ``-lambda * t + log(-log U)``;
+the `sample_size` lowest priorities stay, so recent points are slightly favoured over a long
+history rather than kept in a sliding window) and a random cut tree over that sample, updated by
+insertion and deletion. A point is scored before it is inserted, so scores are causal.
+
+The score is AWS's: descend to the leaf the point would reach, score ``1/(depth+1)`` there (or
+``damp * 1/(depth + log2(mass+1))`` if the point duplicates the leaf), and on the way back up mix
+in ``1/(depth+1)`` with the probability that a random cut of the node's box grown by the point
+separates the point (the displacement the point would cause); times ``log2(tree mass + 1)``,
+averaged over trees. `score01` divides by ``log2(sample_size)``, as AWS's NAB run did.
+
+Memory per detector: trees x (2 x sample_size) nodes. Randomness comes from a per-tree
+splitmix64 state kept in the arrays, so the whole state serialises to bytes and a restored
+forest continues exactly as the original would have.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import zlib
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+NONE = -1
+
+
+@nb.njit(cache=True, inline="always")
+def _next_u64(rng: np.ndarray, t: int) -> np.uint64:
+    rng[t] = rng[t] + np.uint64(0x9E3779B97F4A7C15)
+    z = rng[t]
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@nb.njit(cache=True, inline="always")
+def _uniform(rng: np.ndarray, t: int) -> float:
+    # 53 random bits -> [0, 1); never exactly 0 for the log(-log U) priorities below.
+    return ((_next_u64(rng, t) >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
+
+
+@nb.njit(cache=True)
+def _alloc(free: np.ndarray, free_top: np.ndarray, t: int) -> int:
+    free_top[t] -= 1
+    return free[t, free_top[t]]
+
+
+@nb.njit(cache=True)
+def _release(free: np.ndarray, free_top: np.ndarray, t: int, node: int) -> None:
+    free[t, free_top[t]] = node
+    free_top[t] += 1
+
+
+@nb.njit(cache=True)
+def _same_point(point: np.ndarray, t: int, node: int, x: np.ndarray) -> bool:
+    for k in range(x.shape[0]):
+        if point[t, node, k] != x[k]:
+            return False
+    return True
+
+
+@nb.njit(cache=True)
+def _score_tree(t, x, root, left, right, cut_dim, cut_val, lo, hi, mass, point, is_leaf):
+    node = root[t]
+    if node == NONE:
+        return 0.0
+    # Descend, remembering the path.
+    path = np.empty(64, dtype=np.int64)
+    depth = 0
+    while not is_leaf[t, node]:
+        if depth >= 64:
+            break
+        path[depth] = node
+        depth += 1
+        if x[cut_dim[t, node]] <= cut_val[t, node]:
+            node = left[t, node]
+        else:
+            node = right[t, node]
+    tree_mass = mass[t, root[t]]
+    leaf_mass = mass[t, node]
+    if _same_point(point, t, node, x):
+        damp = 1.0 - leaf_mass / (2.0 * tree_mass)
+        score = damp / (depth + math.log2(leaf_mass + 1.0))
+    else:
+        score = 1.0 / (depth + 1.0)
+    d = x.shape[0]
+    for level in range(depth - 1, -1, -1):
+        n = path[level]
+        grown = 0.0
+        base = 0.0
+        for k in range(d):
+            a = lo[t, n, k]
+            b = hi[t, n, k]
+            base += b - a
+            grown += max(b, x[k]) - min(a, x[k])
+        if grown > base:
+            p = (grown - base) / grown
+            score = (1.0 - p) * score + p / (level + 1.0)
+    return score * math.log2(tree_mass + 1.0)
+
+
+@nb.njit(cache=True)
+def _refresh_up(t, node, left, right, parent, lo, hi, mass, d):
+    """Recompute boxes and masses from `node` up to the root."""
+    while node != NONE:
+        a = left[t, node]
+        b = right[t, node]
+        for k in range(d):
+            lo[t, node, k] = min(lo[t, a, k], lo[t, b, k])
+            hi[t, node, k] = max(hi[t, a, k], hi[t, b, k])
+        mass[t, node] = mass[t, a] + mass[t, b]
+        node = parent[t, node]
+
+
+@nb.njit(cache=True)
+def _insert(
+    t,
+    x,
+    root,
+    left,
+    right,
+    parent,
+    cut_dim,
+    cut_val,
+    lo,
+    hi,
+    mass,
+    point,
+    is_leaf,
+    free,
+    free_top,
+    rng,
+):
+    """Insert x into tree t; return the leaf holding it."""
+    d = x.shape[0]
+    if root[t] == NONE:
+        leaf = _alloc(free, free_top, t)
+        is_leaf[t, leaf] = True
+        parent[t, leaf] = NONE
+        mass[t, leaf] = 1
+        for k in range(d):
+            point[t, leaf, k] = x[k]
+            lo[t, leaf, k] = x[k]
+            hi[t, leaf, k] = x[k]
+        root[t] = leaf
+        return leaf
+    node = root[t]
+    while True:
+        if is_leaf[t, node] and _same_point(point, t, node, x):
+            mass[t, node] += 1
+            up = parent[t, node]
+            while up != NONE:
+                mass[t, up] += 1
+                up = parent[t, up]
+            return node
+        total = 0.0
+        for k in range(d):
+            total += max(hi[t, node, k], x[k]) - min(lo[t, node, k], x[k])
+        u = _uniform(rng, t) * total
+        dim = 0
+        cut = 0.0
+        for k in range(d):
+            a = min(lo[t, node, k], x[k])
+            span = max(hi[t, node, k], x[k]) - a
+            if u < span or k == d - 1:
+                dim = k
+                cut = a + min(u, span)
+                break
+            u -= span
+        separates = (cut < lo[t, node, dim] and x[dim] <= cut) or (
+            cut >= hi[t, node, dim] and x[dim] > cut
+        )
+        if separates:
+            leaf = _alloc(free, free_top, t)
+            inner = _alloc(free, free_top, t)
+            is_leaf[t, leaf] = True
+            mass[t, leaf] = 1
+            for k in range(d):
+                point[t, leaf, k] = x[k]
+                lo[t, leaf, k] = x[k]
+                hi[t, leaf, k] = x[k]
+            is_leaf[t, inner] = False
+            cut_dim[t, inner] = dim
+            cut_val[t, inner] = cut
+            up = parent[t, node]
+            parent[t, inner] = up
+            if x[dim] <= cut:
+                left[t, inner] = leaf
+                right[t, inner] = node
+            else:
+                left[t, inner] = node
+                right[t, inner] = leaf
+            parent[t, leaf] = inner
+            parent[t, node] = inner
+            if up == NONE:
+                root[t] = inner
+            elif left[t, up] == node:
+                left[t, up] = inner
+            else:
+                right[t, up] = inner
+            _refresh_up(t, inner, left, right, parent, lo, hi, mass, d)
+            return leaf
+        if x[cut_dim[t, node]] <= cut_val[t, node]:
+            node = left[t, node]
+        else:
+            node = right[t, node]
+
+
+@nb.njit(cache=True)
+def _delete(t, leaf, root, left, right, parent, lo, hi, mass, is_leaf, free, free_top, d):
+    """Remove one copy of the point at `leaf` from tree t."""
+    if mass[t, leaf] > 1:
+        node = leaf
+        while node != NONE:
+            mass[t, node] -= 1
+            node = parent[t, node]
+        return
+    up = parent[t, leaf]
+    _release(free, free_top, t, leaf)
+    if up == NONE:
+        root[t] = NONE
+        return
+    sibling = right[t, up] if left[t, up] == leaf else left[t, up]
+    grand = parent[t, up]
+    parent[t, sibling] = grand
+    if grand == NONE:
+        root[t] = sibling
+    elif left[t, grand] == up:
+        left[t, grand] = sibling
+    else:
+        right[t, grand] = sibling
+    _release(free, free_top, t, up)
+    if grand != NONE:
+        _refresh_up(t, grand, left, right, parent, lo, hi, mass, d)
+
+
+@nb.njit(cache=True)
+def _heap_push(w, ids, size, t, weight, leaf):
+    i = size[t]
+    size[t] += 1
+    w[t, i] = weight
+    ids[t, i] = leaf
+    while i > 0:
+        p = (i - 1) // 2
+        if w[t, p] >= w[t, i]:
+            break
+        w[t, p], w[t, i] = w[t, i], w[t, p]
+        ids[t, p], ids[t, i] = ids[t, i], ids[t, p]
+        i = p
+
+
+@nb.njit(cache=True)
+def _heap_replace_top(w, ids, size, t, weight, leaf):
+    """Replace the largest priority with (weight, leaf); return the evicted leaf."""
+    evicted = ids[t, 0]
+    w[t, 0] = weight
+    ids[t, 0] = leaf
+    i = 0
+    n = size[t]
+    while True:
+        a = 2 * i + 1
+        b = a + 1
+        m = i
+        if a < n and w[t, a] > w[t, m]:
+            m = a
+        if b < n and w[t, b] > w[t, m]:
+            m = b
+        if m == i:
+            break
+        w[t, m], w[t, i] = w[t, i], w[t, m]
+        ids[t, m], ids[t, i] = ids[t, i], ids[t, m]
+        i = m
+    return evicted
+
+
+@nb.njit(cache=True)
+def _process(
+    values,
+    out,
+    shingle,
+    seq,
+    lam,
+    sample_size,
+    root,
+    left,
+    right,
+    parent,
+    cut_dim,
+    cut_val,
+    lo,
+    hi,
+    mass,
+    point,
+    is_leaf,
+    free,
+    free_top,
+    rng,
+    heap_w,
+    heap_id,
+    heap_size,
+    warmup,
+):
+    trees = root.shape[0]
+    d = shingle.shape[0]
+    x = np.empty(d)
+    for i in range(values.shape[0]):
+        # Shift the shingle: oldest value out, newest in.
+        for k in range(d - 1):
+            shingle[k] = shingle[k + 1]
+        shingle[d - 1] = values[i]
+        seq[0] += 1
+        for k in range(d):
+            x[k] = shingle[k]
+        if seq[0] < d:
+            out[i] = 0.0
+            continue
+        total = 0.0
+        for t in range(trees):
+            total += _score_tree(
+                t, x, root, left, right, cut_dim, cut_val, lo, hi, mass, point, is_leaf
+            )
+        out[i] = total / trees if seq[0] - d + 1 > warmup else 0.0
+        for t in range(trees):
+            weight = -lam * seq[0] + math.log(-math.log(_uniform(rng, t)))
+            if heap_size[t] < sample_size:
+                leaf = _insert(
+                    t,
+                    x,
+                    root,
+                    left,
+                    right,
+                    parent,
+                    cut_dim,
+                    cut_val,
+                    lo,
+                    hi,
+                    mass,
+                    point,
+                    is_leaf,
+                    free,
+                    free_top,
+                    rng,
+                )
+                _heap_push(heap_w, heap_id, heap_size, t, weight, leaf)
+            elif weight < heap_w[t, 0]:
+                evicted = heap_id[t, 0]
+                _delete(
+                    t, evicted, root, left, right, parent, lo, hi, mass, is_leaf, free, free_top, d
+                )
+                leaf = _insert(
+                    t,
+                    x,
+                    root,
+                    left,
+                    right,
+                    parent,
+                    cut_dim,
+                    cut_val,
+                    lo,
+                    hi,
+                    mass,
+                    point,
+                    is_leaf,
+                    free,
+                    free_top,
+                    rng,
+                )
+                _heap_replace_top(heap_w, heap_id, heap_size, t, weight, leaf)
+
+
+_ARRAYS = (
+    "shingle",
+    "seq",
+    "root",
+    "left",
+    "right",
+    "parent",
+    "cut_dim",
+    "cut_val",
+    "lo",
+    "hi",
+    "mass",
+    "point",
+    "is_leaf",
+    "free",
+    "free_top",
+    "rng",
+    "heap_w",
+    "heap_id",
+    "heap_size",
+)
+
+
+@dataclass
+class RandomCutForest:
+    """Streaming RCF over one series. `update(values)` scores then learns each value in order."""
+
+    trees: int = 100
+    sample_size: int = 256
+    shingle_size: int = 1
+    time_decay: float = 100000.0  # lambda = 1 / time_decay
+    seed: int = 42
+    warmup: int = 64  # points before the first non-zero score
+
+    def __post_init__(self) -> None:
+        t, s, d = self.trees, self.sample_size, self.shingle_size
+        nodes = 2 * s
+        self.shingle = np.zeros(d)
+        self.seq = np.zeros(1, dtype=np.int64)
+        self.root = np.full(t, NONE, dtype=np.int64)
+        self.left = np.full((t, nodes), NONE, dtype=np.int64)
+        self.right = np.full((t, nodes), NONE, dtype=np.int64)
+        self.parent = np.full((t, nodes), NONE, dtype=np.int64)
+        self.cut_dim = np.zeros((t, nodes), dtype=np.int64)
+        self.cut_val = np.zeros((t, nodes))
+        self.lo = np.zeros((t, nodes, d))
+        self.hi = np.zeros((t, nodes, d))
+        self.mass = np.zeros((t, nodes), dtype=np.int64)
+        self.point = np.zeros((t, nodes, d))
+        self.is_leaf = np.zeros((t, nodes), dtype=np.bool_)
+        self.free = np.tile(np.arange(nodes, dtype=np.int64)[::-1], (t, 1))
+        self.free_top = np.full(t, nodes, dtype=np.int64)
+        seeds = np.random.SeedSequence(self.seed).generate_state(t, dtype=np.uint64)
+        self.rng = seeds.astype(np.uint64)
+        self.heap_w = np.zeros((t, s))
+        self.heap_id = np.zeros((t, s), dtype=np.int64)
+        self.heap_size = np.zeros(t, dtype=np.int64)
+
+    def update(self, values: np.ndarray) -> np.ndarray:
+        """Scores (raw, AWS scale) of `values`, each computed before it is learnt."""
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        out = np.empty(len(values))
+        _process(
+            values,
+            out,
+            self.shingle,
+            self.seq,
+            1.0 / self.time_decay,
+            self.sample_size,
+            self.root,
+            self.left,
+            self.right,
+            self.parent,
+            self.cut_dim,
+            self.cut_val,
+            self.lo,
+            self.hi,
+            self.mass,
+            self.point,
+            self.is_leaf,
+            self.free,
+            self.free_top,
+            self.rng,
+            self.heap_w,
+            self.heap_id,
+            self.heap_size,
+            self.warmup,
+        )
+        return out
+
+    def score01(self, raw: np.ndarray) -> np.ndarray:
+        return np.clip(raw / math.log2(self.sample_size), 0.0, 1.0)
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        params = np.array(
+            [self.trees, self.sample_size, self.shingle_size, self.seed, self.warmup],
+            dtype=np.int64,
+        )
+        np.savez(
+            buffer,
+            params=params,
+            time_decay=np.array([self.time_decay]),
+            **{name: getattr(self, name) for name in _ARRAYS},
+        )
+        return zlib.compress(buffer.getvalue(), 1)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RandomCutForest:
+        arrays = np.load(io.BytesIO(zlib.decompress(data)))
+        trees, sample_size, shingle_size, seed, warmup = (int(v) for v in arrays["params"])
+        forest = cls(trees, sample_size, shingle_size, float(arrays["time_decay"][0]), seed, warmup)
+        for name in _ARRAYS:
+            setattr(forest, name, arrays[name].copy())
+        return forest

@@ -1,0 +1,117 @@
+"""NAB scoring on hand-worked cases: one file of 100 rows (probation: 15 rows), one window over
+rows 40..49 (width 10) unless said otherwise."""
+
+import math
+
+import numpy as np
+import pytest
+from sensorpipe.anomaly.nab_scoring import (
+    MAX_TP,
+    prepare_file,
+    probation_rows,
+    raw_at_threshold,
+    scaled_sigmoid,
+    score_corpus,
+)
+
+T = np.datetime64("2026-01-01T00:00") + np.arange(100).astype("timedelta64[m]")
+
+
+def file_with(detections, windows=((40, 49),), n=100, name="f"):
+    scores = np.zeros(n)
+    for row, value in detections.items():
+        scores[row] = value
+    ts = T[:n]
+    return prepare_file(name, ts, scores, [(ts[a], ts[b]) for a, b in windows])
+
+
+def test_constants_match_nab():
+    assert MAX_TP == pytest.approx(0.9866142981514305)
+    assert probation_rows(100) == 15 and probation_rows(10000) == 750
+    assert scaled_sigmoid(3.5) == -1.0
+
+
+def test_detection_at_the_left_edge_earns_the_full_reward():
+    f = file_with({40: 1.0})
+    assert raw_at_threshold([f], "standard", 0.5) == pytest.approx(1.0)
+    result = score_corpus([f], "standard")
+    assert (result.tp, result.fp, result.fn) == (1, 0, 0)
+    assert result.score == pytest.approx(100.0)
+
+
+def test_late_detection_earns_less():
+    f = file_with({49: 1.0})
+    late = (2 / (1 + math.exp(0.5)) * -1 + 1)  # 2*sigmoid(0.5) - 1
+    expected = late / MAX_TP
+    assert expected == pytest.approx(0.248242, abs=1e-6)
+    assert raw_at_threshold([f], "standard", 0.5) == pytest.approx(expected)
+    assert score_corpus([f], "standard").score == pytest.approx(100 * (expected + 1) / 2)
+
+
+def test_only_the_earliest_detection_in_a_window_counts():
+    f = file_with({45: 0.9, 41: 0.8, 49: 1.0})
+    assert raw_at_threshold([f], "standard", 0.7) == pytest.approx(
+        scaled_sigmoid(-(49 - 41 + 1) / 10) / MAX_TP)
+
+
+def test_detection_just_after_the_window_is_a_cheap_false_positive():
+    f = file_with({50: 1.0})
+    fp = (2 / (1 + math.exp(5 * (1 / 9))) - 1) * 0.11
+    assert fp == pytest.approx(-0.029794, abs=1e-6)
+    assert raw_at_threshold([f], "standard", 0.5) == pytest.approx(fp - 1.0)
+    # Not worth it: the best threshold detects nothing and the score is the null detector's.
+    assert score_corpus([f], "standard").score == pytest.approx(0.0)
+
+
+def test_false_positive_far_from_any_window_costs_the_full_fp_weight():
+    far = file_with({90: 1.0, 40: 1.0})  # 41 rows past a width-10 window: > 3 widths
+    before = file_with({20: 1.0, 40: 1.0})  # before any window
+    for f in (far, before):
+        assert raw_at_threshold([f], "standard", 0.5) == pytest.approx(1.0 - 0.11)
+        assert raw_at_threshold([f], "reward_low_FP_rate", 0.5) == pytest.approx(1.0 - 0.22)
+
+
+def test_missed_window_costs_fn_weight():
+    f = file_with({})
+    assert raw_at_threshold([f], "standard", 0.5) == pytest.approx(-1.0)
+    assert raw_at_threshold([f], "reward_low_FN_rate", 0.5) == pytest.approx(-2.0)
+
+
+def test_probationary_period_is_not_scored():
+    f = file_with({10: 1.0, 40: 1.0})  # row 10 < 15: ignored, not a false positive
+    assert raw_at_threshold([f], "standard", 0.5) == pytest.approx(1.0)
+
+
+def test_threshold_sweep_finds_the_best_threshold_over_the_corpus():
+    a = file_with({40: 0.9, 80: 0.95, 90: 0.5}, name="a")
+    b = file_with({45: 0.6, 95: 0.7}, name="b")
+    result = score_corpus([a, b], "standard")
+    candidates = sorted({0.95, 0.9, 0.7, 0.6, 0.5}, reverse=True)
+    best = max(raw_at_threshold([a, b], "standard", t) for t in candidates)
+    assert result.raw == pytest.approx(best)
+    assert result.threshold == 0.6  # takes b's late TP at the price of two FPs
+    assert (result.tp, result.fp) == (2, 2)
+
+
+def test_normalisation_null_zero_perfect_hundred():
+    windows = ((30, 39), (60, 69))
+    perfect = file_with({30: 1.0, 60: 1.0}, windows=windows)
+    null = file_with({}, windows=windows)
+    half = file_with({30: 1.0}, windows=windows)
+    assert score_corpus([perfect], "standard").score == pytest.approx(100.0)
+    assert score_corpus([null], "standard").score == pytest.approx(0.0)
+    assert score_corpus([half], "standard").score == pytest.approx(50.0)
+    result = score_corpus([half], "reward_low_FN_rate")
+    assert (result.null, result.perfect) == (-4.0, 2.0)
+    assert result.score == pytest.approx(100 * (1 - 2 + 4) / 6)
+
+
+def test_sweep_equals_direct_definition_on_random_scores():
+    rng = np.random.default_rng(3)
+    files = [file_with({int(r): float(rng.random()) for r in rng.integers(0, 100, 30)},
+                       windows=((20, 29), (70, 79)), name=str(k)) for k in range(4)]
+    for profile in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"):
+        result = score_corpus(files, profile)
+        thresholds = np.unique(np.concatenate([f.scores for f in files]))
+        direct = max(raw_at_threshold(files, profile, t) for t in thresholds)
+        assert result.raw == pytest.approx(max(direct, result.null))
