@@ -44,8 +44,13 @@ def events(first: int, count: int) -> list[UserRecord]:
     for i in range(first, first + count):
         device = f"train-{i % 4:02d}"
         moment = (base + timedelta(milliseconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        body = {"device_id": device, "sensor": "wheel_speed", "event_time": moment,
-                "value": float(i % 300), "unit": "km/h"}
+        body = {
+            "device_id": device,
+            "sensor": "wheel_speed",
+            "event_time": moment,
+            "value": float(i % 300),
+            "unit": "km/h",
+        }
         out.append(UserRecord(device, json.dumps(body).encode()))
     return out
 
@@ -73,8 +78,9 @@ def assert_lake_exact(spark, settings, produced: list[UserRecord]) -> None:
     """The lake holds exactly the produced records: same count, no duplicate
     (stream, sequence number, sub-sequence), none missing."""
     events_df = spark.read.parquet(settings.lake.events_path)
-    rows = events_df.select("stream_name", "sequence_number", "sub_sequence_number",
-                            "device_id", "event_time").collect()
+    rows = events_df.select(
+        "stream_name", "sequence_number", "sub_sequence_number", "device_id", "event_time"
+    ).collect()
     keys = [(r.stream_name, r.sequence_number, r.sub_sequence_number) for r in rows]
     assert len(keys) == len(set(keys)), f"{len(keys) - len(set(keys))} duplicate records"
     expected = set()
@@ -90,8 +96,13 @@ class FaultProxy:
     """An HTTP proxy in front of kinesalite that answers some GetRecords calls with a fault,
     as Kinesis would: throttling, or an expired shard iterator."""
 
-    def __init__(self, upstream_port: int, throttle_every: int = 0, expire_every: int = 0,
-                 throttle_always: bool = False) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        throttle_every: int = 0,
+        expire_every: int = 0,
+        throttle_always: bool = False,
+    ) -> None:
         self.upstream_port = upstream_port
         self.throttle_every = throttle_every
         self.expire_every = expire_every

@@ -23,13 +23,21 @@ def batch_ids(folder: Path) -> set[int]:
 def start_job(env: dict) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "jobs/stream_sensor_anomalies.py", "--config", "conf/local.yaml"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
 
 
-def kill_when(proc: subprocess.Popen, checkpoint: Path, inside: bool, after_commits: int,
-              timeout_s: float = 120) -> bool:
+def kill_when(
+    proc: subprocess.Popen,
+    checkpoint: Path,
+    inside: bool,
+    after_commits: int,
+    timeout_s: float = 120,
+) -> bool:
     """SIGKILL the job once `after_commits` more batches are committed and a batch is (inside)
     or is not (between) in flight; returns whether it was in flight at the kill."""
     start = len(batch_ids(checkpoint / "commits"))
@@ -48,25 +56,32 @@ def kill_when(proc: subprocess.Popen, checkpoint: Path, inside: bool, after_comm
 
 
 @pytest.mark.slow
-def test_sigkill_inside_and_between_batches_leaves_the_lake_exact(spark, tmp_path, kinesis,
-                                                                 kinesalite):
+def test_sigkill_inside_and_between_batches_leaves_the_lake_exact(
+    spark, tmp_path, kinesis, kinesalite
+):
     stream = new_stream(kinesis, 2)
     produced = events(0, 3000)
     put(kinesis, stream, produced)
-    extra = {"SENSORPIPE__SOURCE__MAX_FETCH_RECORDS_PER_SHARD": "150",
-             "SENSORPIPE__STREAM__TRIGGER": "1 second"}
+    extra = {
+        "SENSORPIPE__SOURCE__MAX_FETCH_RECORDS_PER_SHARD": "150",
+        "SENSORPIPE__STREAM__TRIGGER": "1 second",
+    }
     settings = settings_for(tmp_path, kinesalite.endpoint_url, stream, **extra)
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, **{
-        "SENSORPIPE__SOURCE__KIND": "kinesis",
-        "SENSORPIPE__SOURCE__ENDPOINT_URL": kinesalite.endpoint_url,
-        "SENSORPIPE__SOURCE__STREAM_NAME": stream,
-        "SENSORPIPE__SOURCE__STARTING_POSITION": "TRIM_HORIZON",
-        "SENSORPIPE__LAKE__EVENTS_PATH": settings.lake.events_path,
-        "SENSORPIPE__LAKE__QUARANTINE_PATH": settings.lake.quarantine_path,
-        "SENSORPIPE__LAKE__CHECKPOINT_ROOT": settings.lake.checkpoint_root,
-        "SENSORPIPE__WAREHOUSE__KIND": "none",
-        **extra,
-    }}
+    env = {
+        **os.environ,
+        "PYSPARK_PYTHON": sys.executable,
+        **{
+            "SENSORPIPE__SOURCE__KIND": "kinesis",
+            "SENSORPIPE__SOURCE__ENDPOINT_URL": kinesalite.endpoint_url,
+            "SENSORPIPE__SOURCE__STREAM_NAME": stream,
+            "SENSORPIPE__SOURCE__STARTING_POSITION": "TRIM_HORIZON",
+            "SENSORPIPE__LAKE__EVENTS_PATH": settings.lake.events_path,
+            "SENSORPIPE__LAKE__QUARANTINE_PATH": settings.lake.quarantine_path,
+            "SENSORPIPE__LAKE__CHECKPOINT_ROOT": settings.lake.checkpoint_root,
+            "SENSORPIPE__WAREHOUSE__KIND": "none",
+            **extra,
+        },
+    }
     checkpoint = Path(settings.lake.checkpoint_root) / "events"
     states = []
     for inside in (True, False, True):
@@ -77,7 +92,11 @@ def test_sigkill_inside_and_between_batches_leaves_the_lake_exact(spark, tmp_pat
         produced += more
     assert states == [True, False, True]
     # The last restart drains the stream with a finite trigger, in this process.
-    drain = settings_for(tmp_path, kinesalite.endpoint_url, stream,
-                         SENSORPIPE__SOURCE__MAX_FETCH_RECORDS_PER_SHARD="100000")
+    drain = settings_for(
+        tmp_path,
+        kinesalite.endpoint_url,
+        stream,
+        SENSORPIPE__SOURCE__MAX_FETCH_RECORDS_PER_SHARD="100000",
+    )
     run_lake_job(spark, drain)
     assert_lake_exact(spark, drain, produced)

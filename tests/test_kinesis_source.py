@@ -26,8 +26,9 @@ from tests.kinesis_helpers import (
 )
 
 
-def test_several_shards_and_restart_from_checkpoint_mid_stream(spark, tmp_path, kinesis,
-                                                               kinesalite):
+def test_several_shards_and_restart_from_checkpoint_mid_stream(
+    spark, tmp_path, kinesis, kinesalite
+):
     stream = new_stream(kinesis, 3)
     first, second = events(0, 600), events(600, 400)
     settings = settings_for(tmp_path, kinesalite.endpoint_url, stream)
@@ -52,19 +53,30 @@ def test_shard_split_and_merge_while_producing(spark, tmp_path, kinesis, kinesal
     producer = threading.Thread(target=put, args=(kinesis, stream, during))
     producer.start()
     shards = kinesis.list_shards(StreamName=stream)["Shards"]
-    low, high = int(shards[0]["HashKeyRange"]["StartingHashKey"]), int(
-        shards[0]["HashKeyRange"]["EndingHashKey"])
-    kinesis.split_shard(StreamName=stream, ShardToSplit=shards[0]["ShardId"],
-                        NewStartingHashKey=str((low + high) // 2))
+    low, high = (
+        int(shards[0]["HashKeyRange"]["StartingHashKey"]),
+        int(shards[0]["HashKeyRange"]["EndingHashKey"]),
+    )
+    kinesis.split_shard(
+        StreamName=stream,
+        ShardToSplit=shards[0]["ShardId"],
+        NewStartingHashKey=str((low + high) // 2),
+    )
     wait_active(kinesis, stream)
     run_lake_job(spark, settings)  # reads while the stream is being resharded
     open_shards = sorted(
-        (s for s in kinesis.list_shards(StreamName=stream)["Shards"]
-         if "EndingSequenceNumber" not in s["SequenceNumberRange"]),
+        (
+            s
+            for s in kinesis.list_shards(StreamName=stream)["Shards"]
+            if "EndingSequenceNumber" not in s["SequenceNumberRange"]
+        ),
         key=lambda s: int(s["HashKeyRange"]["StartingHashKey"]),
     )
-    kinesis.merge_shards(StreamName=stream, ShardToMerge=open_shards[0]["ShardId"],
-                         AdjacentShardToMerge=open_shards[1]["ShardId"])
+    kinesis.merge_shards(
+        StreamName=stream,
+        ShardToMerge=open_shards[0]["ShardId"],
+        AdjacentShardToMerge=open_shards[1]["ShardId"],
+    )
     wait_active(kinesis, stream)
     producer.join()
     after = events(1200, 300)
@@ -80,8 +92,12 @@ def test_kpl_aggregates_are_deaggregated_and_resumed_inside(spark, tmp_path, kin
     produced = events(0, 120)
     put(kinesis, stream, produced, aggregate=7)
     # 10 user records per shard per batch cuts batches inside 7-record aggregates.
-    settings = settings_for(tmp_path, kinesalite.endpoint_url, stream,
-                            SENSORPIPE__SOURCE__MAX_FETCH_RECORDS_PER_SHARD="10")
+    settings = settings_for(
+        tmp_path,
+        kinesalite.endpoint_url,
+        stream,
+        SENSORPIPE__SOURCE__MAX_FETCH_RECORDS_PER_SHARD="10",
+    )
     summary = run_lake_job(spark, settings)
     assert summary.records_in == 120
     assert summary.batches >= 6
@@ -96,9 +112,13 @@ def test_reader_resumes_inside_an_aggregate_without_skip_or_repeat(tmp_path, kin
     produced = events(0, 23)
     put(kinesis, stream, produced, aggregate=3)
     shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
-    options = KinesisOptions(stream_name=stream, metadata_path=str(tmp_path / "meta"),
-                             endpoint_url=kinesalite.endpoint_url, starting_position="TRIM_HORIZON",
-                             max_fetch_records_per_shard=5)
+    options = KinesisOptions(
+        stream_name=stream,
+        metadata_path=str(tmp_path / "meta"),
+        endpoint_url=kinesalite.endpoint_url,
+        starting_position="TRIM_HORIZON",
+        max_fetch_records_per_shard=5,
+    )
     store = MetadataStore(options.metadata_path)
     position, seen, resumed_inside = Position("TRIM_HORIZON"), [], 0
     for batch in range(1, 10):
@@ -121,8 +141,12 @@ def test_reexecuted_batch_reads_exactly_what_it_read_first(tmp_path, kinesis, ki
     stream = new_stream(kinesis, 1)
     put(kinesis, stream, events(0, 10))
     shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
-    options = KinesisOptions(stream_name=stream, metadata_path=str(tmp_path / "meta"),
-                             endpoint_url=kinesalite.endpoint_url, starting_position="TRIM_HORIZON")
+    options = KinesisOptions(
+        stream_name=stream,
+        metadata_path=str(tmp_path / "meta"),
+        endpoint_url=kinesalite.endpoint_url,
+        starting_position="TRIM_HORIZON",
+    )
     store = MetadataStore(options.metadata_path)
     part = ShardPartition(shard, Position("TRIM_HORIZON"), 1, options)
     first = [r[3] for r in read_shard(part, store)]
@@ -131,16 +155,21 @@ def test_reexecuted_batch_reads_exactly_what_it_read_first(tmp_path, kinesis, ki
     assert len(first) == 10 and again == first
 
 
-def test_injected_throttling_and_expired_iterators_are_survived(spark, tmp_path, kinesis,
-                                                                 kinesalite):
+def test_injected_throttling_and_expired_iterators_are_survived(
+    spark, tmp_path, kinesis, kinesalite
+):
     stream = new_stream(kinesis, 2)
     produced = events(0, 800)
     put(kinesis, stream, produced)
     proxy = FaultProxy(kinesalite.port, throttle_every=3, expire_every=4)
     try:
-        settings = settings_for(tmp_path, proxy.endpoint_url, stream,
-                                SENSORPIPE__SOURCE__MAX_FETCH_RECORDS_PER_SHARD="100",
-                                SENSORPIPE__SOURCE__OPTIONS='{"kinesis.retryInitialMs": "10"}')
+        settings = settings_for(
+            tmp_path,
+            proxy.endpoint_url,
+            stream,
+            SENSORPIPE__SOURCE__MAX_FETCH_RECORDS_PER_SHARD="100",
+            SENSORPIPE__SOURCE__OPTIONS='{"kinesis.retryInitialMs": "10"}',
+        )
         run_lake_job(spark, settings)
     finally:
         proxy.close()
@@ -149,23 +178,28 @@ def test_injected_throttling_and_expired_iterators_are_survived(spark, tmp_path,
     assert_lake_exact(spark, settings, produced)
 
 
-def test_persistent_throttling_fails_the_batch_clearly_and_a_rerun_is_exact(spark, tmp_path,
-                                                                            kinesis, kinesalite):
+def test_persistent_throttling_fails_the_batch_clearly_and_a_rerun_is_exact(
+    spark, tmp_path, kinesis, kinesalite
+):
     stream = new_stream(kinesis, 2)
     produced = events(0, 200)
     put(kinesis, stream, produced)
     options = '{"kinesis.retryInitialMs": "5", "kinesis.maxRetries": "2"}'
     proxy = FaultProxy(kinesalite.port, throttle_always=True)
     try:
-        failing = settings_for(tmp_path, proxy.endpoint_url, stream,
-                               SENSORPIPE__SOURCE__OPTIONS=options)
-        with pytest.raises(StreamingQueryException, match="gave up after 2 retries; last error: "
-                                                         "ProvisionedThroughputExceededException"):
+        failing = settings_for(
+            tmp_path, proxy.endpoint_url, stream, SENSORPIPE__SOURCE__OPTIONS=options
+        )
+        with pytest.raises(
+            StreamingQueryException,
+            match="gave up after 2 retries; last error: ProvisionedThroughputExceededException",
+        ):
             run_lake_job(spark, failing)
     finally:
         proxy.close()
-    healthy = settings_for(tmp_path, kinesalite.endpoint_url, stream,
-                           SENSORPIPE__SOURCE__OPTIONS=options)
+    healthy = settings_for(
+        tmp_path, kinesalite.endpoint_url, stream, SENSORPIPE__SOURCE__OPTIONS=options
+    )
     run_lake_job(spark, healthy)
     assert_lake_exact(spark, healthy, produced)
 
@@ -174,11 +208,26 @@ def test_options_are_validated_naming_the_option():
     with pytest.raises(KinesisOptionError, match="kinesis.streamName is required"):
         KinesisOptions.parse({"kinesis.metadataPath": "/tmp/x"})
     with pytest.raises(KinesisOptionError, match="kinesis.startingPosition: expected one of"):
-        KinesisOptions.parse({"kinesis.streamName": "s", "kinesis.metadataPath": "/m",
-                              "kinesis.startingPosition": "EARLIEST"})
+        KinesisOptions.parse(
+            {
+                "kinesis.streamName": "s",
+                "kinesis.metadataPath": "/m",
+                "kinesis.startingPosition": "EARLIEST",
+            }
+        )
     with pytest.raises(KinesisOptionError, match="kinesis.maxFetchRecordsPerShard: expected a"):
-        KinesisOptions.parse({"kinesis.streamName": "s", "kinesis.metadataPath": "/m",
-                              "kinesis.maxFetchRecordsPerShard": "lots"})
+        KinesisOptions.parse(
+            {
+                "kinesis.streamName": "s",
+                "kinesis.metadataPath": "/m",
+                "kinesis.maxFetchRecordsPerShard": "lots",
+            }
+        )
     with pytest.raises(KinesisOptionError, match="kinesis.startingTimestamp is required"):
-        KinesisOptions.parse({"kinesis.streamName": "s", "kinesis.metadataPath": "/m",
-                              "kinesis.startingPosition": "AT_TIMESTAMP"})
+        KinesisOptions.parse(
+            {
+                "kinesis.streamName": "s",
+                "kinesis.metadataPath": "/m",
+                "kinesis.startingPosition": "AT_TIMESTAMP",
+            }
+        )

@@ -41,7 +41,7 @@ def test_detection_at_the_left_edge_earns_the_full_reward():
 
 def test_late_detection_earns_less():
     f = file_with({49: 1.0})
-    late = (2 / (1 + math.exp(0.5)) * -1 + 1)  # 2*sigmoid(0.5) - 1
+    late = 2 / (1 + math.exp(0.5)) * -1 + 1  # 2*sigmoid(0.5) - 1
     expected = late / MAX_TP
     assert expected == pytest.approx(0.248242, abs=1e-6)
     assert raw_at_threshold([f], "standard", 0.5) == pytest.approx(expected)
@@ -51,7 +51,8 @@ def test_late_detection_earns_less():
 def test_only_the_earliest_detection_in_a_window_counts():
     f = file_with({45: 0.9, 41: 0.8, 49: 1.0})
     assert raw_at_threshold([f], "standard", 0.7) == pytest.approx(
-        scaled_sigmoid(-(49 - 41 + 1) / 10) / MAX_TP)
+        scaled_sigmoid(-(49 - 41 + 1) / 10) / MAX_TP
+    )
 
 
 def test_detection_just_after_the_window_is_a_cheap_false_positive():
@@ -108,8 +109,14 @@ def test_normalisation_null_zero_perfect_hundred():
 
 def test_sweep_equals_direct_definition_on_random_scores():
     rng = np.random.default_rng(3)
-    files = [file_with({int(r): float(rng.random()) for r in rng.integers(0, 100, 30)},
-                       windows=((20, 29), (70, 79)), name=str(k)) for k in range(4)]
+    files = [
+        file_with(
+            {int(r): float(rng.random()) for r in rng.integers(0, 100, 30)},
+            windows=((20, 29), (70, 79)),
+            name=str(k),
+        )
+        for k in range(4)
+    ]
     for profile in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"):
         result = score_corpus(files, profile)
         thresholds = np.unique(np.concatenate([f.scores for f in files]))

@@ -62,24 +62,35 @@ def load_log(postgres, database: str) -> list[tuple]:
 def recompute_from_lake(spark, settings):
     events = spark.read.parquet(settings.lake.events_path)
     frame = window_aggregates(events, settings.aggregates.window, settings.aggregates.watermark)
-    exact = events.groupBy("device_id", "sensor",
-                           __import__("pyspark.sql.functions", fromlist=["window"])
-                           .window("event_time", settings.aggregates.window).start
-                           .alias("window_start")).agg(
-        __import__("pyspark.sql.functions", fromlist=["expr"]).expr(
-            "percentile_disc(0.5) WITHIN GROUP (ORDER BY value)").alias("p50_exact"),
-        __import__("pyspark.sql.functions", fromlist=["expr"]).expr(
-            "percentile_disc(0.95) WITHIN GROUP (ORDER BY value)").alias("p95_exact"))
+    exact = events.groupBy(
+        "device_id",
+        "sensor",
+        __import__("pyspark.sql.functions", fromlist=["window"])
+        .window("event_time", settings.aggregates.window)
+        .start.alias("window_start"),
+    ).agg(
+        __import__("pyspark.sql.functions", fromlist=["expr"])
+        .expr("percentile_disc(0.5) WITHIN GROUP (ORDER BY value)")
+        .alias("p50_exact"),
+        __import__("pyspark.sql.functions", fromlist=["expr"])
+        .expr("percentile_disc(0.95) WITHIN GROUP (ORDER BY value)")
+        .alias("p95_exact"),
+    )
     return frame.join(exact, ["device_id", "sensor", "window_start"])
 
 
 def assert_warehouse_equals_lake(spark, settings, postgres, database):
     cols = [c.name for c in MINUTE_AGGREGATES.columns]
-    stored = {(r[0], r[1], r[2]): dict(zip(cols, r, strict=True))
-              for r in warehouse_rows(postgres, database, "sensor_minute_aggregates",
-                                      "device_id, sensor, window_start")}
-    expected = {(r.device_id, r.sensor, r.window_start): r
-                for r in recompute_from_lake(spark, settings).collect()}
+    stored = {
+        (r[0], r[1], r[2]): dict(zip(cols, r, strict=True))
+        for r in warehouse_rows(
+            postgres, database, "sensor_minute_aggregates", "device_id, sensor, window_start"
+        )
+    }
+    expected = {
+        (r.device_id, r.sensor, r.window_start): r
+        for r in recompute_from_lake(spark, settings).collect()
+    }
     assert stored.keys() == expected.keys()
     for key, row in expected.items():
         got = stored[key]
@@ -100,12 +111,14 @@ def test_streaming_aggregates_equal_a_batch_recomputation_from_the_lake(
     assert_warehouse_equals_lake(spark, settings, postgres, warehouse_db)
 
 
-def test_replayed_micro_batches_leave_the_warehouse_unchanged(spark, tmp_path, postgres,
-                                                              warehouse_db):
+def test_replayed_micro_batches_leave_the_warehouse_unchanged(
+    spark, tmp_path, postgres, warehouse_db
+):
     settings = settings_for(tmp_path, postgres, warehouse_db)
     run_lake_job(spark, settings)
-    before = warehouse_rows(postgres, warehouse_db, "sensor_minute_aggregates",
-                            "device_id, sensor, window_start")
+    before = warehouse_rows(
+        postgres, warehouse_db, "sensor_minute_aggregates", "device_id, sensor, window_start"
+    )
     log_before = load_log(postgres, warehouse_db)
     # Forget that the last two batches committed: Spark replays them with the same batch ids.
     commits = Path(settings.lake.checkpoint_root) / "aggregates" / "commits"
@@ -114,8 +127,12 @@ def test_replayed_micro_batches_leave_the_warehouse_unchanged(spark, tmp_path, p
     (commits / f".{last}.crc").unlink(missing_ok=True)
     replay = run_lake_job(spark, settings)
     assert replay.aggregate_batches_loaded >= 1, "the forgotten batch was run again"
-    assert warehouse_rows(postgres, warehouse_db, "sensor_minute_aggregates",
-                          "device_id, sensor, window_start") == before
+    assert (
+        warehouse_rows(
+            postgres, warehouse_db, "sensor_minute_aggregates", "device_id, sensor, window_start"
+        )
+        == before
+    )
     assert load_log(postgres, warehouse_db) == log_before
 
 
@@ -125,10 +142,16 @@ def test_sink_upsert_is_idempotent_per_batch_and_updates_by_key(postgres, wareho
 
     def rows(count: int, value: float) -> pa.Table:
         base = {c.name: [None] for c in MINUTE_AGGREGATES.columns}
-        base.update(device_id=["train-01"], sensor=["wheel_speed"],
-                    window_start=[datetime(2026, 11, 1, 8, 0)],
-                    window_end=[datetime(2026, 11, 1, 8, 1)], event_count=[count],
-                    min_value=[value], max_value=[value], sum_value=[value * count])
+        base.update(
+            device_id=["train-01"],
+            sensor=["wheel_speed"],
+            window_start=[datetime(2026, 11, 1, 8, 0)],
+            window_end=[datetime(2026, 11, 1, 8, 1)],
+            event_count=[count],
+            min_value=[value],
+            max_value=[value],
+            sum_value=[value * count],
+        )
         return pa.table(base)
 
     wh.upsert(MINUTE_AGGREGATES, rows(3, 1.0), "q", 0)
@@ -138,31 +161,42 @@ def test_sink_upsert_is_idempotent_per_batch_and_updates_by_key(postgres, wareho
     wh.upsert(MINUTE_AGGREGATES, rows(5, 2.0), "q", 1)  # the window updated by batch 1
     stored = warehouse_rows(postgres, warehouse_db, "sensor_minute_aggregates", "device_id")
     assert [(r[4], r[5]) for r in stored] == [(5, 2.0)]
-    assert [(r[0], r[1], r[2]) for r in load_log(postgres, warehouse_db)] == [("q", 0, 1),
-                                                                              ("q", 1, 1)]
+    assert [(r[0], r[1], r[2]) for r in load_log(postgres, warehouse_db)] == [
+        ("q", 0, 1),
+        ("q", 1, 1),
+    ]
 
 
-def test_daily_rollup_rerun_leaves_the_warehouse_unchanged(spark, tmp_path, postgres,
-                                                           warehouse_db):
-    settings = settings_for(tmp_path, postgres, warehouse_db,
-                            SENSORPIPE__WAREHOUSE__KIND="none")
+def test_daily_rollup_rerun_leaves_the_warehouse_unchanged(spark, tmp_path, postgres, warehouse_db):
+    settings = settings_for(tmp_path, postgres, warehouse_db, SENSORPIPE__WAREHOUSE__KIND="none")
     run_lake_job(spark, settings)
     settings = settings_for(tmp_path, postgres, warehouse_db)
     first = run_daily_rollup(spark, settings, None, None)
     assert first.events == 43200 and first.rows == 2 * 20  # two days x 20 series
-    rows = warehouse_rows(postgres, warehouse_db, "sensor_daily_aggregates",
-                          "device_id, sensor, event_date")
+    rows = warehouse_rows(
+        postgres, warehouse_db, "sensor_daily_aggregates", "device_id, sensor, event_date"
+    )
     again = run_daily_rollup(spark, settings, first.first, first.last)
     assert again.rows == first.rows
-    assert warehouse_rows(postgres, warehouse_db, "sensor_daily_aggregates",
-                          "device_id, sensor, event_date") == rows
+    assert (
+        warehouse_rows(
+            postgres, warehouse_db, "sensor_daily_aggregates", "device_id, sensor, event_date"
+        )
+        == rows
+    )
     # One day alone replaces that day only.
     run_daily_rollup(spark, settings, first.last, first.last)
-    assert warehouse_rows(postgres, warehouse_db, "sensor_daily_aggregates",
-                          "device_id, sensor, event_date") == rows
+    assert (
+        warehouse_rows(
+            postgres, warehouse_db, "sensor_daily_aggregates", "device_id, sensor, event_date"
+        )
+        == rows
+    )
     lake = spark.read.parquet(settings.lake.events_path)
-    by_day = {(r.device_id, r.sensor, r.event_date): r["count"]
-              for r in lake.groupBy("device_id", "sensor", "event_date").count().collect()}
+    by_day = {
+        (r.device_id, r.sensor, r.event_date): r["count"]
+        for r in lake.groupBy("device_id", "sensor", "event_date").count().collect()
+    }
     assert {(r[0], r[1], r[2]): r[3] for r in rows} == by_day
 
 
@@ -170,8 +204,9 @@ def test_daily_rollup_rerun_leaves_the_warehouse_unchanged(spark, tmp_path, post
 def test_postgres_stopped_mid_run_fails_clearly_and_a_restart_completes(
     spark, tmp_path, postgres, warehouse_db
 ):
-    settings = settings_for(tmp_path, postgres, warehouse_db,
-                            SENSORPIPE__SOURCE__MAX_FILES_PER_TRIGGER="2")
+    settings = settings_for(
+        tmp_path, postgres, warehouse_db, SENSORPIPE__SOURCE__MAX_FILES_PER_TRIGGER="2"
+    )
     stopped = threading.Event()
 
     def stop_after_two_loads() -> None:
@@ -189,8 +224,11 @@ def test_postgres_stopped_mid_run_fails_clearly_and_a_restart_completes(
     watcher = threading.Thread(target=stop_after_two_loads)
     watcher.start()
     try:
-        with pytest.raises(StreamingQueryException, match=r"warehouse PostgreSQL 127\.0\.0\.1:"
-                                                         r"\d+/\w+ unavailable loading batch"):
+        with pytest.raises(
+            StreamingQueryException,
+            match=r"warehouse PostgreSQL 127\.0\.0\.1:"
+            r"\d+/\w+ unavailable loading batch",
+        ):
             run_lake_job(spark, settings)
     finally:
         watcher.join()
@@ -204,12 +242,16 @@ def test_postgres_stopped_mid_run_fails_clearly_and_a_restart_completes(
 
 
 def redshift_statements() -> list[str]:
-    sqls = [create_table_sql(t, "redshift")
-            for t in (MINUTE_AGGREGATES, DAILY_AGGREGATES, LOAD_LOG_TABLE)]
+    sqls = [
+        create_table_sql(t, "redshift")
+        for t in (MINUTE_AGGREGATES, DAILY_AGGREGATES, LOAD_LOG_TABLE)
+    ]
     sqls += upsert_statements(MINUTE_AGGREGATES, "sensorpipe_aggregates", 42)
     sqls += replace_statements(DAILY_AGGREGATES, "2026-11-01", "2026-11-02")
-    sqls.append("COPY sensorpipe_stage FROM 's3://b/staging/batch=42/' "
-                "IAM_ROLE 'arn:aws:iam::000000000000:role/copy' FORMAT AS PARQUET")
+    sqls.append(
+        "COPY sensorpipe_stage FROM 's3://b/staging/batch=42/' "
+        "IAM_ROLE 'arn:aws:iam::000000000000:role/copy' FORMAT AS PARQUET"
+    )
     return sqls
 
 
@@ -228,8 +270,11 @@ def test_redshift_tables_have_sort_and_distribution_keys():
 @pytest.fixture(scope="module")
 def moto_server():
     port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, 30, proc)
         yield f"http://127.0.0.1:{port}"
@@ -250,10 +295,14 @@ def redshift_with_stubbed_data_api(moto_server):
     s3.create_bucket(Bucket="stage-bucket")
     data_api = boto3.client("redshift-data", region_name="us-east-1")
     wh = RedshiftWarehouse(
-        data_api=data_api, s3=s3, database="telemetry",
-        iam_role="arn:aws:iam::000000000000:role/copy", staging_uri="s3://stage-bucket/wh",
+        data_api=data_api,
+        s3=s3,
+        database="telemetry",
+        iam_role="arn:aws:iam::000000000000:role/copy",
+        staging_uri="s3://stage-bucket/wh",
         workgroup_name="sensorpipe-wg",
-        secret_arn="arn:aws:secretsmanager:us-east-1:000000000000:secret:x", poll_seconds=0.01,
+        secret_arn="arn:aws:secretsmanager:us-east-1:000000000000:secret:x",
+        poll_seconds=0.01,
     )
     return wh, s3, Stubber(data_api)
 
@@ -261,9 +310,16 @@ def redshift_with_stubbed_data_api(moto_server):
 def expect_batch(stubber, statuses, error=None):
     from botocore.stub import ANY
 
-    stubber.add_response("batch_execute_statement", {"Id": "stmt-1"},
-                         {"Sqls": ANY, "Database": "telemetry", "WorkgroupName": "sensorpipe-wg",
-                          "SecretArn": "arn:aws:secretsmanager:us-east-1:000000000000:secret:x"})
+    stubber.add_response(
+        "batch_execute_statement",
+        {"Id": "stmt-1"},
+        {
+            "Sqls": ANY,
+            "Database": "telemetry",
+            "WorkgroupName": "sensorpipe-wg",
+            "SecretArn": "arn:aws:secretsmanager:us-east-1:000000000000:secret:x",
+        },
+    )
     for status in statuses:
         response = {"Id": "stmt-1", "Status": status}
         if error and status == "FAILED":
@@ -276,7 +332,8 @@ def test_redshift_data_api_mock_and_s3_staging_moto_mock(moto_server):
 
     wh, s3, stubber = redshift_with_stubbed_data_api(moto_server)
     rows = pa.table({c.name: [None] for c in MINUTE_AGGREGATES.columns}).set_column(
-        0, "device_id", pa.array(["train-01"]))
+        0, "device_id", pa.array(["train-01"])
+    )
     with stubber:
         expect_batch(stubber, ["FINISHED"])
         wh.ensure_tables([MINUTE_AGGREGATES])
@@ -288,9 +345,11 @@ def test_redshift_data_api_mock_and_s3_staging_moto_mock(moto_server):
     staged = pq.read_table(pa.BufferReader(body))
     assert staged.column("device_id").to_pylist() == ["train-01"]
     sqls = wh.executed[-1]
-    assert sqls[1] == ("COPY sensorpipe_stage FROM 's3://stage-bucket/wh/sensor_minute_aggregates"
-                       "/sensorpipe_aggregates/batch=7/' IAM_ROLE "
-                       "'arn:aws:iam::000000000000:role/copy' FORMAT AS PARQUET")
+    assert sqls[1] == (
+        "COPY sensorpipe_stage FROM 's3://stage-bucket/wh/sensor_minute_aggregates"
+        "/sensorpipe_aggregates/batch=7/' IAM_ROLE "
+        "'arn:aws:iam::000000000000:role/copy' FORMAT AS PARQUET"
+    )
     assert sqls[2:5] == upsert_statements(MINUTE_AGGREGATES, "sensorpipe_aggregates", 7)
     for sql in sqls:
         sqlglot.parse_one(sql, read="redshift", error_level=sqlglot.ErrorLevel.RAISE)

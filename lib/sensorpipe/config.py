@@ -105,6 +105,23 @@ class LakeSettings:
     checkpoint_root: str
 
 
+def _unit_interval(name: str, value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ConfigError(f"{name}: expected a number in (0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class AnomalySettings:
+    # likelihood (default: best NAB score) or rcf (AWS's Random Cut Forest, as KDA ran it).
+    detector: Literal["likelihood", "rcf"] = "likelihood"
+    # is_anomaly = anomaly_score >= threshold (scores are in [0, 1]).
+    threshold: float = field(default=0.5, metadata=_check(_unit_interval))
+    # A key's first points only teach its detector: nothing is flagged before this many.
+    warmup_points: int = field(default=400, metadata=_check(_positive))
+    # A key silent this long loses its detector state (bounded state for retired sensors).
+    state_ttl_hours: int = field(default=168, metadata=_check(_positive))
+
+
 def _interval(name: str, value: str) -> None:
     if not _INTERVAL.match(value):
         raise ConfigError(f"{name}: expected an interval such as '1 minute', got {value!r}")
@@ -172,6 +189,7 @@ class Settings:
     lake: LakeSettings
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
+    anomaly: AnomalySettings = field(default_factory=AnomalySettings)
     aggregates: AggregateSettings = field(default_factory=AggregateSettings)
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
 
@@ -270,6 +288,13 @@ def _coerce(tp: Any, value: Any, name: str, environ: Mapping[str, str]) -> Any:
                 return int(value)
             raise ConfigError(f"{name}: expected an integer, got {value!r}")
         return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+        return float(value)
     if tp is str:
         if value is None or isinstance(value, (dict, list)) or str(value).strip() == "":
             raise ConfigError(f"{name}: expected a non-empty string, got {value!r}")

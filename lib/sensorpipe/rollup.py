@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from sensorpipe.aggregates import daily_aggregates
 from sensorpipe.config import Settings
-from sensorpipe.schemas import EVENT_SCHEMA
+from sensorpipe.schemas import SCORED_EVENT_SCHEMA
 from sensorpipe.sinks.warehouse import DAILY_AGGREGATES, warehouse_from_settings
 
 
@@ -37,7 +37,7 @@ def run_daily_rollup(
     """Recompute [first, last] (every day in the lake if None) and replace it in the warehouse."""
     reader = spark.read.format(settings.lake.format)
     if settings.lake.format == "parquet":
-        reader = reader.schema(EVENT_SCHEMA)
+        reader = reader.schema(SCORED_EVENT_SCHEMA)
     events = reader.load(settings.lake.events_path)
     if first is None:
         bounds = events.agg(F.min("event_date"), F.max("event_date")).first()  # bounded: 1 row

@@ -29,28 +29,29 @@ from sensorpipe.sensors import SENSORS
 
 ANOMALY_KINDS = ("spike", "level_shift", "drift", "stuck")
 
-# Size of each anomaly kind per sensor, in the sensor's unit: clearly abnormal for an engineer,
-# still inside the physical range so the event is valid and must be scored, not quarantined.
+# Size of each anomaly kind per sensor, in the sensor's unit: beyond what the sensor shows in
+# normal service (a failing bearing, a brake-pipe leak, a loose bogie), still inside the
+# physical range so the event is valid and must be scored, not quarantined.
 _SPIKE = {
     "axle_bearing_temp": 45.0,
-    "brake_pipe_pressure": -1.8,
+    "brake_pipe_pressure": -2.5,
     "vibration_rms": 22.0,
-    "traction_motor_current": 550.0,
-    "wheel_speed": 60.0,
+    "traction_motor_current": 650.0,
+    "wheel_speed": 80.0,
 }
 _SHIFT = {
-    "axle_bearing_temp": 14.0,
-    "brake_pipe_pressure": -0.9,
-    "vibration_rms": 6.0,
-    "traction_motor_current": 260.0,
-    "wheel_speed": 25.0,
+    "axle_bearing_temp": 25.0,
+    "brake_pipe_pressure": -2.2,
+    "vibration_rms": 8.0,
+    "traction_motor_current": 400.0,
+    "wheel_speed": 45.0,
 }
 _DRIFT = {
-    "axle_bearing_temp": 35.0,
-    "brake_pipe_pressure": -1.2,
+    "axle_bearing_temp": 45.0,
+    "brake_pipe_pressure": -2.5,
     "vibration_rms": 12.0,
-    "traction_motor_current": 300.0,
-    "wheel_speed": 30.0,
+    "traction_motor_current": 500.0,
+    "wheel_speed": 60.0,
 }
 
 
@@ -240,14 +241,14 @@ def generate(spec: SampleSpec, out_dir: str | Path) -> dict:
     for t in range(spec.trains):
         device_id = f"train-{t + 1:02d}"
         series = _train_series(rng, times_s, step_min)
-        # Anomalies start after six hours of history, six hours apart per train at most once
-        # per slot; spikes and stuck sensors while moving, where a parked train would hide them.
+        # Anomalies start after eight hours of history (detectors learn a series first), six
+        # hours apart; spikes and stuck sensors while moving, where a parked train hides them.
         per_hour = int(60 / step_min)
-        candidates = np.arange(6 * per_hour, n - 5 * per_hour, 6 * per_hour)
+        candidates = np.arange(8 * per_hour, n - 5 * per_hour, 6 * per_hour)
         if len(candidates) < spec.anomalies_per_train:
             raise ValueError(
                 f"{spec.hours} hours leave room for {len(candidates)} anomalies per train, "
-                f"not {spec.anomalies_per_train} (each needs six hours)"
+                f"not {spec.anomalies_per_train} (after eight hours, each needs six)"
             )
         slots = rng.choice(candidates, spec.anomalies_per_train, replace=False)
         moving_at = np.flatnonzero(series["wheel_speed"] > 20)

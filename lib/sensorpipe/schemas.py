@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pyspark.sql.types import (
     BinaryType,
+    BooleanType,
     DateType,
     DoubleType,
     IntegerType,
@@ -78,6 +79,14 @@ EVENT_SCHEMA = StructType(
         StructField("event_hour", IntegerType(), True),
     ]
 )
+
+# An event as it lands in the lake: with its anomaly scores (anomaly/spark.py adds them).
+SCORE_FIELDS = [
+    StructField("anomaly_raw", DoubleType(), True),
+    StructField("anomaly_score", DoubleType(), True),
+    StructField("is_anomaly", BooleanType(), True),
+]
+SCORED_EVENT_SCHEMA = StructType([*EVENT_SCHEMA.fields, *SCORE_FIELDS])
 
 # A rejected record: original bytes, where it came from, why it was rejected.
 QUARANTINE_SCHEMA = StructType(

@@ -20,7 +20,6 @@ def local_spark_conf(shuffle_partitions: int) -> dict[str, str]:
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.streaming.stateStore.providerClass": ROCKSDB_PROVIDER,
         "spark.sql.shuffle.partitions": str(shuffle_partitions),
         "spark.default.parallelism": str(shuffle_partitions),
         "spark.ui.enabled": "false",
@@ -33,6 +32,8 @@ def job_spark_conf() -> dict[str, str]:
     return {
         # Partitions (event_date, event_hour) are UTC, not the driver's local time.
         "spark.sql.session.timeZone": "UTC",
+        # transformWithStateInPandas (the detectors' per-key state) needs RocksDB.
+        "spark.sql.streaming.stateStore.providerClass": ROCKSDB_PROVIDER,
         # The run summary reads every micro-batch's progress, not only the last 100.
         "spark.sql.streaming.numRecentProgressUpdates": "10000",
     }

@@ -12,9 +12,10 @@ from pyspark.sql.streaming import StreamingQuery
 
 from sensorpipe import __version__
 from sensorpipe.aggregates import window_aggregates
+from sensorpipe.anomaly.spark import score_stream
 from sensorpipe.config import Settings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
-from sensorpipe.schemas import EVENT_SCHEMA, QUARANTINE_SCHEMA
+from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
 from sensorpipe.sinks.lake import AVAILABLE_NOW, committed_files, partitions_of, start_lake_query
 from sensorpipe.sinks.warehouse import (
     MINUTE_AGGREGATES,
@@ -161,14 +162,22 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
     """Start the source -> decode -> lake queries (events and quarantine)."""
     lake, prefix = settings.lake, settings.stream.query_prefix
     before = (
-        committed_files(spark, lake.events_path, lake.format, EVENT_SCHEMA),
+        committed_files(spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA),
         committed_files(spark, lake.quarantine_path, lake.format, QUARANTINE_SCHEMA),
     )
     common = {"table_format": lake.format, "trigger": settings.stream.trigger}
     events_checkpoint = f"{lake.checkpoint_root}/events"
     quarantine_checkpoint = f"{lake.checkpoint_root}/quarantine"
-    events = start_lake_query(
+    anomaly = settings.anomaly
+    scored = score_stream(
         decoded_stream(spark, settings, events_checkpoint).transform(valid_events),
+        detector=anomaly.detector,
+        threshold=anomaly.threshold,
+        warmup=anomaly.warmup_points,
+        ttl_ms=anomaly.state_ttl_hours * 3600 * 1000,
+    )
+    events = start_lake_query(
+        scored,
         path=lake.events_path,
         checkpoint=events_checkpoint,
         partition_by=["event_date", "event_hour"],
@@ -188,7 +197,8 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
         events.stop()
         raise
     run = LakeRun(events, quarantine, *before)
-    if settings.warehouse.kind != "none":
+    # Continuous runs aggregate alongside; a finite run aggregates once the lake is written.
+    if settings.warehouse.kind != "none" and settings.stream.trigger != AVAILABLE_NOW:
         try:
             run.aggregates = start_aggregates_query(spark, settings, run.load_stats)
         except Exception:
@@ -201,13 +211,18 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
 def start_aggregates_query(
     spark: SparkSession, settings: Settings, stats: LoadStats
 ) -> StreamingQuery:
-    """Windowed aggregates of valid events -> warehouse, upserted idempotently per batch."""
+    """Windowed aggregates of the lake's scored events -> warehouse, upserted idempotently per
+    batch. Reading the lake (only files its sink committed) rather than the stream again means
+    the aggregates count exactly the events and anomalies the lake holds."""
     warehouse_settings = settings.warehouse
     warehouse_from_settings(warehouse_settings).ensure_tables([MINUTE_AGGREGATES])
     checkpoint = f"{settings.lake.checkpoint_root}/aggregates"
     query_name = f"{settings.stream.query_prefix}_aggregates"
+    lake_events = spark.readStream.format(settings.lake.format)
+    if settings.lake.format == "parquet":
+        lake_events = lake_events.schema(SCORED_EVENT_SCHEMA)
     aggregates = window_aggregates(
-        decoded_stream(spark, settings, checkpoint).transform(valid_events),
+        lake_events.load(settings.lake.events_path),
         window=settings.aggregates.window,
         watermark=settings.aggregates.watermark,
         accuracy=settings.aggregates.percentile_accuracy,
@@ -243,6 +258,13 @@ def await_lake_run(run: LakeRun) -> None:
                 query.stop()
 
 
+def late_events(query: StreamingQuery) -> int:
+    """Events the windowed aggregation dropped for being later than its watermark."""
+    return sum(
+        op.numRowsDroppedByWatermark for p in query.recentProgress for op in p.stateOperators
+    )
+
+
 def _observed(query: StreamingQuery) -> list[dict[str, int]]:
     rows = []
     for progress in query.recentProgress:
@@ -257,7 +279,8 @@ def summarize_lake_run(spark: SparkSession, settings: Settings, run: LakeRun) ->
     events_batches = _observed(run.events)
     quarantine_batches = _observed(run.quarantine)
     events_new = (
-        committed_files(spark, lake.events_path, lake.format, EVENT_SCHEMA) - run.events_before
+        committed_files(spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA)
+        - run.events_before
     )
     quarantine_new = (
         committed_files(spark, lake.quarantine_path, lake.format, QUARANTINE_SCHEMA)
@@ -271,11 +294,7 @@ def summarize_lake_run(spark: SparkSession, settings: Settings, run: LakeRun) ->
         input_rows=sum(p.numInputRows for q in run.queries for p in q.recentProgress),
         aggregate_rows_loaded=run.load_stats.rows,
         aggregate_batches_loaded=run.load_stats.batches,
-        late_events=sum(
-            op.numRowsDroppedByWatermark
-            for p in (run.aggregates.recentProgress if run.aggregates else [])
-            for op in p.stateOperators
-        ),
+        late_events=late_events(run.aggregates) if run.aggregates else 0,
         events=TableWrite(lake.events_path, len(events_new), sorted(partitions_of(events_new))),
         quarantine=TableWrite(
             lake.quarantine_path, len(quarantine_new), sorted(partitions_of(quarantine_new))
@@ -284,7 +303,7 @@ def summarize_lake_run(spark: SparkSession, settings: Settings, run: LakeRun) ->
 
 
 def run_lake_job(spark: SparkSession, settings: Settings) -> RunSummary:
-    """Run the lake queries; with a finite trigger on Kinesis, again until a run reads nothing.
+    """Run the job; with a finite trigger, until the source is drained, then the aggregates.
 
     A finite (availableNow) run of a Kinesis source reads what its one batch plans; after a
     crash that batch may be the re-run of an unfinished one, so draining the stream can take
@@ -296,8 +315,20 @@ def run_lake_job(spark: SparkSession, settings: Settings) -> RunSummary:
         await_lake_run(run)
         summary = summarize_lake_run(spark, settings, run)
         total = summary if total is None else total.plus(summary)
-        finite_kinesis = (
-            settings.stream.trigger == AVAILABLE_NOW and settings.source.kind != "replay"
-        )
-        if not finite_kinesis or summary.input_rows == 0:
+        finite = settings.stream.trigger == AVAILABLE_NOW
+        if not finite:
             return total
+        if settings.source.kind == "replay" or summary.input_rows == 0:
+            break
+    if settings.warehouse.kind != "none":
+        stats = LoadStats()
+        query = start_aggregates_query(spark, settings, stats)
+        try:
+            query.awaitTermination()
+        finally:
+            if query.isActive:
+                query.stop()
+        total.aggregate_rows_loaded += stats.rows
+        total.aggregate_batches_loaded += stats.batches
+        total.late_events += late_events(query)
+    return total

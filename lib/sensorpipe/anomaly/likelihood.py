@@ -1,5 +1,6 @@
 """The default detector: a Random Cut Forest over shingles of recent values, whose raw scores go
-through an anomaly likelihood (Ahmad, Lavin, Purdy, Agha 2017), plus a range check.
+through an anomaly likelihood (Ahmad, Lavin, Purdy, Agha 2017), plus a range check and a
+stuck-sensor check.
 
 Why: a raw anomaly score is noisy, and how unusual a score is depends on the series: a score
 that is routine for a jittery CPU metric is alarming for a smooth bearing temperature. The
@@ -28,6 +29,10 @@ REESTIMATION_PERIOD = 100
 AVERAGING_WINDOW = 10
 HISTORIC_WINDOW = 8640
 SPATIAL_TOLERANCE = 0.05
+# A stuck sensor: this many identical readings in a row, at a value the series has never held
+# that long before (a parked train's 0 km/h is a run it knows), reported once per run.
+STUCK_RUN = 10
+RUN_VALUES = 16  # values remembered for having held that long
 _RED = 1.0 - 0.99999
 _YELLOW = 1.0 - 0.999
 
@@ -83,8 +88,9 @@ def _estimate(scores, values, count, head, skip, out_params):
 
 
 @nb.njit(cache=True)
-def _likelihoods(raw, values, out, scores, hist_values, state, avg_window, params):
-    # state: [iteration, head, count, avg_total, prev_likelihood, dist_ready, min, max, has_minmax]
+def _likelihoods(raw, values, out, scores, hist_values, state, avg_window, params, run_values):
+    # state: [iteration, head, count, avg_total, prev_likelihood, dist_ready, min, max,
+    #         has_minmax, previous value, current run of repeats, repeats so far]
     for i in range(raw.shape[0]):
         iteration = int(state[0])
         value = values[i]
@@ -122,6 +128,23 @@ def _likelihoods(raw, values, out, scores, hist_values, state, avg_window, param
         else:
             state[6] = min(state[6], value)
             state[7] = max(state[7], value)
+        # Stuck sensor: a run of exact repeats at a value never held that long before.
+        if iteration > 0 and value == state[9]:
+            state[10] += 1.0
+        else:
+            state[10] = 1.0
+        if state[10] == STUCK_RUN:
+            known = int(state[11])
+            seen = False
+            for k in range(min(known, RUN_VALUES)):
+                if run_values[k] == value:
+                    seen = True
+            if not seen:
+                if iteration > LEARNING_PERIOD + ESTIMATION_SAMPLES:
+                    log_score = 1.0
+                run_values[known % RUN_VALUES] = value
+                state[11] = known + 1
+        state[9] = value
         out[i] = log_score
         head = int(state[1])
         scores[head] = raw[i]
@@ -142,16 +165,25 @@ class LikelihoodDetector:
         )
         self.scores = np.zeros(HISTORIC_WINDOW)
         self.values = np.zeros(HISTORIC_WINDOW)
-        self.state = np.zeros(9)
+        self.state = np.zeros(12)
         self.avg_window = np.zeros(AVERAGING_WINDOW)
         self.params = np.array([0.5, 1e3])
+        self.run_values = np.zeros(RUN_VALUES)
 
     def update(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         values = np.ascontiguousarray(values, dtype=np.float64)
         raw = self.forest.score01(self.forest.update(values))
         out = np.empty(len(values))
         _likelihoods(
-            raw, values, out, self.scores, self.values, self.state, self.avg_window, self.params
+            raw,
+            values,
+            out,
+            self.scores,
+            self.values,
+            self.state,
+            self.avg_window,
+            self.params,
+            self.run_values,
         )
         return raw, out
 
@@ -164,6 +196,7 @@ class LikelihoodDetector:
             state=self.state,
             avg_window=self.avg_window,
             params=self.params,
+            run_values=self.run_values,
             forest=np.frombuffer(self.forest.to_bytes(), dtype=np.uint8),
         )
         return zlib.compress(buffer.getvalue(), 1)
@@ -172,6 +205,6 @@ class LikelihoodDetector:
     def from_bytes(cls, data: bytes) -> LikelihoodDetector:
         arrays = np.load(io.BytesIO(zlib.decompress(data)))
         detector = cls(RandomCutForest.from_bytes(arrays["forest"].tobytes()))
-        for name in ("scores", "values", "state", "avg_window", "params"):
+        for name in ("scores", "values", "state", "avg_window", "params", "run_values"):
             setattr(detector, name, arrays[name].copy())
         return detector
