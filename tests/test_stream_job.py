@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
+from sensorpipe.anomaly.evaluation import evaluate
 from sensorpipe.config import load_settings
 from sensorpipe.samples import SampleSpec, generate
 from sensorpipe.streaming import await_lake_run, start_lake_run, summarize_lake_run
@@ -59,6 +60,15 @@ def test_bundled_samples_summary_equals_manifest(spark, tmp_path):
     events = spark.read.parquet(settings.lake.events_path)
     assert events.count() == manifest["counts"]["valid"]
     assert events.select("sequence_number").distinct().count() == manifest["counts"]["valid"]
+    # Every valid event is scored, and the injected anomalies are flagged with the defaults.
+    assert events.where("anomaly_score IS NULL OR is_anomaly IS NULL").count() == 0
+    evaluation = evaluate(
+        events.select("device_id", "sensor", "event_time", "is_anomaly").toPandas(),
+        manifest["anomalies"],
+    )
+    print(evaluation.render())
+    assert evaluation.recall >= 0.75
+    assert evaluation.false_alarm_rate < 0.001
 
 
 def test_second_run_on_same_checkpoint_writes_nothing(spark, tmp_path, small_samples):

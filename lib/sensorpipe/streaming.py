@@ -16,7 +16,13 @@ from sensorpipe.anomaly.spark import score_stream
 from sensorpipe.config import Settings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
 from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
-from sensorpipe.sinks.lake import AVAILABLE_NOW, committed_files, partitions_of, start_lake_query
+from sensorpipe.sinks.lake import (
+    AVAILABLE_NOW,
+    committed_files,
+    partitions_of,
+    start_lake_query,
+    with_trigger,
+)
 from sensorpipe.sinks.warehouse import (
     MINUTE_AGGREGATES,
     LoadStats,
@@ -178,6 +184,7 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
     )
     events = start_lake_query(
         scored,
+        one_batch=True,
         path=lake.events_path,
         checkpoint=events_checkpoint,
         partition_by=["event_date", "event_hour"],
@@ -240,11 +247,7 @@ def start_aggregates_query(
             )
         )
     )
-    if settings.stream.trigger == AVAILABLE_NOW:
-        writer = writer.trigger(availableNow=True)
-    else:
-        writer = writer.trigger(processingTime=settings.stream.trigger)
-    return writer.start()
+    return with_trigger(writer, settings.stream.trigger).start()
 
 
 def await_lake_run(run: LakeRun) -> None:

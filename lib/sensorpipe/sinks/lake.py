@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 from pyspark.sql.types import StructType
 
 AVAILABLE_NOW = "available_now"
@@ -26,6 +26,7 @@ def start_lake_query(
     table_format: str,
     query_name: str,
     trigger: str,
+    one_batch: bool = False,
 ) -> StreamingQuery:
     """Start appending a streaming DataFrame to a partitioned lake table."""
     writer = (
@@ -35,11 +36,20 @@ def start_lake_query(
         .partitionBy(*partition_by)
         .option("checkpointLocation", checkpoint)
     )
-    if trigger == AVAILABLE_NOW:
-        writer = writer.trigger(availableNow=True)
-    else:
-        writer = writer.trigger(processingTime=trigger)
-    return writer.start(path)
+    return with_trigger(writer, trigger, one_batch).start(path)
+
+
+def with_trigger(
+    writer: DataStreamWriter, trigger: str, one_batch: bool = False
+) -> DataStreamWriter:
+    """The configured trigger. A finite run is availableNow, or, for a query whose stateful
+    operator keeps processing-time state TTL (transformWithStateInPandas), one batch: under
+    availableNow such an operator asks for no-data batches without end."""
+    if trigger != AVAILABLE_NOW:
+        return writer.trigger(processingTime=trigger)
+    if one_batch:
+        return writer.trigger(once=True)
+    return writer.trigger(availableNow=True)
 
 
 def committed_files(
