@@ -57,7 +57,8 @@ run: venv node_modules/.installed
 	export $(LOCAL_AWS) PYSPARK_PYTHON=$(abspath $(PY)) \
 		SENSORPIPE_KINESIS_ENDPOINT=http://127.0.0.1:$(KINESIS_PORT) SENSORPIPE_PG_PORT=$(PG_PORT); \
 	$(PY) jobs/stream_sensor_anomalies.py --config conf/local.yaml --summary-json build/run-summary.json; \
-	$(PY) jobs/batch_daily_rollup.py --config conf/local.yaml --all-days
+	$(PY) jobs/batch_daily_rollup.py --config conf/local.yaml --all-days; \
+	$(VENV)/bin/sensorpipe plot --sample-anomaly 0 --out build/plots/sample-anomaly-0.png
 
 test: venv node_modules/.installed
 	PYSPARK_PYTHON=$(abspath $(PY)) $(PY) -m pytest $(PYTEST_ARGS)

@@ -86,6 +86,43 @@ def _local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from datetime import datetime
+    from pathlib import Path
+
+    from sensorpipe.config import load_settings
+    from sensorpipe.plot import (
+        around,
+        plot_series,
+        read_series,
+        sample_anomaly_range,
+        strongest_anomaly,
+    )
+
+    settings = load_settings(args.config)
+    lake = args.lake or settings.lake.events_path
+    if args.sample_anomaly is not None:
+        manifest = json.loads(Path(args.manifest).read_text())
+        device, sensor, start, end = sample_anomaly_range(lake, manifest, args.sample_anomaly)
+    elif args.strongest:
+        device, sensor, moment = strongest_anomaly(lake)
+        start, end = around(moment, args.hours)
+    else:
+        if not (args.device and args.sensor):
+            raise SystemExit("plot: --device and --sensor are required (or --strongest)")
+        device, sensor = args.device, args.sensor
+        start = datetime.fromisoformat(args.start) if args.start else None
+        end = datetime.fromisoformat(args.end) if args.end else None
+    frame = read_series(lake, device, sensor, start, end)
+    out = args.out or f"build/plots/{device}_{sensor}.png"
+    path = plot_series(frame, device, sensor, settings.anomaly.threshold, out)
+    print(
+        f"plot of {device} {sensor} ({len(frame)} events, {int(frame['is_anomaly'].sum())} "
+        f"flagged) written to {path}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sensorpipe", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sensorpipe {__version__}")
@@ -127,6 +164,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     produce.add_argument("--quiet", action="store_true", help="no progress bar")
     produce.set_defaults(func=_produce)
+
+    plot = sub.add_parser("plot", help="PNG of a sensor's values and anomaly score from the lake")
+    plot.add_argument("--config", default="conf/local.yaml")
+    plot.add_argument("--lake", help="events table (default: lake.events_path)")
+    plot.add_argument("--device")
+    plot.add_argument("--sensor")
+    plot.add_argument("--start", help="UTC, ISO-8601")
+    plot.add_argument("--end", help="UTC, ISO-8601")
+    plot.add_argument(
+        "--strongest", action="store_true", help="around the highest-scoring flagged event instead"
+    )
+    plot.add_argument("--hours", type=float, default=4.0, help="with --strongest: +/- hours")
+    plot.add_argument(
+        "--sample-anomaly",
+        type=int,
+        metavar="K",
+        help="around the K-th anomaly of the samples' manifest (0-based)",
+    )
+    plot.add_argument("--manifest", default="samples/manifest.json")
+    plot.add_argument("--out")
+    plot.set_defaults(func=_plot)
 
     local = sub.add_parser("local", help="start or stop a local stand-in for make run")
     local.add_argument("action", choices=["start", "stop"])
