@@ -122,3 +122,41 @@ def test_sweep_equals_direct_definition_on_random_scores():
         thresholds = np.unique(np.concatenate([f.scores for f in files]))
         direct = max(raw_at_threshold(files, profile, t) for t in thresholds)
         assert result.raw == pytest.approx(max(direct, result.null))
+
+
+def test_benchmark_writes_one_score_per_row_and_prints_three_profiles(tmp_path):
+    import csv
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    data = tmp_path / "nab" / "data" / "demo"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    windows = {}
+    for name in ("a.csv", "b.csv"):
+        stamps = np.datetime64("2026-01-01T00:00") + np.arange(600).astype("timedelta64[m]")
+        values = rng.normal(10, 1, 600)
+        values[450] = 40
+        with open(data / name, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["timestamp", "value"])
+            for t, v in zip(stamps, values, strict=True):
+                writer.writerow([str(t).replace("T", " ") + ":00", f"{v:.3f}"])
+        windows[f"demo/{name}"] = [[str(stamps[440]).replace("T", " ") + ":00.000000",
+                                    str(stamps[470]).replace("T", " ") + ":00.000000"]]
+    (tmp_path / "nab" / "labels").mkdir()
+    (tmp_path / "nab" / "labels" / "combined_windows.json").write_text(json.dumps(windows))
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "nab.py"), "--nab-dir", str(tmp_path / "nab"),
+         "--scores-out", str(tmp_path / "out"), "--detector", "rcf"],
+        check=True, capture_output=True, text=True).stdout
+    assert all(p in out for p in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"))
+    with open(tmp_path / "out" / "demo" / "a.csv") as f:
+        rows = list(csv.DictReader(f))
+    with open(data / "a.csv") as f:
+        source = list(csv.DictReader(f))
+    assert [r["timestamp"] for r in rows] == [r["timestamp"] for r in source]
+    assert all(0.0 <= float(r["anomaly_score"]) <= 1.0 for r in rows)

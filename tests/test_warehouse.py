@@ -205,7 +205,12 @@ def test_postgres_stopped_mid_run_fails_clearly_and_a_restart_completes(
     spark, tmp_path, postgres, warehouse_db
 ):
     settings = settings_for(
-        tmp_path, postgres, warehouse_db, SENSORPIPE__SOURCE__MAX_FILES_PER_TRIGGER="2"
+        tmp_path,
+        postgres,
+        warehouse_db,
+        # Several batches over hour files in any order: a watermark of days drops nothing.
+        SENSORPIPE__AGGREGATES__MAX_FILES_PER_TRIGGER="4",
+        SENSORPIPE__AGGREGATES__WATERMARK="3 days",
     )
     stopped = threading.Event()
 

@@ -136,6 +136,8 @@ class AggregateSettings:
     # Tunnels delay readings by up to ~15 minutes; state of windows older than this is dropped.
     watermark: str = field(default="30 minutes", metadata=_check(_interval))
     percentile_accuracy: int = field(default=10000, metadata=_check(_positive))
+    # Lake files per micro-batch of the aggregates query (it reads the scored events table).
+    max_files_per_trigger: int = field(default=200, metadata=_check(_positive))
 
 
 @dataclass(frozen=True)

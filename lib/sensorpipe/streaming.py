@@ -225,7 +225,9 @@ def start_aggregates_query(
     warehouse_from_settings(warehouse_settings).ensure_tables([MINUTE_AGGREGATES])
     checkpoint = f"{settings.lake.checkpoint_root}/aggregates"
     query_name = f"{settings.stream.query_prefix}_aggregates"
-    lake_events = spark.readStream.format(settings.lake.format)
+    lake_events = spark.readStream.format(settings.lake.format).option(
+        "maxFilesPerTrigger", settings.aggregates.max_files_per_trigger
+    )
     if settings.lake.format == "parquet":
         lake_events = lake_events.schema(SCORED_EVENT_SCHEMA)
     aggregates = window_aggregates(
