@@ -51,7 +51,7 @@ warehouse-down: venv
 	$(VENV)/bin/sensorpipe local stop postgres
 
 run: venv node_modules/.installed
-	rm -rf build/lake build/checkpoints
+	rm -rf build/lake build/checkpoints build/outbox
 	$(MAKE) --no-print-directory kinesis-up warehouse-up
 	set -e; trap '$(VENV)/bin/sensorpipe local stop kinesalite; $(VENV)/bin/sensorpipe local stop postgres' EXIT; \
 	export $(LOCAL_AWS) PYSPARK_PYTHON=$(abspath $(PY)) \

@@ -19,6 +19,8 @@ RUNTIME = [
     "boto3>=1.34",
     # The warehouse sink's PostgreSQL dialect (Redshift goes through boto3's Data API).
     "psycopg[binary]>=3.2",
+    # The anomaly detectors' kernels.
+    "numba>=0.60",
 ]
 
 # The cluster's Spark, for local runs and tests; plus what Spark 4's stateful pandas API imports.
@@ -27,6 +29,8 @@ LOCAL = [
     "grpcio>=1.67",
     "protobuf>=5.28",
     "googleapis-common-protos>=1.65",
+    # `sensorpipe plot`
+    "matplotlib>=3.8",
 ]
 
 TEST = [
@@ -37,6 +41,8 @@ TEST = [
     "sqlglot>=25",
     "moto[server]>=5.0",
     "aws-kinesis-agg>=1.2",
+    # the detector speed benchmark's anchor
+    "rrcf>=0.4",
 ]
 
 DIST = ["venv-pack>=0.2", "wheel", "build"]

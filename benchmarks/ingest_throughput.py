@@ -32,6 +32,7 @@ def settings(tmp: Path, **extra: str):
         "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp / "lake/quarantine"),
         "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(tmp / "checkpoints"),
         "SENSORPIPE__WAREHOUSE__KIND": "none",
+        "SENSORPIPE__ALERTS__KIND": "none",
         "SENSORPIPE__SOURCE__STARTING_POSITION": "TRIM_HORIZON",
         **extra,
     }

@@ -69,6 +69,7 @@ def settings_for(tmp: Path, endpoint: str, stream: str, **extra: str):
         "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp / "lake/quarantine"),
         "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(tmp / "checkpoints"),
         "SENSORPIPE__WAREHOUSE__KIND": "none",
+        "SENSORPIPE__ALERTS__KIND": "none",
         **extra,
     }
     return load_settings(ROOT / "conf/local.yaml", environ=environ)

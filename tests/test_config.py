@@ -16,6 +16,7 @@ REDSHIFT_ENV = {
     "SENSORPIPE_REDSHIFT_WORKGROUP": "wg",
     "SENSORPIPE_REDSHIFT_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:000000000000:secret:x",
     "SENSORPIPE_REDSHIFT_COPY_ROLE_ARN": "arn:aws:iam::000000000000:role/copy",
+    "SENSORPIPE_IOT_DATA_ENDPOINT": "https://example-ats.iot.us-east-1.amazonaws.com",
 }
 EMR_ENV = {**REDSHIFT_ENV, "SENSORPIPE_BUCKET": "b"}
 

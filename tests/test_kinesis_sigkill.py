@@ -79,6 +79,7 @@ def test_sigkill_inside_and_between_batches_leaves_the_lake_exact(
             "SENSORPIPE__LAKE__QUARANTINE_PATH": settings.lake.quarantine_path,
             "SENSORPIPE__LAKE__CHECKPOINT_ROOT": settings.lake.checkpoint_root,
             "SENSORPIPE__WAREHOUSE__KIND": "none",
+        "SENSORPIPE__ALERTS__KIND": "none",
             **extra,
         },
     }

@@ -67,6 +67,8 @@ def test_readme_spark_submit_line_matches_make_run(tmp_path, kinesalite, postgre
         "SENSORPIPE__LAKE__EVENTS_PATH": str(tmp_path / "lake/events"),
         "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp_path / "lake/quarantine"),
         "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(tmp_path / "checkpoints"),
+        "SENSORPIPE__LAKE__ANOMALIES_PATH": str(tmp_path / "lake/anomalies"),
+        "SENSORPIPE__ALERTS__OUTBOX_PATH": str(tmp_path / "outbox"),
     }
     subprocess.run(
         [

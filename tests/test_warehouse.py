@@ -41,6 +41,7 @@ def settings_for(tmp: Path, postgres, database: str, **extra: str):
         "SENSORPIPE__LAKE__EVENTS_PATH": str(tmp / "lake/events"),
         "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp / "lake/quarantine"),
         "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(tmp / "checkpoints"),
+        "SENSORPIPE__ALERTS__KIND": "none",
         "SENSORPIPE__WAREHOUSE__PORT": str(postgres.port),
         "SENSORPIPE__WAREHOUSE__DATABASE": database,
         # Five readings a window (samples are one a minute), so percentiles mean something.

@@ -103,6 +103,8 @@ class LakeSettings:
     events_path: str
     quarantine_path: str
     checkpoint_root: str
+    # Every anomalous event and incident transition, as sent to the trains (alerts on).
+    anomalies_path: str | None = None
 
 
 def _unit_interval(name: str, value: float) -> None:
@@ -120,6 +122,20 @@ class AnomalySettings:
     warmup_points: int = field(default=400, metadata=_check(_positive))
     # A key silent this long loses its detector state (bounded state for retired sensors).
     state_ttl_hours: int = field(default=168, metadata=_check(_positive))
+    # An incident closes at the first point this long after its last anomalous point.
+    incident_quiet_minutes: int = field(default=30, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    # none; outbox: a shadow document per train in `outbox_path` (local runs); iot: the AWS
+    # IoT device shadow of the thing named like the train (device_id).
+    kind: Literal["none", "outbox", "iot"] = "none"
+    outbox_path: str = "build/outbox"
+    # iot: the account's data endpoint (https://<id>-ats.iot.<region>.amazonaws.com).
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    shadow_name: str | None = None  # a named shadow; the classic shadow if null
 
 
 def _interval(name: str, value: str) -> None:
@@ -194,6 +210,11 @@ class Settings:
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)
     aggregates: AggregateSettings = field(default_factory=AggregateSettings)
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+
+    def __post_init__(self) -> None:
+        if self.alerts.kind != "none" and not self.lake.anomalies_path:
+            raise ConfigError("lake.anomalies_path: required when alerts.kind is not none")
 
 
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:

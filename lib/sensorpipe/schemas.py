@@ -85,6 +85,11 @@ SCORE_FIELDS = [
     StructField("anomaly_raw", DoubleType(), True),
     StructField("anomaly_score", DoubleType(), True),
     StructField("is_anomaly", BooleanType(), True),
+    # Incident transitions (anomaly/incidents.py): open | escalate | close, on the point where
+    # they happen; null elsewhere.
+    StructField("alert_id", StringType(), True),
+    StructField("alert_action", StringType(), True),
+    StructField("alert_severity", StringType(), True),
 ]
 SCORED_EVENT_SCHEMA = StructType([*EVENT_SCHEMA.fields, *SCORE_FIELDS])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -16,6 +17,7 @@ from sensorpipe.anomaly.spark import score_stream
 from sensorpipe.config import Settings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
 from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
+from sensorpipe.sinks.alerts import AlertStats, foreach_batch_alerts, shadow_store_from_settings
 from sensorpipe.sinks.lake import (
     AVAILABLE_NOW,
     committed_files,
@@ -63,6 +65,9 @@ class RunSummary:
     aggregate_rows_loaded: int = 0
     aggregate_batches_loaded: int = 0
     late_events: int = 0
+    # Alerts: incident transitions (open, escalate, close) and shadow updates sent.
+    alert_transitions: int = 0
+    shadow_updates: int = 0
     events: TableWrite | None = None
     quarantine: TableWrite | None = None
     # Which copy of the code ran (the wheel, the --py-files zip, a checkout): worth knowing on EMR.
@@ -106,6 +111,11 @@ class RunSummary:
                 f"{self.aggregate_batches_loaded} batches; {self.late_events} events later than "
                 "the watermark (in the lake, not in the windows)"
             )
+        if self.alert_transitions:
+            lines.append(
+                f"  alerts      {self.alert_transitions} incident transitions, "
+                f"{self.shadow_updates} shadow updates sent"
+            )
         lines.append(f"  reconciled (in = valid + quarantined): {self.reconciled}")
         lines.append(f"  code: {self.code}")
         return "\n".join(lines)
@@ -135,6 +145,8 @@ class RunSummary:
             aggregate_rows_loaded=self.aggregate_rows_loaded + other.aggregate_rows_loaded,
             aggregate_batches_loaded=self.aggregate_batches_loaded + other.aggregate_batches_loaded,
             late_events=self.late_events + other.late_events,
+            alert_transitions=self.alert_transitions + other.alert_transitions,
+            shadow_updates=self.shadow_updates + other.shadow_updates,
         )
 
 
@@ -148,10 +160,14 @@ class LakeRun:
     quarantine_before: set[str]
     aggregates: StreamingQuery | None = None
     load_stats: LoadStats = field(default_factory=LoadStats)
+    alerts: StreamingQuery | None = None
+    alert_stats: AlertStats = field(default_factory=AlertStats)
 
     @property
     def queries(self) -> list[StreamingQuery]:
-        return [q for q in (self.events, self.quarantine, self.aggregates) if q is not None]
+        return [
+            q for q in (self.events, self.quarantine, self.aggregates, self.alerts) if q is not None
+        ]
 
 
 def decoded_stream(spark: SparkSession, settings: Settings, checkpoint: str) -> DataFrame:
@@ -181,6 +197,7 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
         threshold=anomaly.threshold,
         warmup=anomaly.warmup_points,
         ttl_ms=anomaly.state_ttl_hours * 3600 * 1000,
+        quiet=timedelta(minutes=anomaly.incident_quiet_minutes),
     )
     events = start_lake_query(
         scored,
@@ -204,15 +221,49 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
         events.stop()
         raise
     run = LakeRun(events, quarantine, *before)
-    # Continuous runs aggregate alongside; a finite run aggregates once the lake is written.
-    if settings.warehouse.kind != "none" and settings.stream.trigger != AVAILABLE_NOW:
+    # Continuous runs aggregate and alert alongside; a finite run does so once the lake is
+    # written (run_lake_job).
+    if settings.stream.trigger != AVAILABLE_NOW:
         try:
-            run.aggregates = start_aggregates_query(spark, settings, run.load_stats)
+            if settings.warehouse.kind != "none":
+                run.aggregates = start_aggregates_query(spark, settings, run.load_stats)
+            if settings.alerts.kind != "none":
+                run.alerts = start_alerts_query(spark, settings, run.alert_stats)
         except Exception:
-            events.stop()
-            quarantine.stop()
+            for query in run.queries:
+                query.stop()
             raise
     return run
+
+
+def _lake_events_stream(spark: SparkSession, settings: Settings, max_files: int) -> DataFrame:
+    """The lake's scored events as a stream (only files the lake's sink committed)."""
+    reader = spark.readStream.format(settings.lake.format).option("maxFilesPerTrigger", max_files)
+    if settings.lake.format == "parquet":
+        reader = reader.schema(SCORED_EVENT_SCHEMA)
+    return reader.load(settings.lake.events_path)
+
+
+def start_alerts_query(
+    spark: SparkSession, settings: Settings, stats: AlertStats
+) -> StreamingQuery:
+    """Anomalies and incident transitions from the lake -> anomalies table and train shadows."""
+    alert_settings = settings.alerts
+    checkpoint = f"{settings.lake.checkpoint_root}/alerts"
+    anomalous = _lake_events_stream(spark, settings, settings.aggregates.max_files_per_trigger)
+    writer = (
+        anomalous.where("is_anomaly OR alert_action IS NOT NULL")
+        .writeStream.queryName(f"{settings.stream.query_prefix}_alerts")
+        .option("checkpointLocation", checkpoint)
+        .foreachBatch(
+            foreach_batch_alerts(
+                lambda: shadow_store_from_settings(alert_settings),
+                settings.lake.anomalies_path,
+                stats,
+            )
+        )
+    )
+    return with_trigger(writer, settings.stream.trigger).start()
 
 
 def start_aggregates_query(
@@ -225,13 +276,8 @@ def start_aggregates_query(
     warehouse_from_settings(warehouse_settings).ensure_tables([MINUTE_AGGREGATES])
     checkpoint = f"{settings.lake.checkpoint_root}/aggregates"
     query_name = f"{settings.stream.query_prefix}_aggregates"
-    lake_events = spark.readStream.format(settings.lake.format).option(
-        "maxFilesPerTrigger", settings.aggregates.max_files_per_trigger
-    )
-    if settings.lake.format == "parquet":
-        lake_events = lake_events.schema(SCORED_EVENT_SCHEMA)
     aggregates = window_aggregates(
-        lake_events.load(settings.lake.events_path),
+        _lake_events_stream(spark, settings, settings.aggregates.max_files_per_trigger),
         window=settings.aggregates.window,
         watermark=settings.aggregates.watermark,
         accuracy=settings.aggregates.percentile_accuracy,
@@ -300,6 +346,8 @@ def summarize_lake_run(spark: SparkSession, settings: Settings, run: LakeRun) ->
         aggregate_rows_loaded=run.load_stats.rows,
         aggregate_batches_loaded=run.load_stats.batches,
         late_events=late_events(run.aggregates) if run.aggregates else 0,
+        alert_transitions=run.alert_stats.transitions,
+        shadow_updates=run.alert_stats.updates_sent,
         events=TableWrite(lake.events_path, len(events_new), sorted(partitions_of(events_new))),
         quarantine=TableWrite(
             lake.quarantine_path, len(quarantine_new), sorted(partitions_of(quarantine_new))
@@ -327,13 +375,22 @@ def run_lake_job(spark: SparkSession, settings: Settings) -> RunSummary:
             break
     if settings.warehouse.kind != "none":
         stats = LoadStats()
-        query = start_aggregates_query(spark, settings, stats)
-        try:
-            query.awaitTermination()
-        finally:
-            if query.isActive:
-                query.stop()
+        query = _finished(start_aggregates_query(spark, settings, stats))
         total.aggregate_rows_loaded += stats.rows
         total.aggregate_batches_loaded += stats.batches
         total.late_events += late_events(query)
+    if settings.alerts.kind != "none":
+        alert_stats = AlertStats()
+        _finished(start_alerts_query(spark, settings, alert_stats))
+        total.alert_transitions += alert_stats.transitions
+        total.shadow_updates += alert_stats.updates_sent
     return total
+
+
+def _finished(query: StreamingQuery) -> StreamingQuery:
+    try:
+        query.awaitTermination()
+    finally:
+        if query.isActive:
+            query.stop()
+    return query

@@ -8,6 +8,7 @@ was cut into micro-batches.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -17,11 +18,13 @@ from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle
 from pyspark.sql.types import StructType
 
 from sensorpipe.anomaly.detectors import make_detector, restore_detector
+from sensorpipe.anomaly.incidents import SEVERITIES, IncidentState, advance, alert_id
 from sensorpipe.schemas import SCORE_FIELDS
 
 KEY = ["device_id", "sensor"]
 ORDER = ["event_time", "sequence_number", "sub_sequence_number"]
 _STATE_SCHEMA = "detector STRING, points LONG, blob BINARY"
+_INCIDENT_SCHEMA = "open BOOLEAN, number LONG, severity INT, last_anomaly TIMESTAMP"
 
 
 def scored_schema(schema: StructType) -> StructType:
@@ -29,7 +32,13 @@ def scored_schema(schema: StructType) -> StructType:
 
 
 def _score(
-    frame: pd.DataFrame, detector: Any, points_before: int, threshold: float, warmup: int
+    frame: pd.DataFrame,
+    detector: Any,
+    points_before: int,
+    threshold: float,
+    warmup: int,
+    incident: IncidentState,
+    quiet: timedelta,
 ) -> pd.DataFrame:
     frame = frame.sort_values(ORDER, kind="stable").reset_index(drop=True)
     raw, score = detector.update(frame["value"].to_numpy(dtype=np.float64))
@@ -38,6 +47,22 @@ def _score(
     frame["anomaly_score"] = score
     # A detector still learning a series (its first `warmup` points) flags nothing.
     frame["is_anomaly"] = (score >= threshold) & (index >= warmup)
+    ids, actions, severities = [], [], []
+    for device, sensor, moment, flagged, value in zip(
+        frame["device_id"],
+        frame["sensor"],
+        frame["event_time"],
+        frame["is_anomaly"],
+        frame["anomaly_score"],
+        strict=True,
+    ):
+        action, severity = advance(
+            incident, device, sensor, moment.to_pydatetime(), bool(flagged), float(value), quiet
+        )
+        ids.append(alert_id(device, sensor, incident.number) if action else None)
+        actions.append(action)
+        severities.append(SEVERITIES[severity] if action else None)
+    frame["alert_id"], frame["alert_action"], frame["alert_severity"] = ids, actions, severities
     return frame
 
 
@@ -51,13 +76,15 @@ class DetectorProcessor(StatefulProcessor):
         warmup: int,
         ttl_ms: int | None,
         columns: list[str],
+        quiet: timedelta,
         seed: int = 42,
     ) -> None:
-        self.detector, self.threshold, self.warmup = detector, threshold, warmup
+        self.detector, self.threshold, self.warmup, self.quiet = detector, threshold, warmup, quiet
         self.ttl_ms, self.columns, self.seed = ttl_ms, columns, seed
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.state = handle.getValueState("detector", _STATE_SCHEMA, self.ttl_ms)
+        self.incident = handle.getValueState("incident", _INCIDENT_SCHEMA, self.ttl_ms)
 
     def handleInputRows(
         self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any
@@ -69,8 +96,12 @@ class DetectorProcessor(StatefulProcessor):
         else:
             name, points = self.detector, 0
             detector = make_detector(name, seed=self.seed)
-        scored = _score(frame, detector, points, self.threshold, self.warmup)
+        incident = (
+            IncidentState(*self.incident.get()) if self.incident.exists() else IncidentState()
+        )
+        scored = _score(frame, detector, points, self.threshold, self.warmup, incident, self.quiet)
         self.state.update((name, points + len(scored), detector.to_bytes()))
+        self.incident.update(incident.as_tuple())
         yield scored[self.columns]
 
     def close(self) -> None:
@@ -78,11 +109,16 @@ class DetectorProcessor(StatefulProcessor):
 
 
 def score_stream(
-    events: DataFrame, detector: str, threshold: float, warmup: int, ttl_ms: int | None
+    events: DataFrame,
+    detector: str,
+    threshold: float,
+    warmup: int,
+    ttl_ms: int | None,
+    quiet: timedelta = timedelta(minutes=30),
 ) -> DataFrame:
-    """Streaming: add anomaly_raw, anomaly_score and is_anomaly to every event."""
+    """Streaming: add the scores, is_anomaly and incident transitions to every event."""
     schema = scored_schema(events.schema)
-    processor = DetectorProcessor(detector, threshold, warmup, ttl_ms, schema.fieldNames())
+    processor = DetectorProcessor(detector, threshold, warmup, ttl_ms, schema.fieldNames(), quiet)
     return events.groupBy(*KEY).transformWithStateInPandas(
         statefulProcessor=processor,
         outputStructType=schema,
@@ -92,12 +128,21 @@ def score_stream(
     )
 
 
-def score_batch(events: DataFrame, detector: str, threshold: float, warmup: int) -> DataFrame:
+def score_batch(
+    events: DataFrame,
+    detector: str,
+    threshold: float,
+    warmup: int,
+    quiet: timedelta = timedelta(minutes=30),
+) -> DataFrame:
     """Backfill: each key's whole history through a fresh detector (grouped pandas UDF); the
     same scores the stream gives for the same sequence."""
     schema = scored_schema(events.schema)
 
     def score_group(frame: pd.DataFrame) -> pd.DataFrame:
-        return _score(frame, make_detector(detector), 0, threshold, warmup)[schema.fieldNames()]
+        scored = _score(
+            frame, make_detector(detector), 0, threshold, warmup, IncidentState(), quiet
+        )
+        return scored[schema.fieldNames()]
 
     return events.groupBy(*KEY).applyInPandas(score_group, schema)

@@ -36,6 +36,7 @@ from typing import Any
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.types import StructType
 
+from sensorpipe.retry import RetriesExhausted, aws_throttling_or_network, call_with_backoff
 from sensorpipe.schemas import KINESIS_SOURCE_SCHEMA
 from sensorpipe.sources.kpl import deaggregate
 
@@ -143,26 +144,18 @@ def kinesis_client(options: KinesisOptions) -> Any:
 
 def call_with_retries(options: KinesisOptions, what: str, fn: Any, **kwargs: Any) -> Any:
     """Call `fn`, backing off on throttling and network errors, at most `max_retries` times."""
-    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
-
-    delay = options.retry_initial_ms / 1000
-    for attempt in range(options.max_retries + 1):
-        try:
-            return fn(**kwargs)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code not in THROTTLING:
-                raise
-            problem = f"{code}"
-        except (ConnectionError, HTTPClientError) as exc:
-            problem = f"network error {type(exc).__name__}: {exc}"
-        if attempt == options.max_retries:
-            raise KinesisReadError(
-                f"{what}: gave up after {options.max_retries} retries; last error: {problem}"
-            )
-        time.sleep(delay * (0.5 + random.random() / 2))
-        delay = min(delay * 2, options.retry_max_ms / 1000)
-    raise AssertionError("unreachable")
+    try:
+        return call_with_backoff(
+            fn,
+            what,
+            aws_throttling_or_network(THROTTLING),
+            options.max_retries,
+            options.retry_initial_ms / 1000,
+            options.retry_max_ms / 1000,
+            **kwargs,
+        )
+    except RetriesExhausted as exc:
+        raise KinesisReadError(str(exc)) from None
 
 
 # -- where a shard is read from -------------------------------------------------------------
