@@ -97,3 +97,21 @@ def warehouse_db(postgres):
 
 
 _databases = __import__("itertools").count()
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's server mode, for AWS APIs with no local server of their own (a mock)."""
+    import subprocess
+
+    from sensorpipe.local_services import free_port, wait_for_port
+
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, 30, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -1,8 +1,6 @@
 """The warehouse sink and the daily rollup on a real PostgreSQL; the Redshift dialect's SQL
 parsed with sqlglot's Redshift dialect; its Data API and S3 staging against moto (a mock)."""
 
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime
@@ -15,7 +13,6 @@ import sqlglot
 from pyspark.errors import StreamingQueryException
 from sensorpipe.aggregates import window_aggregates
 from sensorpipe.config import load_settings
-from sensorpipe.local_services import free_port, wait_for_port
 from sensorpipe.rollup import run_daily_rollup
 from sensorpipe.sinks.warehouse import (
     DAILY_AGGREGATES,
@@ -271,22 +268,6 @@ def test_redshift_tables_have_sort_and_distribution_keys():
     sql = create_table_sql(MINUTE_AGGREGATES, "redshift")
     assert "DISTKEY(device_id)" in sql and "SORTKEY(window_start, device_id)" in sql
     assert "PRIMARY KEY (device_id, sensor, window_start)" in sql
-
-
-@pytest.fixture(scope="module")
-def moto_server():
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, 30, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def redshift_with_stubbed_data_api(moto_server):

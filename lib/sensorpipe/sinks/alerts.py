@@ -169,6 +169,14 @@ def alert_patches(transitions: pd.DataFrame) -> dict[str, dict[str, dict[str, An
     return patches
 
 
+def _changes(current: dict[str, Any], entry: dict[str, Any]) -> bool:
+    """Whether `entry` would change the shadow's entry. An incident's alert id is never reused,
+    so a closed alert is not reopened by an older, replayed transition."""
+    if current.get("status") == "closed" and entry.get("status") == "open":
+        return False
+    return any(current.get(k) != v for k, v in entry.items())
+
+
 def deliver(
     store: ShadowStore, thing: str, patch: dict[str, dict[str, Any]], max_conflicts: int = 10
 ) -> bool:
@@ -176,9 +184,7 @@ def deliver(
     for _ in range(max_conflicts):
         current, version = store.read(thing)
         changes = {
-            key: entry
-            for key, entry in patch.items()
-            if any(current.get(key, {}).get(k) != v for k, v in entry.items())
+            key: entry for key, entry in patch.items() if _changes(current.get(key) or {}, entry)
         }
         if not changes:
             return False

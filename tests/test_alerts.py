@@ -1,0 +1,206 @@
+"""Alerts to the trains: incidents, not points; shadow updates against moto's iot-data server
+(a mock: no AWS IoT server runs here) and the local file outbox."""
+
+import http.client
+import json
+import threading
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import boto3
+import pandas as pd
+import pytest
+from sensorpipe.anomaly.incidents import CLOSE, ESCALATE, OPEN, IncidentState, advance
+from sensorpipe.sinks.alerts import (
+    ALERTS_KEY,
+    FileOutbox,
+    IotShadowStore,
+    alert_patches,
+    deliver,
+)
+
+QUIET = timedelta(minutes=30)
+T0 = datetime(2026, 11, 1, 8, 0)
+
+
+def transitions(points):
+    """Run (minute, is_anomaly, score) points of train-01/axle_bearing_temp through the
+    incident logic; return the transition rows as the lake holds them."""
+    state = IncidentState()
+    rows = []
+    for minute, flagged, score in points:
+        moment = T0 + timedelta(minutes=minute)
+        action, severity = advance(state, "train-01", "axle_bearing_temp", moment, flagged,
+                                   score, QUIET)
+        if action:
+            rows.append({"device_id": "train-01", "sensor": "axle_bearing_temp",
+                         "event_time": moment, "anomaly_score": score,
+                         "alert_id": f"train-01/axle_bearing_temp#{state.number}",
+                         "alert_action": action,
+                         "alert_severity": {1: "minor", 2: "major", 3: "critical"}[severity]})
+    return pd.DataFrame(rows)
+
+
+def normal(minutes):
+    return [(m, False, 0.05) for m in minutes]
+
+
+def test_a_spike_opens_one_incident_and_closes_it_after_the_quiet_period():
+    rows = transitions(normal(range(10)) + [(10, True, 1.0)] + normal(range(11, 60)))
+    assert list(rows["alert_action"]) == [OPEN, CLOSE]
+    assert rows["event_time"].iloc[1] == T0 + timedelta(minutes=40)  # 30 quiet minutes later
+    assert rows["alert_id"].nunique() == 1
+
+
+def test_a_long_anomaly_is_one_incident_escalated_once_not_one_alert_per_point():
+    long_run = [(m, True, 0.6) for m in range(10, 40)] + [(m, True, 0.95) for m in range(40, 70)]
+    rows = transitions(normal(range(10)) + long_run + normal(range(70, 120)))
+    assert list(rows["alert_action"]) == [OPEN, ESCALATE, CLOSE]
+    patch = alert_patches(rows)
+    assert list(patch) == ["train-01"] and list(patch["train-01"]) == ["axle_bearing_temp#1"]
+    assert patch["train-01"]["axle_bearing_temp#1"]["status"] == "closed"
+    assert patch["train-01"]["axle_bearing_temp#1"]["severity"] == "major"
+
+
+def test_a_second_incident_gets_a_new_alert_id():
+    rows = transitions([(0, True, 1.0)] + normal(range(1, 40)) + [(40, True, 1.0)])
+    assert list(rows["alert_id"]) == ["train-01/axle_bearing_temp#1"] * 2 + [
+        "train-01/axle_bearing_temp#2"]
+
+
+@pytest.fixture
+def iot(moto_server):
+    kwargs = {"endpoint_url": moto_server, "region_name": "us-east-1"}
+    boto3.client("iot", **kwargs).create_thing(thingName="train-01")
+    yield boto3.client("iot-data", **kwargs)
+    boto3.client("iot", **kwargs).delete_thing(thingName="train-01")
+
+
+def shadow(client):
+    return json.loads(client.get_thing_shadow(thingName="train-01")["payload"].read())
+
+
+def spike_updates(store):
+    """Deliver a spike's two batches (open, then close) as the job would; return sent flags."""
+    rows = transitions(normal(range(10)) + [(10, True, 1.0)] + normal(range(11, 60)))
+    opened = alert_patches(rows.iloc[:1])["train-01"]
+    closed = alert_patches(rows.iloc[1:])["train-01"]
+    return [deliver(store, "train-01", opened), deliver(store, "train-01", closed)]
+
+
+def test_spike_is_one_alert_and_one_close_on_the_shadow_mock(iot):
+    store = IotShadowStore(iot)
+    assert spike_updates(store) == [True, True]
+    doc = shadow(iot)
+    entry = doc["state"]["desired"][ALERTS_KEY]["axle_bearing_temp#1"]
+    assert entry["status"] == "closed" and entry["alert_id"] == "train-01/axle_bearing_temp#1"
+    assert entry["event_time"] == "2026-11-01T08:10:00.000Z" and entry["severity"] == "critical"
+    assert doc["version"] == 2 and len(store.sent) == 2
+
+
+def test_replayed_batch_sends_no_new_document_mock(iot):
+    store = IotShadowStore(iot)
+    spike_updates(store)
+    version = shadow(iot)["version"]
+    assert spike_updates(store) == [False, False]  # the same batches again
+    assert shadow(iot)["version"] == version and len(store.sent) == 2
+
+
+def test_version_conflict_is_merged_without_overwriting_another_writer_mock(iot):
+    class OtherWriterInBetween(IotShadowStore):
+        interfered = False
+
+        def read(self, thing):
+            current = super().read(thing)
+            if not self.interfered:  # someone else updates between our read and our write
+                self.interfered = True
+                self.client.update_thing_shadow(thingName=thing, payload=json.dumps({
+                    "state": {"desired": {"door_mode": "auto",
+                                          ALERTS_KEY: {"vibration_rms#4": {"status": "open"}}}}
+                }).encode())
+            return current
+
+    store = OtherWriterInBetween(iot)
+    rows = transitions([(10, True, 1.0)])
+    assert deliver(store, "train-01", alert_patches(rows)["train-01"]) is True
+    desired = shadow(iot)["state"]["desired"]
+    assert desired["door_mode"] == "auto"  # the other writer's field survives
+    assert desired[ALERTS_KEY]["vibration_rms#4"] == {"status": "open"}
+    assert desired[ALERTS_KEY]["axle_bearing_temp#1"]["status"] == "open"
+    assert shadow(iot)["version"] == 2
+
+
+class ThrottlingProxy:
+    """Answers the first `failures` shadow updates with 429 ThrottlingException, then forwards
+    to moto."""
+
+    def __init__(self, upstream: str, failures: int) -> None:
+        self.port = int(upstream.rsplit(":", 1)[1])
+        self.failures = failures
+        self.throttled = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                if self.command == "POST" and "/shadow" in self.path and proxy.failures:
+                    proxy.failures -= 1
+                    proxy.throttled += 1
+                    payload = b'{"message": "Rate exceeded"}'
+                    self.send_response(429)
+                    self.send_header("x-amzn-ErrorType", "ThrottlingException")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+                conn.request(self.command, self.path, body=body or None,
+                             headers={k: v for k, v in self.headers.items()})
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for key, value in resp.getheaders():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_throttling_is_retried_mock(iot, moto_server):
+    proxy = ThrottlingProxy(moto_server, failures=2)
+    try:
+        client = boto3.client("iot-data", endpoint_url=proxy.url, region_name="us-east-1",
+                              config=__import__("botocore.config", fromlist=["Config"]).Config(
+                                  retries={"total_max_attempts": 1}))
+        store = IotShadowStore(client, retry_initial_s=0.01)
+        rows = transitions([(10, True, 1.0)])
+        assert deliver(store, "train-01", alert_patches(rows)["train-01"]) is True
+    finally:
+        proxy.server.shutdown()
+    assert proxy.throttled == 2
+    assert shadow(iot)["state"]["desired"][ALERTS_KEY]["axle_bearing_temp#1"]["status"] == "open"
+
+
+def test_file_outbox_has_the_shadow_semantics(tmp_path):
+    outbox = FileOutbox(tmp_path)
+    assert spike_updates(outbox) == [True, True]
+    assert spike_updates(outbox) == [False, False]
+    doc = json.loads((tmp_path / "train-01.json").read_text())
+    assert doc["version"] == 2
+    assert doc["state"]["desired"][ALERTS_KEY]["axle_bearing_temp#1"]["status"] == "closed"
+    assert len((tmp_path / "updates.jsonl").read_text().splitlines()) == 2
