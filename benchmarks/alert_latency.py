@@ -1,0 +1,214 @@
+"""End-to-end alert latency: from a record's arrival in Kinesis (kinesalite's
+ApproximateArrivalTimestamp) to the device-shadow update that carries its alert (moto's
+iot-data server), with the streaming job running continuously at a 1 s trigger on local[2].
+The anchor is Kinesis Data Firehose's minimum buffering interval, 60 s.
+
+    .venv/bin/python benchmarks/alert_latency.py [--keys 25] [--incidents 40] [--rate 500]
+
+Each key (train, sensor) gets a short normal history, then spikes that each open an incident
+(every spike is larger than the last, so the range check flags it; 35 quiet minutes of event
+time between spikes close the previous incident), so keys x incidents anomalous events each
+cause one shadow update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import numpy as np
+from sensorpipe.config import load_settings
+from sensorpipe.local_services import Kinesalite, free_port, local_aws_environment, wait_for_port
+from sensorpipe.producer import produce
+from sensorpipe.session import build_session
+from sensorpipe.sinks.alerts import IotShadowStore
+from sensorpipe.sources.kpl import UserRecord
+from sensorpipe.streaming import start_lake_run
+
+ROOT = Path(__file__).resolve().parent.parent
+SENSORS = [
+    "axle_bearing_temp",
+    "vibration_rms",
+    "brake_pipe_pressure",
+    "traction_motor_current",
+    "wheel_speed",
+]
+UNITS = {
+    "axle_bearing_temp": "degC",
+    "vibration_rms": "mm/s",
+    "brake_pipe_pressure": "bar",
+    "traction_motor_current": "A",
+    "wheel_speed": "km/h",
+}
+BASE = {
+    "axle_bearing_temp": 30.0,
+    "vibration_rms": 3.0,
+    "brake_pipe_pressure": 5.0,
+    "traction_motor_current": 200.0,
+    "wheel_speed": 100.0,
+}
+NOISE = {
+    "axle_bearing_temp": 0.3,
+    "vibration_rms": 0.05,
+    "brake_pipe_pressure": 0.005,
+    "traction_motor_current": 2.0,
+    "wheel_speed": 0.3,
+}
+
+
+def keyed_series(keys: int, incidents: int, warm: int) -> list[list[tuple[bool, dict]]]:
+    """Per key: (is_spike, event) in event-time order."""
+    rng = np.random.default_rng(1)
+    start = datetime.now(UTC) - timedelta(days=6)
+    out = []
+    for k in range(keys):
+        device, sensor = f"train-{k // len(SENSORS) + 1:02d}", SENSORS[k % len(SENSORS)]
+        points: list[tuple[bool, dict]] = []
+        minute = 0
+
+        def event(value: float, minute: int, device: str = device, sensor: str = sensor) -> dict:
+            moment = start + timedelta(minutes=minute)
+            return {
+                "device_id": device,
+                "sensor": sensor,
+                "unit": UNITS[sensor],
+                "event_time": moment.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "value": round(value, 3),
+            }
+
+        for _ in range(warm):
+            points.append((False, event(BASE[sensor] + rng.normal(0, NOISE[sensor]), minute)))
+            minute += 1
+        for i in range(incidents):
+            spike = BASE[sensor] + NOISE[sensor] * 40 * (1.5 ** min(i, 8)) + i * NOISE[sensor] * 60
+            points.append((True, event(spike, minute)))
+            minute += 1
+            for _ in range(35):
+                points.append((False, event(BASE[sensor] + rng.normal(0, NOISE[sensor]), minute)))
+                minute += 1
+        out.append(points)
+    return out
+
+
+class RecordingStore(IotShadowStore):
+    """The IoT shadow store, noting when each alert entry was first sent."""
+
+    first_sent: dict[str, float] = {}
+
+    def write(self, thing, alerts, version):  # noqa: ANN001, ANN201
+        super().write(thing, alerts, version)
+        now = time.time()
+        for key, entry in alerts.items():
+            if entry.get("status") == "open":
+                RecordingStore.first_sent.setdefault(f"{thing}/{key}", now)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keys", type=int, default=25)
+    parser.add_argument("--incidents", type=int, default=40)
+    parser.add_argument("--rate", type=float, default=500.0, help="records per second")
+    args = parser.parse_args()
+    for key, value in local_aws_environment().items():
+        os.environ.setdefault(key, value)
+    kinesalite = Kinesalite.start()
+    moto_port = free_port()
+    moto = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-p", str(moto_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(moto_port, 30, moto)
+    moto_url = f"http://127.0.0.1:{moto_port}"
+    tmp = Path(tempfile.mkdtemp(prefix="sensorpipe-alert-bench-"))
+    kinesis = boto3.client("kinesis", endpoint_url=kinesalite.endpoint_url, region_name="us-east-1")
+    kinesis.create_stream(StreamName="bench", ShardCount=2)
+    kinesis.get_waiter("stream_exists").wait(StreamName="bench")
+    series = keyed_series(args.keys, args.incidents, warm=60)
+    iot = boto3.client("iot", endpoint_url=moto_url, region_name="us-east-1")
+    for device in sorted({s[0][1]["device_id"] for s in series}):
+        iot.create_thing(thingName=device)
+    settings = load_settings(
+        ROOT / "conf/local.yaml",
+        environ={
+            "SENSORPIPE__SOURCE__KIND": "kinesis",
+            "SENSORPIPE__SOURCE__ENDPOINT_URL": kinesalite.endpoint_url,
+            "SENSORPIPE__SOURCE__STREAM_NAME": "bench",
+            "SENSORPIPE__SOURCE__STARTING_POSITION": "TRIM_HORIZON",
+            "SENSORPIPE__LAKE__EVENTS_PATH": str(tmp / "lake/events"),
+            "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp / "lake/quarantine"),
+            "SENSORPIPE__LAKE__ANOMALIES_PATH": str(tmp / "lake/anomalies"),
+            "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(tmp / "checkpoints"),
+            "SENSORPIPE__WAREHOUSE__KIND": "none",
+            "SENSORPIPE__ALERTS__KIND": "iot",
+            "SENSORPIPE__ALERTS__ENDPOINT_URL": moto_url,
+            "SENSORPIPE__ANOMALY__WARMUP_POINTS": "50",
+            "SENSORPIPE__STREAM__TRIGGER": "1 second",
+        },
+    )
+    import sensorpipe.streaming as streaming
+
+    streaming.shadow_store_from_settings = lambda s: RecordingStore(
+        boto3.client("iot-data", endpoint_url=moto_url, region_name="us-east-1")
+    )
+    spark = build_session(settings)
+    spark.sparkContext.setLogLevel("ERROR")
+    run = start_lake_run(spark, settings)
+    # Interleave keys so every micro-batch carries all of them, in event-time order per key.
+    records = [
+        UserRecord(points[i][1]["device_id"], json.dumps(points[i][1]).encode())
+        for i in range(max(len(s) for s in series))
+        for points in series
+        if i < len(points)
+    ]
+    spikes = sum(flag for points in series for flag, _ in points)
+    producer = threading.Thread(
+        target=produce, args=(kinesis, "bench", records), kwargs={"rate": args.rate}
+    )
+    producer.start()
+    producer.join()
+    deadline = time.monotonic() + 180
+    while len(RecordingStore.first_sent) < spikes and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for query in run.queries:
+        query.stop()
+    anomalies = spark.read.parquet(settings.lake.anomalies_path).where("alert_action = 'open'")
+    arrivals = {
+        f"{r.device_id}/{r.alert_id.split('/', 1)[1]}": r.arrival_time
+        for r in anomalies.select("device_id", "alert_id", "arrival_time").collect()
+    }
+    latencies = sorted(
+        RecordingStore.first_sent[k] - arrivals[k].replace(tzinfo=UTC).timestamp()
+        for k in arrivals
+        if k in RecordingStore.first_sent
+    )
+    spark.stop()
+    kinesalite.stop()
+    moto.terminate()
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    print(
+        f"\n{len(latencies)} of {spikes} anomalous events alerted ({len(records)} records "
+        f"at {args.rate:.0f}/s, {args.keys} keys, 1 s trigger, local[2]):"
+    )
+    print(
+        f"  arrival in Kinesis -> shadow update: p50 {p50:.2f} s, p99 {p99:.2f} s, "
+        f"max {latencies[-1]:.2f} s"
+    )
+    print(
+        f"  anchor: Firehose buffering 60 s -> p99 is {p99 / 60:.1%} of it ({60 / p99:.0f}x sooner)"
+    )
+
+
+if __name__ == "__main__":
+    main()
