@@ -328,50 +328,20 @@ def _process(
         out[i] = total / trees if seq[0] - d + 1 > warmup else 0.0
         for t in range(trees):
             weight = -lam * seq[0] + math.log(-math.log(_uniform(rng, t)))
-            if heap_size[t] < sample_size:
-                leaf = _insert(
-                    t,
-                    x,
-                    root,
-                    left,
-                    right,
-                    parent,
-                    cut_dim,
-                    cut_val,
-                    lo,
-                    hi,
-                    mass,
-                    point,
-                    is_leaf,
-                    free,
-                    free_top,
-                    rng,
-                )
-                _heap_push(heap_w, heap_id, heap_size, t, weight, leaf)
-            elif weight < heap_w[t, 0]:
+            full = heap_size[t] >= sample_size
+            if full:
+                if weight >= heap_w[t, 0]:
+                    continue  # not sampled: the tree is unchanged
                 evicted = heap_id[t, 0]
                 _delete(
                     t, evicted, root, left, right, parent, lo, hi, mass, is_leaf, free, free_top, d
                 )
-                leaf = _insert(
-                    t,
-                    x,
-                    root,
-                    left,
-                    right,
-                    parent,
-                    cut_dim,
-                    cut_val,
-                    lo,
-                    hi,
-                    mass,
-                    point,
-                    is_leaf,
-                    free,
-                    free_top,
-                    rng,
-                )
+            leaf = _insert(t, x, root, left, right, parent, cut_dim, cut_val, lo, hi, mass,
+                           point, is_leaf, free, free_top, rng)  # fmt: skip
+            if full:
                 _heap_replace_top(heap_w, heap_id, heap_size, t, weight, leaf)
+            else:
+                _heap_push(heap_w, heap_id, heap_size, t, weight, leaf)
 
 
 _ARRAYS = (
