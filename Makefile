@@ -77,7 +77,7 @@ samples: venv
 dist: venv
 	rm -rf dist build/dist-venv && mkdir -p dist
 	$(PY) -m pip wheel --quiet --no-deps -w dist .
-	cd lib && $(abspath $(PY)) -m zipfile -c ../dist/sensorpipe.zip sensorpipe
+	$(PY) -c 'import pathlib, zipfile; z = zipfile.ZipFile("dist/sensorpipe.zip", "w", zipfile.ZIP_DEFLATED); [z.write(p, p.relative_to("lib")) for p in sorted(pathlib.Path("lib/sensorpipe").rglob("*")) if p.is_file() and "__pycache__" not in p.parts]; z.close()'
 	@$(PY) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; assert v == "$(CLUSTER_PYTHON_VERSION)", "dependency archive must be built with Python $(CLUSTER_PYTHON_VERSION), this is " + v'
 	$(PYTHON) -m venv build/dist-venv
 	build/dist-venv/bin/pip install --quiet dist/sensorpipe-*.whl

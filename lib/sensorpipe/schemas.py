@@ -91,7 +91,12 @@ SCORE_FIELDS = [
     StructField("alert_action", StringType(), True),
     StructField("alert_severity", StringType(), True),
 ]
-SCORED_EVENT_SCHEMA = StructType([*EVENT_SCHEMA.fields, *SCORE_FIELDS])
+# As Spark reads the partitioned table back: data columns, then the partition columns.
+SCORED_EVENT_SCHEMA = StructType(
+    [f for f in EVENT_SCHEMA.fields if f.name not in ("event_date", "event_hour")]
+    + SCORE_FIELDS
+    + [f for f in EVENT_SCHEMA.fields if f.name in ("event_date", "event_hour")]
+)
 
 # A rejected record: original bytes, where it came from, why it was rejected.
 QUARANTINE_SCHEMA = StructType(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -225,6 +226,8 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
     # written (run_lake_job).
     if settings.stream.trigger != AVAILABLE_NOW:
         try:
+            if settings.warehouse.kind != "none" or settings.alerts.kind != "none":
+                _wait_for_first_commit(spark, settings, events)
             if settings.warehouse.kind != "none":
                 run.aggregates = start_aggregates_query(spark, settings, run.load_stats)
             if settings.alerts.kind != "none":
@@ -234,6 +237,17 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
                 query.stop()
             raise
     return run
+
+
+def _wait_for_first_commit(spark: SparkSession, settings: Settings, events: StreamingQuery) -> None:
+    """Block until the events table holds a committed file: a file stream over a folder with no
+    partition yet would not know the table's partition columns (the queries reading the lake
+    start after this)."""
+    lake = settings.lake
+    while not committed_files(spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA):
+        if events.exception() is not None or not events.isActive:
+            return  # await_lake_run reports the events query's failure
+        time.sleep(1.0)
 
 
 def _lake_events_stream(spark: SparkSession, settings: Settings, max_files: int) -> DataFrame:
@@ -250,10 +264,11 @@ def start_alerts_query(
     """Anomalies and incident transitions from the lake -> anomalies table and train shadows."""
     alert_settings = settings.alerts
     checkpoint = f"{settings.lake.checkpoint_root}/alerts"
+    # The filter to anomalous rows is applied inside foreachBatch: on a stream over a lake
+    # folder that is still empty, Spark 4.0.2's optimizer fails the query when it pushes it.
     anomalous = _lake_events_stream(spark, settings, settings.aggregates.max_files_per_trigger)
     writer = (
-        anomalous.where("is_anomaly OR alert_action IS NOT NULL")
-        .writeStream.queryName(f"{settings.stream.query_prefix}_alerts")
+        anomalous.writeStream.queryName(f"{settings.stream.query_prefix}_alerts")
         .option("checkpointLocation", checkpoint)
         .foreachBatch(
             foreach_batch_alerts(

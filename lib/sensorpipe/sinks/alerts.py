@@ -210,6 +210,7 @@ def foreach_batch_alerts(
     per batch id, overwritten on a replay), then one shadow update per train."""
 
     def write(batch: Any, batch_id: int) -> None:
+        batch = batch.where("is_anomaly OR alert_action IS NOT NULL")
         batch.write.mode("overwrite").parquet(f"{anomalies_path}/load_batch={batch_id}")
         transitions = (
             batch.where("alert_action IS NOT NULL")
