@@ -210,24 +210,19 @@ def foreach_batch_alerts(
     per batch id, overwritten on a replay), then one shadow update per train."""
 
     def write(batch: Any, batch_id: int) -> None:
-        batch = batch.where("is_anomaly OR alert_action IS NOT NULL")
-        batch.write.mode("overwrite").parquet(f"{anomalies_path}/load_batch={batch_id}")
-        transitions = (
-            batch.where("alert_action IS NOT NULL")
-            .select(
-                "device_id",
-                "sensor",
-                "event_time",
-                "anomaly_score",
-                "alert_id",
-                "alert_action",
-                "alert_severity",
-            )
-            .toPandas()
-        )  # bounded: transitions, not events
+        # Bounded: anomalous rows and transitions, not all events. One read of the lake files
+        # on the driver serves the shadow updates first (the latency path) and then the table.
+        rows = batch.where("is_anomaly OR alert_action IS NOT NULL").toArrow()
+        frame = rows.to_pandas()
+        transitions = frame[frame["alert_action"].notna()]
         store = make_store()
         for thing, patch in alert_patches(transitions).items():
             stats.updates_sent += deliver(store, thing, patch)
+        if rows.num_rows:
+            spark = batch.sparkSession
+            spark.createDataFrame(rows.to_pandas(), schema=batch.schema).write.mode(
+                "overwrite"
+            ).parquet(f"{anomalies_path}/load_batch={batch_id}")
         stats.batches += 1
         stats.transitions += len(transitions)
 
