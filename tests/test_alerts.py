@@ -1,11 +1,8 @@
 """Alerts to the trains: incidents, not points; shadow updates against moto's iot-data server
 (a mock: no AWS IoT server runs here) and the local file outbox."""
 
-import http.client
 import json
-import threading
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pandas as pd
@@ -19,6 +16,8 @@ from sensorpipe.sinks.alerts import (
     deliver,
 )
 
+from tests.fault_proxy import FaultProxy, first_shadow_updates_throttled
+
 QUIET = timedelta(minutes=30)
 T0 = datetime(2026, 11, 1, 8, 0)
 
@@ -30,14 +29,21 @@ def transitions(points):
     rows = []
     for minute, flagged, score in points:
         moment = T0 + timedelta(minutes=minute)
-        action, severity = advance(state, "train-01", "axle_bearing_temp", moment, flagged,
-                                   score, QUIET)
+        action, severity = advance(
+            state, "train-01", "axle_bearing_temp", moment, flagged, score, QUIET
+        )
         if action:
-            rows.append({"device_id": "train-01", "sensor": "axle_bearing_temp",
-                         "event_time": moment, "anomaly_score": score,
-                         "alert_id": f"train-01/axle_bearing_temp#{state.number}",
-                         "alert_action": action,
-                         "alert_severity": {1: "minor", 2: "major", 3: "critical"}[severity]})
+            rows.append(
+                {
+                    "device_id": "train-01",
+                    "sensor": "axle_bearing_temp",
+                    "event_time": moment,
+                    "anomaly_score": score,
+                    "alert_id": f"train-01/axle_bearing_temp#{state.number}",
+                    "alert_action": action,
+                    "alert_severity": {1: "minor", 2: "major", 3: "critical"}[severity],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -65,7 +71,8 @@ def test_a_long_anomaly_is_one_incident_escalated_once_not_one_alert_per_point()
 def test_a_second_incident_gets_a_new_alert_id():
     rows = transitions([(0, True, 1.0)] + normal(range(1, 40)) + [(40, True, 1.0)])
     assert list(rows["alert_id"]) == ["train-01/axle_bearing_temp#1"] * 2 + [
-        "train-01/axle_bearing_temp#2"]
+        "train-01/axle_bearing_temp#2"
+    ]
 
 
 @pytest.fixture
@@ -114,10 +121,19 @@ def test_version_conflict_is_merged_without_overwriting_another_writer_mock(iot)
             current = super().read(thing)
             if not self.interfered:  # someone else updates between our read and our write
                 self.interfered = True
-                self.client.update_thing_shadow(thingName=thing, payload=json.dumps({
-                    "state": {"desired": {"door_mode": "auto",
-                                          ALERTS_KEY: {"vibration_rms#4": {"status": "open"}}}}
-                }).encode())
+                self.client.update_thing_shadow(
+                    thingName=thing,
+                    payload=json.dumps(
+                        {
+                            "state": {
+                                "desired": {
+                                    "door_mode": "auto",
+                                    ALERTS_KEY: {"vibration_rms#4": {"status": "open"}},
+                                }
+                            }
+                        }
+                    ).encode(),
+                )
             return current
 
     store = OtherWriterInBetween(iot)
@@ -130,69 +146,23 @@ def test_version_conflict_is_merged_without_overwriting_another_writer_mock(iot)
     assert shadow(iot)["version"] == 2
 
 
-class ThrottlingProxy:
-    """Answers the first `failures` shadow updates with 429 ThrottlingException, then forwards
-    to moto."""
-
-    def __init__(self, upstream: str, failures: int) -> None:
-        self.port = int(upstream.rsplit(":", 1)[1])
-        self.failures = failures
-        self.throttled = 0
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _forward(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
-                if self.command == "POST" and "/shadow" in self.path and proxy.failures:
-                    proxy.failures -= 1
-                    proxy.throttled += 1
-                    payload = b'{"message": "Rate exceeded"}'
-                    self.send_response(429)
-                    self.send_header("x-amzn-ErrorType", "ThrottlingException")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
-                conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
-                conn.request(self.command, self.path, body=body or None,
-                             headers={k: v for k, v in self.headers.items()})
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for key, value in resp.getheaders():
-                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _forward
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
 def test_throttling_is_retried_mock(iot, moto_server):
-    proxy = ThrottlingProxy(moto_server, failures=2)
+    proxy = FaultProxy(int(moto_server.rsplit(":", 1)[1]), first_shadow_updates_throttled(2))
     try:
-        client = boto3.client("iot-data", endpoint_url=proxy.url, region_name="us-east-1",
-                              config=__import__("botocore.config", fromlist=["Config"]).Config(
-                                  retries={"total_max_attempts": 1}))
+        client = boto3.client(
+            "iot-data",
+            endpoint_url=proxy.endpoint_url,
+            region_name="us-east-1",
+            config=__import__("botocore.config", fromlist=["Config"]).Config(
+                retries={"total_max_attempts": 1}
+            ),
+        )
         store = IotShadowStore(client, retry_initial_s=0.01)
         rows = transitions([(10, True, 1.0)])
         assert deliver(store, "train-01", alert_patches(rows)["train-01"]) is True
     finally:
-        proxy.server.shutdown()
-    assert proxy.throttled == 2
+        proxy.close()
+    assert proxy.faults == {"ThrottlingException": 2}
     assert shadow(iot)["state"]["desired"][ALERTS_KEY]["axle_bearing_temp#1"]["status"] == "open"
 
 

@@ -66,7 +66,7 @@ def test_default_detector_is_the_best_by_nab():
     assert DEFAULT_DETECTOR == "likelihood"
 
 
-@pytest.mark.skipif(not NAB.exists(), reason="the shared NAB subset is beside the checkout")
+@pytest.mark.skipif(not NAB.exists(), reason="needs ../shared/nab beside the checkout")
 def test_rcf_flags_the_known_failure_in_machine_temperature():
     with open(NAB / "realKnownCause" / "machine_temperature_system_failure.csv") as f:
         values = np.array([float(r["value"]) for r in csv.DictReader(f)])

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from sensorpipe.streaming import run_lake_job
 
-from tests.kinesis_helpers import ROOT, assert_lake_exact, events, new_stream, put, settings_for
+from tests.kinesis_helpers import assert_lake_exact, events, new_stream, put, settings_for
+from tests.local_settings import ROOT, lake_environ
 
 
 def batch_ids(folder: Path) -> set[int]:
@@ -70,18 +71,12 @@ def test_sigkill_inside_and_between_batches_leaves_the_lake_exact(
     env = {
         **os.environ,
         "PYSPARK_PYTHON": sys.executable,
-        **{
-            "SENSORPIPE__SOURCE__KIND": "kinesis",
-            "SENSORPIPE__SOURCE__ENDPOINT_URL": kinesalite.endpoint_url,
-            "SENSORPIPE__SOURCE__STREAM_NAME": stream,
-            "SENSORPIPE__SOURCE__STARTING_POSITION": "TRIM_HORIZON",
-            "SENSORPIPE__LAKE__EVENTS_PATH": settings.lake.events_path,
-            "SENSORPIPE__LAKE__QUARANTINE_PATH": settings.lake.quarantine_path,
-            "SENSORPIPE__LAKE__CHECKPOINT_ROOT": settings.lake.checkpoint_root,
-            "SENSORPIPE__WAREHOUSE__KIND": "none",
-        "SENSORPIPE__ALERTS__KIND": "none",
-            **extra,
-        },
+        **lake_environ(tmp_path),
+        "SENSORPIPE__SOURCE__KIND": "kinesis",
+        "SENSORPIPE__SOURCE__ENDPOINT_URL": kinesalite.endpoint_url,
+        "SENSORPIPE__SOURCE__STREAM_NAME": stream,
+        "SENSORPIPE__SOURCE__STARTING_POSITION": "TRIM_HORIZON",
+        **extra,
     }
     checkpoint = Path(settings.lake.checkpoint_root) / "events"
     states = []

@@ -15,8 +15,8 @@ from sensorpipe.sources.kinesis import (
 )
 from sensorpipe.streaming import run_lake_job
 
+from tests.fault_proxy import FaultProxy, kinesis_get_records_faults
 from tests.kinesis_helpers import (
-    FaultProxy,
     assert_lake_exact,
     events,
     new_stream,
@@ -161,7 +161,9 @@ def test_injected_throttling_and_expired_iterators_are_survived(
     stream = new_stream(kinesis, 2)
     produced = events(0, 800)
     put(kinesis, stream, produced)
-    proxy = FaultProxy(kinesalite.port, throttle_every=3, expire_every=4)
+    proxy = FaultProxy(
+        kinesalite.port, kinesis_get_records_faults(throttle_every=3, expire_every=4)
+    )
     try:
         settings = settings_for(
             tmp_path,
@@ -185,7 +187,7 @@ def test_persistent_throttling_fails_the_batch_clearly_and_a_rerun_is_exact(
     produced = events(0, 200)
     put(kinesis, stream, produced)
     options = '{"kinesis.retryInitialMs": "5", "kinesis.maxRetries": "2"}'
-    proxy = FaultProxy(kinesalite.port, throttle_always=True)
+    proxy = FaultProxy(kinesalite.port, kinesis_get_records_faults(throttle_always=True))
     try:
         failing = settings_for(
             tmp_path, proxy.endpoint_url, stream, SENSORPIPE__SOURCE__OPTIONS=options

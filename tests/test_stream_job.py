@@ -6,25 +6,19 @@ from pathlib import Path
 import pytest
 from chispa import assert_df_equality
 from sensorpipe.anomaly.evaluation import evaluate
-from sensorpipe.config import load_settings
 from sensorpipe.samples import SampleSpec, generate
 from sensorpipe.streaming import await_lake_run, start_lake_run, summarize_lake_run
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.local_settings import ROOT, local_settings
 
 
 def settings_for(tmp: Path, samples: Path, **extra):
-    environ = {
-        "SENSORPIPE__SOURCE__KIND": "replay",
-        "SENSORPIPE__SOURCE__REPLAY_PATH": str(samples / "telemetry"),
-        "SENSORPIPE__LAKE__EVENTS_PATH": str(tmp / "lake/events"),
-        "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp / "lake/quarantine"),
-        "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(tmp / "checkpoints"),
-        "SENSORPIPE__WAREHOUSE__KIND": "none",
-        "SENSORPIPE__ALERTS__KIND": "none",
+    return local_settings(
+        tmp,
+        SENSORPIPE__SOURCE__KIND="replay",
+        SENSORPIPE__SOURCE__REPLAY_PATH=str(samples / "telemetry"),
         **extra,
-    }
-    return load_settings(ROOT / "conf/local.yaml", environ=environ)
+    )
 
 
 def run_job(spark, settings):

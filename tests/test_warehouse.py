@@ -12,7 +12,6 @@ import pytest
 import sqlglot
 from pyspark.errors import StreamingQueryException
 from sensorpipe.aggregates import window_aggregates
-from sensorpipe.config import load_settings
 from sensorpipe.rollup import run_daily_rollup
 from sensorpipe.sinks.warehouse import (
     DAILY_AGGREGATES,
@@ -26,26 +25,24 @@ from sensorpipe.sinks.warehouse import (
 )
 from sensorpipe.streaming import run_lake_job
 
+from tests.local_settings import local_settings
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 EXACT = ["event_count", "min_value", "max_value", "sum_value"]
 
 
 def settings_for(tmp: Path, postgres, database: str, **extra: str):
-    environ = {
+    overrides = {
         "SENSORPIPE__SOURCE__KIND": "replay",
         "SENSORPIPE__SOURCE__REPLAY_PATH": str(SAMPLES / "telemetry"),
-        "SENSORPIPE__LAKE__EVENTS_PATH": str(tmp / "lake/events"),
-        "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp / "lake/quarantine"),
-        "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(tmp / "checkpoints"),
-        "SENSORPIPE__ALERTS__KIND": "none",
+        "SENSORPIPE__WAREHOUSE__KIND": "postgres",
         "SENSORPIPE__WAREHOUSE__PORT": str(postgres.port),
         "SENSORPIPE__WAREHOUSE__DATABASE": database,
         # Five readings a window (samples are one a minute), so percentiles mean something.
         "SENSORPIPE__AGGREGATES__WINDOW": "5 minutes",
-        **extra,
     }
-    return load_settings(ROOT / "conf/local.yaml", environ=environ)
+    return local_settings(tmp, **{**overrides, **extra})
 
 
 def warehouse_rows(postgres, database: str, table: str, order: str) -> list[tuple]:
