@@ -12,8 +12,10 @@ import sys
 from datetime import date
 
 from sensorpipe.config import load_settings_for_job
+from sensorpipe.lineage import recorded_run
 from sensorpipe.rollup import run_daily_rollup
 from sensorpipe.session import build_session
+from sensorpipe.sinks.warehouse import DAILY_AGGREGATES
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,7 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = load_settings_for_job(args.config)
     spark = build_session(settings)
-    result = run_daily_rollup(spark, settings, args.date, args.to or args.date)
+    params = {"date": args.date, "to": args.to, "all_days": args.all_days}
+    with recorded_run(settings.lineage, "batch_daily_rollup", params) as run:
+        result = run_daily_rollup(spark, settings, args.date, args.to or args.date)
+        run.read("path", settings.lake.events_path, result.events)
+        run.wrote(
+            "table",
+            f"warehouse.{DAILY_AGGREGATES.name}",
+            result.rows,
+            first=result.first,
+            last=result.last,
+        )
     print(result.render())
     return 0
 

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 from sensorpipe.config import load_settings_for_job
+from sensorpipe.lineage import recorded_run
 from sensorpipe.session import build_session
-from sensorpipe.streaming import run_lake_job
+from sensorpipe.streaming import record_lineage, run_lake_job
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -26,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = load_settings_for_job(args.config)
     spark = build_session(settings)
-    summary = run_lake_job(spark, settings)
+    with recorded_run(settings.lineage, "stream_sensor_anomalies") as run:
+        summary = run_lake_job(spark, settings)
+        record_lineage(run, settings, summary)
     print(summary.render())
     if args.summary_json:
         Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 for _key, _value in local_aws_environment().items():
     os.environ.setdefault(_key, _value)
 SAMPLES = ROOT / "samples"
+JDBC_JAR = "/usr/share/java/postgresql.jar"
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +28,9 @@ def spark():
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.master("local[2]").appName("sensorpipe-tests")
-    for key, value in {**job_spark_conf(), **local_spark_conf(shuffle_partitions=2)}.items():
+    # Debian's PostgreSQL JDBC driver, for the JDBC ingest tests (CI installs the package).
+    conf = {**job_spark_conf(), **local_spark_conf(shuffle_partitions=2), "spark.jars": JDBC_JAR}
+    for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
@@ -107,8 +110,11 @@ def moto_server():
     from sensorpipe.local_services import free_port, wait_for_port
 
     port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, 30, proc)
         yield f"http://127.0.0.1:{port}"

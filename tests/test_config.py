@@ -3,6 +3,8 @@ from pathlib import Path
 import pytest
 from sensorpipe.config import ConfigError, load_settings
 
+from tests.local_settings import job_module
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -114,11 +116,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_job_exits_2_naming_the_field(tmp_path, capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("job", ROOT / "jobs/stream_sensor_anomalies.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
+    job = job_module("stream_sensor_anomalies")
     path = write(tmp_path, MINIMAL.replace("kind: replay", "kind: kafka"))
     with pytest.raises(SystemExit) as exit_:
         job.main(["--config", str(path)])

@@ -145,14 +145,29 @@ def test_benchmark_writes_one_score_per_row_and_prints_three_profiles(tmp_path):
             writer.writerow(["timestamp", "value"])
             for t, v in zip(stamps, values, strict=True):
                 writer.writerow([str(t).replace("T", " ") + ":00", f"{v:.3f}"])
-        windows[f"demo/{name}"] = [[str(stamps[440]).replace("T", " ") + ":00.000000",
-                                    str(stamps[470]).replace("T", " ") + ":00.000000"]]
+        windows[f"demo/{name}"] = [
+            [
+                str(stamps[440]).replace("T", " ") + ":00.000000",
+                str(stamps[470]).replace("T", " ") + ":00.000000",
+            ]
+        ]
     (tmp_path / "nab" / "labels").mkdir()
     (tmp_path / "nab" / "labels" / "combined_windows.json").write_text(json.dumps(windows))
     out = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "nab.py"), "--nab-dir", str(tmp_path / "nab"),
-         "--scores-out", str(tmp_path / "out"), "--detector", "rcf"],
-        check=True, capture_output=True, text=True).stdout
+        [
+            sys.executable,
+            str(root / "benchmarks" / "nab.py"),
+            "--nab-dir",
+            str(tmp_path / "nab"),
+            "--scores-out",
+            str(tmp_path / "out"),
+            "--detector",
+            "rcf",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert all(p in out for p in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"))
     with open(tmp_path / "out" / "demo" / "a.csv") as f:
         rows = list(csv.DictReader(f))

@@ -123,6 +123,50 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hospital_seed(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import psycopg
+
+    from sensorpipe.health.synthetic import (
+        HospitalSpec,
+        generate,
+        load_into_postgres,
+        write_device_anomalies,
+    )
+
+    data = generate(HospitalSpec(seed=args.seed, patients=args.patients))
+    server = f"host={args.host} port={args.port} user={args.user}"
+    with psycopg.connect(f"{server} dbname=postgres", autocommit=True) as conn:
+        if args.recreate:
+            conn.execute(f"DROP DATABASE IF EXISTS {args.database}")
+        if not conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (args.database,)
+        ).fetchone():
+            conn.execute(f"CREATE DATABASE {args.database}")
+    load_into_postgres(f"{server} dbname={args.database}", data)
+    Path(args.manifest).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.manifest).write_text(json.dumps(data.manifest, indent=1, default=str))
+    if args.anomalies_out:
+        write_device_anomalies(data.manifest["device_anomalies"], args.anomalies_out)
+    print(json.dumps(data.manifest["counts"], indent=1))
+    print(
+        f"seeded {args.database} on {args.host}:{args.port}; manifest in {args.manifest} "
+        f"({len(data.manifest['discrepancies'])} planted discrepancies, "
+        f"{len(data.manifest['bad_rows'])} bad rows)"
+    )
+    return 0
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    from sensorpipe.config import LineageSettings
+    from sensorpipe.lineage import render, what_produced
+
+    answers = what_produced(LineageSettings(args.lineage_path), args.target, depth=args.depth)
+    print(json.dumps(answers, indent=1) if args.json else render(answers, args.target))
+    return 0 if answers else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sensorpipe", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sensorpipe {__version__}")
@@ -197,6 +241,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="postgres: data directory (the postgres user must reach it)",
     )
     local.set_defaults(func=_local)
+
+    hospital = sub.add_parser(
+        "hospital-seed", help="create and fill the synthetic hospital database (no real PHI)"
+    )
+    hospital.add_argument("--host", default="127.0.0.1")
+    hospital.add_argument("--port", type=int, default=55433)
+    hospital.add_argument("--user", default="sensorpipe")
+    hospital.add_argument("--database", default="hospital")
+    hospital.add_argument("--seed", type=int, default=7)
+    hospital.add_argument("--patients", type=int, default=120)
+    hospital.add_argument("--recreate", action="store_true", help="drop the database first")
+    hospital.add_argument("--manifest", default="build/hospital/manifest.json")
+    hospital.add_argument(
+        "--anomalies-out", help="also write the bedside monitors' anomalies table here"
+    )
+    hospital.set_defaults(func=_hospital_seed)
+
+    lineage = sub.add_parser("lineage", help="what produced this path or table")
+    lineage.add_argument("question", choices=["what-produced"])
+    lineage.add_argument("target", help="a path (local or s3://) or a table name")
+    lineage.add_argument("--lineage-path", default="build/lineage", help="lineage.path")
+    lineage.add_argument("--depth", type=int, default=4, help="levels of upstream runs")
+    lineage.add_argument("--json", action="store_true")
+    lineage.set_defaults(func=_lineage)
     return parser
 
 

@@ -200,6 +200,12 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
+class LineageSettings:
+    # One JSON document per job run (a table: spark.read.json(path)); local folder or s3://.
+    path: str = "build/lineage"
+
+
+@dataclass(frozen=True)
 class Settings:
     environment: Literal["local", "emr"]
     spark: SparkSettings
@@ -211,14 +217,82 @@ class Settings:
     aggregates: AggregateSettings = field(default_factory=AggregateSettings)
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    lineage: LineageSettings = field(default_factory=LineageSettings)
 
     def __post_init__(self) -> None:
         if self.alerts.kind != "none" and not self.lake.anomalies_path:
             raise ConfigError("lake.anomalies_path: required when alerts.kind is not none")
 
 
-def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read, interpolate, override and validate one configuration file."""
+# -- the hospital's jobs (conf/health-*.yaml): JDBC ingest and patient snapshots ------------
+
+
+@dataclass(frozen=True)
+class JdbcSourceSettings:
+    # The on-premises database, e.g. jdbc:postgresql://host:5432/hospital.
+    url: str
+    user: str
+    # The name of the environment variable holding the password, or a Secrets Manager id.
+    password_env: str | None = None
+    password_secret_id: str | None = None
+    driver: str = "org.postgresql.Driver"
+    # Parallel reads per table (split on the table's numeric key).
+    num_partitions: int = field(default=4, metadata=_check(_positive))
+    fetch_size: int = field(default=10000, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class ProtectedZoneSettings:
+    # Identifiers live here and nowhere else: imported tables, quarantine, high-water marks,
+    # the identified patient snapshot and discrepancies.
+    root: str
+
+
+@dataclass(frozen=True)
+class GeneralZoneSettings:
+    # De-identified outputs only, written through the declared crossings in phi.py.
+    root: str
+    # Where the HMAC key for tokens comes from: an environment variable's name, or a Secrets
+    # Manager secret id (never the key itself).
+    token_key_env: str | None = "SENSORPIPE_PHI_TOKEN_KEY"
+    token_key_secret_id: str | None = None
+    # Dates about a person crossing the boundary are truncated to this (birth dates always
+    # become a year).
+    generalise_dates: Literal["none", "month", "year"] = "month"
+
+    def __post_init__(self) -> None:
+        if not (self.token_key_env or self.token_key_secret_id):
+            raise ConfigError(
+                "general.token_key_env: required (or general.token_key_secret_id): "
+                "tokens need a key"
+            )
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    environment: Literal["local", "emr"]
+    spark: SparkSettings
+    source: JdbcSourceSettings
+    protected: ProtectedZoneSettings
+    general: GeneralZoneSettings
+    lineage: LineageSettings = field(default_factory=LineageSettings)
+    # The streaming job's anomalies table (device alerts in the patient snapshot).
+    device_anomalies_path: str | None = None
+
+    def __post_init__(self) -> None:
+        protected = self.protected.root.rstrip("/") + "/"
+        general = self.general.root.rstrip("/") + "/"
+        if protected.startswith(general) or general.startswith(protected):
+            raise ConfigError(
+                f"general.root: must not overlap protected.root ({self.general.root!r} vs "
+                f"{self.protected.root!r}): the zones are separate locations"
+            )
+
+
+def load_settings(
+    path: str | Path, environ: Mapping[str, str] | None = None, kind: type = Settings
+) -> Any:
+    """Read, interpolate, override and validate one configuration file (as `kind`)."""
     environ = os.environ if environ is None else environ
     path = Path(path)
     try:
@@ -230,14 +304,14 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
     if not isinstance(raw, dict):
         raise ConfigError(f"configuration file {path}: expected a mapping at the top level")
     _apply_overrides(raw, environ)
-    return settings_from_mapping(raw, environ)
+    return _build(kind, raw, "", environ)
 
 
-def load_settings_for_job(path: str | Path) -> Settings:
+def load_settings_for_job(path: str | Path, kind: type = Settings) -> Any:
     """`load_settings` for a job's main(): a configuration error ends the process at start-up
     with exit code 2 and a message naming the field."""
     try:
-        return load_settings(path)
+        return load_settings(path, kind=kind)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

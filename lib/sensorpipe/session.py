@@ -8,7 +8,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from sensorpipe.config import Settings
+from sensorpipe.config import HealthSettings, Settings
 
 ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 
@@ -39,7 +39,7 @@ def job_spark_conf() -> dict[str, str]:
     }
 
 
-def build_session(settings: Settings) -> SparkSession:
+def build_session(settings: Settings | HealthSettings) -> SparkSession:
     """Build (or return the running) SparkSession for these settings."""
     conf = job_spark_conf()
     builder = SparkSession.builder.appName(settings.spark.app_name)

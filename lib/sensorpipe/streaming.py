@@ -17,6 +17,7 @@ from sensorpipe.aggregates import window_aggregates
 from sensorpipe.anomaly.spark import score_stream
 from sensorpipe.config import Settings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
+from sensorpipe.lineage import LineageRun, schema_fingerprint
 from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
 from sensorpipe.sinks.alerts import AlertStats, foreach_batch_alerts, shadow_store_from_settings
 from sensorpipe.sinks.lake import (
@@ -400,6 +401,28 @@ def run_lake_job(spark: SparkSession, settings: Settings) -> RunSummary:
         total.alert_transitions += alert_stats.transitions
         total.shadow_updates += alert_stats.updates_sent
     return total
+
+
+def record_lineage(run: LineageRun, settings: Settings, summary: RunSummary) -> None:
+    """What a stream run read and wrote, for the lineage table."""
+    source = settings.source
+    if source.kind == "replay":
+        run.read("path", source.replay_path, summary.records_in)
+    else:
+        run.read("stream", f"kinesis:{source.stream_name}", summary.records_in)
+    lake = settings.lake
+    run.wrote("path", lake.events_path, summary.valid, schema_fingerprint(SCORED_EVENT_SCHEMA))
+    run.wrote(
+        "path",
+        lake.quarantine_path,
+        summary.quarantined_total,
+        schema_fingerprint(QUARANTINE_SCHEMA),
+        quarantine=True,
+    )
+    if settings.warehouse.kind != "none":
+        run.wrote("table", f"warehouse.{MINUTE_AGGREGATES.name}", summary.aggregate_rows_loaded)
+    if settings.alerts.kind != "none" and lake.anomalies_path:
+        run.wrote("path", lake.anomalies_path, summary.alert_transitions)
 
 
 def _finished(query: StreamingQuery) -> StreamingQuery:

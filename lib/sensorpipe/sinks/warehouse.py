@@ -387,18 +387,13 @@ def foreach_batch_loader(
 
 def warehouse_from_settings(settings: Any, environ: dict[str, str] | None = None) -> Warehouse:
     """The configured warehouse (`settings` is config.WarehouseSettings)."""
-    import os
+    from sensorpipe.secrets import SecretError, secret_value
 
-    environ = os.environ if environ is None else environ
     if settings.kind == "postgres":
-        password = None
-        if settings.password_env:
-            if settings.password_env not in environ:
-                raise WarehouseError(
-                    f"warehouse.password_env names {settings.password_env}, "
-                    "which is not set in the environment"
-                )
-            password = environ[settings.password_env]
+        try:
+            password = secret_value("warehouse.password_env", settings.password_env, None, environ)
+        except SecretError as exc:
+            raise WarehouseError(str(exc)) from None
         return PostgresWarehouse(
             settings.host,
             settings.port,

@@ -24,9 +24,7 @@ children are planned; children start at their beginning.
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -36,6 +34,7 @@ from typing import Any
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.types import StructType
 
+from sensorpipe.jsonstore import JsonStore
 from sensorpipe.retry import RetriesExhausted, aws_throttling_or_network, call_with_backoff
 from sensorpipe.schemas import KINESIS_SOURCE_SCHEMA
 from sensorpipe.sources.kpl import deaggregate
@@ -203,73 +202,14 @@ def after(seq: str, sub: int, subs_in_record: int) -> Position:
 # -- metadata: where each batch's tasks stopped ---------------------------------------------
 
 
-class MetadataStore:
-    """Small JSON files under a local path or s3:// prefix; tasks write, the driver reads."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root.rstrip("/")
-        self._s3 = None
-        if self.root.startswith("s3://"):
-            import boto3
-
-            bucket, _, prefix = self.root[5:].partition("/")
-            self._s3, self._bucket, self._prefix = boto3.client("s3"), bucket, prefix
-
-    def write(self, relative: str, data: dict[str, Any]) -> None:
-        body = json.dumps(data, sort_keys=True)
-        if self._s3 is not None:
-            self._s3.put_object(
-                Bucket=self._bucket, Key=f"{self._prefix}/{relative}", Body=body.encode()
-            )
-            return
-        path = os.path.join(self.root, relative)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}-{random.randrange(1 << 30)}"
-        with open(tmp, "w") as f:
-            f.write(body)
-        os.replace(tmp, path)  # readers see the whole file or none
-
-    def read(self, relative: str) -> dict[str, Any] | None:
-        if self._s3 is not None:
-            try:
-                obj = self._s3.get_object(Bucket=self._bucket, Key=f"{self._prefix}/{relative}")
-            except self._s3.exceptions.NoSuchKey:
-                return None
-            return json.loads(obj["Body"].read())
-        try:
-            with open(os.path.join(self.root, relative)) as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return None
+class MetadataStore(JsonStore):
+    """Where each batch's tasks stopped: tasks write, the driver reads."""
 
     def batches(self) -> list[int]:
-        if self._s3 is not None:
-            pages = self._s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self._bucket, Prefix=f"{self._prefix}/batches/", Delimiter="/"
-            )
-            names = [
-                p["Prefix"].rstrip("/").rsplit("/", 1)[-1]
-                for page in pages
-                for p in page.get("CommonPrefixes", [])
-            ]
-        else:
-            try:
-                names = os.listdir(os.path.join(self.root, "batches"))
-            except FileNotFoundError:
-                names = []
-        return sorted(int(n) for n in names if n.isdigit())
+        return sorted(int(n) for n in self.children("batches") if n.isdigit())
 
     def delete_batch(self, batch: int) -> None:
-        if self._s3 is not None:
-            listed = self._s3.list_objects_v2(
-                Bucket=self._bucket, Prefix=f"{self._prefix}/batches/{batch}/"
-            )
-            for obj in listed.get("Contents", []):
-                self._s3.delete_object(Bucket=self._bucket, Key=obj["Key"])
-            return
-        import shutil
-
-        shutil.rmtree(os.path.join(self.root, "batches", str(batch)), ignore_errors=True)
+        self.delete(f"batches/{batch}/")
 
 
 def _plan_file(batch: int) -> str:

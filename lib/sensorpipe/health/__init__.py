@@ -1,0 +1,1 @@
+"""The hospital's data: synthetic sources, incremental JDBC import, patient snapshots."""

@@ -1,0 +1,115 @@
+"""Lineage: every run of every job leaves a record, and "what produced this" answers from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sensorpipe.cli import main as cli_main
+from sensorpipe.config import LineageSettings
+from sensorpipe.lineage import load_runs, what_produced
+from sensorpipe.samples import SampleSpec, generate
+
+from tests.local_settings import lake_environ, run_job
+from tests.test_health import AS_OF, new_hospital
+
+
+@pytest.fixture(scope="module")
+def sensor_runs(spark, postgres, tmp_path_factory):
+    """The streaming job on small samples, then the daily rollup, both as their jobs run."""
+    import psycopg
+
+    tmp = tmp_path_factory.mktemp("lineage-sensor")
+    samples = tmp / "samples"
+    generate(SampleSpec(trains=1, hours=3, anomalies_per_train=0, malformed_per_kind=1), samples)
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS lineage_wh")
+        conn.execute("CREATE DATABASE lineage_wh")
+    environ = {
+        **lake_environ(tmp),
+        "SENSORPIPE__SOURCE__KIND": "replay",
+        "SENSORPIPE__SOURCE__REPLAY_PATH": str(samples / "telemetry"),
+        "SENSORPIPE__WAREHOUSE__KIND": "postgres",
+        "SENSORPIPE__WAREHOUSE__PORT": str(postgres.port),
+        "SENSORPIPE__WAREHOUSE__DATABASE": "lineage_wh",
+    }
+    assert run_job("stream_sensor_anomalies", ["--config", "conf/local.yaml"], environ) == 0
+    assert (
+        run_job("batch_daily_rollup", ["--config", "conf/local.yaml", "--all-days"], environ) == 0
+    )
+    return LineageSettings(str(tmp / "lineage")), tmp
+
+
+def test_stream_and_rollup_runs_are_recorded_and_chained(sensor_runs):
+    lineage, tmp = sensor_runs
+    runs = load_runs(lineage)
+    assert [r["job"] for r in runs] == ["stream_sensor_anomalies", "batch_daily_rollup"]
+    stream, rollup = runs
+    assert stream["status"] == rollup["status"] == "succeeded"
+    events = next(o for o in stream["outputs"] if o["name"] == str(tmp / "lake/events"))
+    assert stream["rows_in"] == events["rows"] + stream["rows_quarantined"] > 0
+    # rows_out counts every output: the events and the warehouse's window rows.
+    assert stream["rows_out"] == sum(o["rows"] for o in stream["outputs"] if not o["quarantine"])
+    assert all(o["schema_fingerprint"] for o in stream["outputs"] if o["kind"] == "path")
+    answers = what_produced(lineage, "sensor_daily_aggregates")
+    assert [a["run_id"] for a in answers] == [rollup["run_id"]]
+    (upstream,) = answers[0]["upstream"]
+    assert upstream["run"]["run_id"] == stream["run_id"]
+    assert upstream["inputs"] == [str(tmp / "lake/events")]
+    # A file inside the events table was produced by the stream run.
+    some_file = next(Path(tmp / "lake/events").rglob("*.parquet"))
+    assert [a["run_id"] for a in what_produced(lineage, str(some_file))] == [stream["run_id"]]
+
+
+@pytest.fixture(scope="module")
+def hospital_runs(spark, postgres, tmp_path_factory):
+    h = new_hospital(postgres, tmp_path_factory.mktemp("lineage-hospital"), patients=15)
+    with pytest.raises(Exception, match="no committed load"):
+        h.snapshot()  # before any ingest: fails, and the failure is recorded
+    assert h.ingest() == 0
+    assert h.ingest() == 0  # nothing new: still a run, with zero rows
+    assert h.snapshot() == 0
+    return h
+
+
+def test_every_hospital_run_is_recorded_with_inputs_outputs_and_counts(hospital_runs):
+    runs = load_runs(hospital_runs.settings.lineage)
+    assert [(r["job"], r["status"]) for r in runs] == [
+        ("patient_profile_snapshot", "failed"),
+        ("ingest_jdbc", "succeeded"),
+        ("ingest_jdbc", "succeeded"),
+        ("patient_profile_snapshot", "succeeded"),
+    ]
+    failed, first, again, snapshot = runs
+    assert "no committed load" in failed["error"]
+    assert first["rows_in"] == first["rows_out"] + first["rows_quarantined"] > 0
+    assert {i["name"] for i in first["inputs"]} >= {"clinical.patients", "billing.claims"}
+    assert all(i["high_water_mark"] for i in first["inputs"])
+    assert (again["rows_in"], again["rows_out"], again["outputs"]) == (0, 0, [])
+    assert all(r["code_version"] and r["started_at"] <= r["ended_at"] for r in runs)
+    zones = {o["zone"] for o in snapshot["outputs"]}
+    assert zones == {"protected", "general"}
+
+
+def test_what_produced_a_general_zone_file_traces_back_to_the_ingest(hospital_runs):
+    settings = hospital_runs.settings
+    runs = load_runs(settings.lineage)
+    ingest, snapshot = runs[1], runs[3]
+    target = next(Path(settings.general.root, f"patient_profile/as_of={AS_OF}").glob("*.parquet"))
+    (answer,) = what_produced(settings.lineage, str(target))
+    assert answer["run_id"] == snapshot["run_id"]
+    # Only the run that wrote data is upstream; the empty re-run wrote nothing.
+    assert {u["run"]["run_id"] for u in answer["upstream"]} == {ingest["run_id"]}
+    quarantine = f"{settings.protected.root}/_quarantine/vitals"
+    assert [a["run_id"] for a in what_produced(settings.lineage, quarantine)] == [ingest["run_id"]]
+
+
+def test_lineage_command_answers_and_fails_for_unknown_outputs(hospital_runs, capsys):
+    path = hospital_runs.settings.lineage.path
+    target = f"{hospital_runs.settings.general.root}/billing_discrepancies"
+    assert cli_main(["lineage", "what-produced", target, "--lineage-path", path]) == 0
+    out = capsys.readouterr().out
+    assert "job=patient_profile_snapshot" in out and "job=ingest_jdbc" in out
+    assert "read  jdbc billing.claims" in out
+    assert cli_main(["lineage", "what-produced", "/nowhere/x", "--lineage-path", path]) == 1
+    assert "no recorded run produced /nowhere/x" in capsys.readouterr().out
