@@ -11,7 +11,7 @@ CLUSTER_PYTHON_VERSION ?= 3.11
 CLUSTER_PYTHON_PREFIX ?= /usr
 PYTEST_ARGS ?=
 
-.PHONY: run test lint dist samples clean venv kinesis-up kinesis-down warehouse-up warehouse-down
+.PHONY: run run-hospital test lint dist samples clean venv kinesis-up kinesis-down warehouse-up warehouse-down
 
 venv: $(STAMP)
 
@@ -59,6 +59,27 @@ run: venv node_modules/.installed
 	$(PY) jobs/stream_sensor_anomalies.py --config conf/local.yaml --summary-json build/run-summary.json; \
 	$(PY) jobs/batch_daily_rollup.py --config conf/local.yaml --all-days; \
 	$(VENV)/bin/sensorpipe plot --sample-anomaly 0 --out build/plots/sample-anomaly-0.png
+
+# The hospital's jobs on a synthetic hospital (no real PHI): a local PostgreSQL as the
+# on-premises database, then ingest (twice: the second run finds nothing new), the snapshot,
+# and the lineage answer for the general zone's profile. The token key is random, kept in build/.
+HOSPITAL_PG_PORT ?= 55433
+HOSPITAL_PG_DATA ?= /tmp/sensorpipe-make-run-hospital-pgdata
+HOSPITAL_STATE := --state-dir build/local-hospital
+run-hospital: venv
+	rm -rf build/hospital build/lineage
+	$(VENV)/bin/sensorpipe local stop postgres $(HOSPITAL_STATE) >/dev/null; rm -rf $(HOSPITAL_PG_DATA)
+	$(VENV)/bin/sensorpipe local start postgres $(HOSPITAL_STATE) --port $(HOSPITAL_PG_PORT) --data-dir $(HOSPITAL_PG_DATA)
+	set -e; trap '$(VENV)/bin/sensorpipe local stop postgres $(HOSPITAL_STATE)' EXIT; \
+	test -s build/phi-token-key || $(PY) -c 'import secrets; print(secrets.token_hex(32))' > build/phi-token-key; \
+	export PYSPARK_PYTHON=$(abspath $(PY)) SENSORPIPE_HOSPITAL_PG_PORT=$(HOSPITAL_PG_PORT) \
+		SENSORPIPE_PHI_TOKEN_KEY=$$(cat build/phi-token-key); \
+	$(VENV)/bin/sensorpipe hospital-seed --port $(HOSPITAL_PG_PORT) --recreate \
+		--anomalies-out build/hospital/device-anomalies; \
+	$(PY) jobs/ingest_jdbc.py --config conf/health-local.yaml; \
+	$(PY) jobs/ingest_jdbc.py --config conf/health-local.yaml; \
+	$(PY) jobs/patient_profile_snapshot.py --config conf/health-local.yaml --as-of 2026-06-30; \
+	$(VENV)/bin/sensorpipe lineage what-produced build/hospital/general/patient_profile --depth 2
 
 test: venv node_modules/.installed
 	PYSPARK_PYTHON=$(abspath $(PY)) $(PY) -m pytest $(PYTEST_ARGS)

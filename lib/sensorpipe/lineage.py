@@ -210,9 +210,8 @@ def render(answers: list[dict[str, Any]], target: str) -> str:
         for source in run["inputs"]:
             marks = {k: v for k, v in source.items() if k not in ("kind", "name", "rows")}
             extra = f"  {marks}" if marks else ""
-            lines.append(
-                f"{indent}  read  {source['kind']} {source['name']} ({source['rows']} rows){extra}"
-            )
+            rows = f" ({source['rows']} rows)" if source["rows"] is not None else ""
+            lines.append(f"{indent}  read  {source['kind']} {source['name']}{rows}{extra}")
         for out in run["outputs"]:
             lines.append(f"{indent}  wrote {out['kind']} {out['name']} ({out['rows']} rows)")
         for up in run["upstream"]:
