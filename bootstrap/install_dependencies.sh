@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # EMR bootstrap action: install the sensorpipe wheel and its runtime dependencies into the
 # cluster's Python, on every node. Idempotent: a node that already has this version changes
-# nothing. Usage: install_dependencies.sh [--dry-run] s3://bucket/prefix/sensorpipe-X.whl
+# nothing. Usage:
+#   install_dependencies.sh [--dry-run] [--python /usr/bin/python3] s3://bucket/prefix/sensorpipe-X.whl
+# SENSORPIPE_PIP_ARGS adds pip arguments (e.g. --index-url for a mirror, or --no-deps where
+# the image already has the dependencies).
 set -euo pipefail
 
 DRY_RUN=0
@@ -39,6 +42,7 @@ main() {
   while (($#)); do
     case $1 in
       --dry-run) DRY_RUN=1 ;;
+      --python) PYTHON_BIN=$2; shift ;;
       -*) die "unknown option $1" ;;
       *) wheel_uri=$1 ;;
     esac
@@ -60,8 +64,17 @@ main() {
   else
     run cp "$wheel_uri" "$workdir/$wheel_name"
   fi
-  run retry 3 sudo "$PYTHON_BIN" -m pip install --quiet "$workdir/$wheel_name"
-  log "installed sensorpipe $version for $PYTHON_BIN"
+  local as_root=()
+  ((EUID == 0)) || as_root=(sudo)
+  local pip_args=()
+  read -r -a pip_args <<<"${SENSORPIPE_PIP_ARGS:-}"
+  run retry 3 "${as_root[@]}" "$PYTHON_BIN" -m pip install --quiet "${pip_args[@]}" \
+    "$workdir/$wheel_name"
+  if ((DRY_RUN)); then
+    log "dry-run: would install sensorpipe $version for $PYTHON_BIN"
+  else
+    log "installed sensorpipe $version for $PYTHON_BIN"
+  fi
 }
 
 main "$@"

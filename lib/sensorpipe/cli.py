@@ -167,6 +167,36 @@ def _lineage(args: argparse.Namespace) -> int:
     return 0 if answers else 1
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    import subprocess
+    from datetime import date
+
+    import boto3
+
+    from sensorpipe.config import DeploySettings, load_settings_for_job
+    from sensorpipe.deploy import DeployError, build_plan, execute, project_root, render
+    from sensorpipe.lineage import code_version
+
+    settings = load_settings_for_job(args.config, DeploySettings)
+    root = project_root()
+    if not (args.skip_build or args.dry_run):
+        subprocess.run(["make", "--no-print-directory", "dist"], cwd=root, check=True)
+    day = date.fromisoformat(args.date) if args.date else date.today()
+    try:
+        plan = build_plan(settings, root, args.code_version or code_version(), day)
+        if args.dry_run:
+            print(render(plan, None))
+            return 0
+        s3 = boto3.client("s3", region_name=settings.region, endpoint_url=args.endpoint_url)
+        emr = boto3.client("emr", region_name=settings.region, endpoint_url=args.endpoint_url)
+        result = execute(plan, settings, s3, emr, args.cluster_id)
+    except DeployError as exc:
+        print(f"deploy: {exc}", file=sys.stderr)
+        return 2
+    print(render(plan, result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sensorpipe", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sensorpipe {__version__}")
@@ -265,6 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("--depth", type=int, default=4, help="levels of upstream runs")
     lineage.add_argument("--json", action="store_true")
     lineage.set_defaults(func=_lineage)
+
+    deploy = sub.add_parser(
+        "deploy", help="build, upload to S3, add the steps to a cluster or create one"
+    )
+    deploy.add_argument("--config", default="conf/deploy.yaml")
+    deploy.add_argument("--cluster-id", help="add the steps to this running cluster")
+    deploy.add_argument("--date", help="the batch steps' day (default: today), YYYY-MM-DD")
+    deploy.add_argument("--code-version", help="artifact prefix (default: the git commit)")
+    deploy.add_argument("--skip-build", action="store_true", help="use dist/ as it is")
+    deploy.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    deploy.add_argument("--endpoint-url", help="S3 and EMR endpoint (tests: moto)")
+    deploy.set_defaults(func=_deploy)
     return parser
 
 

@@ -105,6 +105,8 @@ class LakeSettings:
     checkpoint_root: str
     # Every anomalous event and incident transition, as sent to the trains (alerts on).
     anomalies_path: str | None = None
+    # The events table rewritten one file per (day, hour) by jobs/compact_lake.py.
+    compacted_path: str | None = None
 
 
 def _unit_interval(name: str, value: float) -> None:
@@ -289,6 +291,79 @@ class HealthSettings:
             )
 
 
+# -- deploying to EMR (conf/deploy.yaml): `sensorpipe deploy` ---------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    name: str = "sensorpipe"
+    release_label: str = "emr-spark-8.0.0"
+    applications: str = "Hadoop,Spark,Hive"  # comma-separated
+    primary_instance_type: str = "m7g.xlarge"
+    core_instance_type: str = "m7g.xlarge"
+    core_instance_count: int = field(default=2, metadata=_check(_positive))
+    ec2_subnet_id: str | None = None
+    ec2_key_name: str | None = None
+    service_role: str = "EMR_DefaultRole"
+    instance_profile: str = "EMR_EC2_DefaultRole"
+    security_configuration: str = "sensorpipe-kerberos-ranger-tls"
+    # The cluster-dedicated KDC's realm, and where its passwords come from (env var names).
+    kerberos_realm: str = "SENSORPIPE.INTERNAL"
+    kdc_admin_password_env: str = "SENSORPIPE_KDC_ADMIN_PASSWORD"
+    cross_realm_trust_password_env: str = "SENSORPIPE_CROSS_REALM_TRUST_PASSWORD"
+    # The jobs' service principal (sensorpipe/<primary node's FQDN>@realm) and its keytab.
+    jobs_principal: str = "sensorpipe"
+    jobs_keytab: str = "/etc/security/keytabs/sensorpipe.keytab"
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    kms_key_arn: str
+    tls_certificates_uri: str  # s3://.../certs.zip with the PEM files EMR expects
+    trusted_realm: str  # the corporate realm the cluster realm trusts
+    trusted_domain: str
+    trusted_kdc: str
+    trusted_admin_server: str
+    ranger_admin_url: str
+    ranger_admin_secret_arn: str
+    ranger_plugin_role_arn: str
+    ranger_other_services_role_arn: str
+    ranger_spark_client_secret_arn: str
+    ranger_hive_client_secret_arn: str
+    ranger_audit_log_group_arn: str
+
+
+@dataclass(frozen=True)
+class MetastoreSettings:
+    # glue: the Glue Data Catalog; jdbc: an external metastore database (RDS).
+    kind: Literal["glue", "jdbc"] = "glue"
+    jdbc_url: str | None = None
+    user: str | None = None
+    password_secret_id: str | None = None  # Secrets Manager; read on the node, never logged
+
+    def __post_init__(self) -> None:
+        if self.kind == "jdbc":
+            for name in ("jdbc_url", "user", "password_secret_id"):
+                if not getattr(self, name):
+                    raise ConfigError(f"metastore.{name}: required when metastore.kind is jdbc")
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    region: str
+    bucket: str  # artifacts, logs, the lake, the general zone
+    protected_bucket: str  # the hospital's protected zone
+    log_uri: str
+    cluster: ClusterSettings
+    security: SecuritySettings
+    metastore: MetastoreSettings = field(default_factory=MetastoreSettings)
+    artifacts_prefix: str = "sensorpipe/artifacts"
+    # Uploaded with the artifacts and shipped to the JDBC steps with --jars.
+    jdbc_driver_jar: str = "/usr/share/java/postgresql.jar"
+    # Environment of every step's driver (conf/emr.yaml's ${...} references).
+    step_environment: dict[str, str] = field(default_factory=dict)
+
+
 def load_settings(
     path: str | Path, environ: Mapping[str, str] | None = None, kind: type = Settings
 ) -> Any:
@@ -366,8 +441,8 @@ def _coerce(tp: Any, value: Any, name: str, environ: Mapping[str, str]) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(tp, value if value is not None else {}, f"{name}.", environ)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
+        if (value is None or value == "") and type(None) in args:
+            return None  # an optional field set to "" (e.g. ${VAR:-}) is unset
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(inner, value, name, environ)
     if origin is Literal:
