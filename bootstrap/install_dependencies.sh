@@ -8,6 +8,7 @@
 set -euo pipefail
 
 DRY_RUN=0
+WORKDIR=""
 PYTHON_BIN=${SENSORPIPE_PYTHON:-/usr/bin/python3}
 
 log() { printf '[sensorpipe-bootstrap] %s\n' "$*" >&2; }
@@ -56,9 +57,9 @@ main() {
     log "sensorpipe $version already installed for $PYTHON_BIN; nothing to do"
     return 0
   fi
-  local workdir
-  workdir=$(mktemp -d)
-  trap 'rm -rf "$workdir"' EXIT
+  WORKDIR=$(mktemp -d)
+  trap 'rm -rf "$WORKDIR"' EXIT
+  local workdir=$WORKDIR
   if [[ $wheel_uri == s3://* ]]; then
     run retry 3 aws s3 cp --only-show-errors "$wheel_uri" "$workdir/$wheel_name"
   else

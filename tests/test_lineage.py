@@ -113,3 +113,21 @@ def test_lineage_command_answers_and_fails_for_unknown_outputs(hospital_runs, ca
     assert "read  jdbc billing.claims" in out
     assert cli_main(["lineage", "what-produced", "/nowhere/x", "--lineage-path", path]) == 1
     assert "no recorded run produced /nowhere/x" in capsys.readouterr().out
+
+
+def test_compaction_rewrites_a_day_one_file_per_hour_and_is_recorded(spark, sensor_runs):
+    lineage, tmp = sensor_runs
+    environ = {**lake_environ(tmp), "SENSORPIPE__LAKE__COMPACTED_PATH": str(tmp / "compacted")}
+    events = spark.read.parquet(str(tmp / "lake/events"))
+    day = sorted(r[0] for r in events.select("event_date").distinct().collect())[0]
+    expected = events.where(f"event_date = '{day}'")
+    argv = ["--config", "conf/local.yaml", "--date", str(day)]
+    for _ in range(2):  # a re-run replaces the day, it does not add to it
+        assert run_job("compact_lake", argv, environ) == 0
+        compacted = spark.read.parquet(str(tmp / "compacted")).where(f"event_date = '{day}'")
+        assert compacted.count() == expected.count() > 0
+        assert compacted.exceptAll(expected.select(*compacted.columns)).count() == 0
+    hours = sorted((tmp / "compacted" / f"event_date={day}").glob("event_hour=*"))
+    assert hours and all(len(list(h.glob("*.parquet"))) == 1 for h in hours)
+    runs = [r for r in load_runs(lineage) if r["job"] == "compact_lake"]
+    assert len(runs) == 2 and runs[-1]["rows_in"] == runs[-1]["rows_out"] == expected.count()

@@ -316,13 +316,15 @@ def execute(
     if cluster_id:
         response = emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=plan.steps)
         return DeployResult(uploaded, "unchanged", cluster_id, False, response["StepIds"])
-    existing = {
-        c["Name"]
-        for page in emr.get_paginator("list_security_configurations").paginate()
-        for c in page.get("SecurityConfigurations", [])
-    }
+    from botocore.exceptions import ClientError
+
     state = "exists"
-    if plan.security_configuration_name not in existing:
+    try:
+        emr.describe_security_configuration(Name=plan.security_configuration_name)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("InvalidRequestException", "ResourceNotFound"):
+            raise
+        # Security configurations are immutable in EMR: an existing one is used as it is.
         emr.create_security_configuration(
             Name=plan.security_configuration_name,
             SecurityConfiguration=json.dumps(plan.security_configuration),

@@ -1,0 +1,301 @@
+"""EMR: steps, configurations and the security configuration checked against the EMR API's
+model (botocore) and documented fields; `sensorpipe deploy` against moto's S3 and EMR (mocks:
+no EMR can run here)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from datetime import date
+from pathlib import Path
+
+import boto3
+import botocore.session
+import pytest
+from botocore.validate import ParamValidator
+from sensorpipe.config import DeploySettings, load_settings
+from sensorpipe.deploy import REDACTED, DeployError, build_plan, cli_steps_to_api, fill
+
+ROOT = Path(__file__).resolve().parent.parent
+EMR_MODEL = botocore.session.get_session().get_service_model("emr")
+DEPLOY_ENV = {
+    "SENSORPIPE_BUCKET": "sensorpipe-lake-test",
+    "SENSORPIPE_PROTECTED_BUCKET": "sensorpipe-phi-test",
+    "SENSORPIPE_KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/1111-2222",
+    "SENSORPIPE_RANGER_ADMIN_URL": "https://ranger.corp.test:6182",
+    "SENSORPIPE_RANGER_ADMIN_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ra",
+    "SENSORPIPE_RANGER_PLUGIN_ROLE_ARN": "arn:aws:iam::123456789012:role/ranger-plugins",
+    "SENSORPIPE_RANGER_OTHER_SERVICES_ROLE_ARN": "arn:aws:iam::123456789012:role/ranger-other",
+    "SENSORPIPE_RANGER_SPARK_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rs",
+    "SENSORPIPE_RANGER_HIVE_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rh",
+    "SENSORPIPE_RANGER_AUDIT_LOG_GROUP_ARN": "arn:aws:logs:us-east-1:123456789012:log-group:ra",
+    "SENSORPIPE_REDSHIFT_WORKGROUP": "wg",
+    "SENSORPIPE_REDSHIFT_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rw",
+    "SENSORPIPE_REDSHIFT_COPY_ROLE_ARN": "arn:aws:iam::123456789012:role/copy",
+    "SENSORPIPE_IOT_DATA_ENDPOINT": "https://example-ats.iot.us-east-1.amazonaws.com",
+    "SENSORPIPE_HOSPITAL_JDBC_URL": "jdbc:postgresql://db.hospital.test:5432/clinical",
+    "SENSORPIPE_KDC_ADMIN_PASSWORD": "kdc-admin-pw",
+    "SENSORPIPE_CROSS_REALM_TRUST_PASSWORD": "trust-pw",
+}
+
+# Security configuration fields, as the EMR Management Guide documents them ("Security
+# configuration" JSON reference); botocore carries the document as an opaque string.
+SECURITY_CONFIGURATION_FIELDS = {
+    "EncryptionConfiguration": {
+        "EnableInTransitEncryption": bool,
+        "EnableAtRestEncryption": bool,
+        "InTransitEncryptionConfiguration": {
+            "TLSCertificateConfiguration": {
+                "CertificateProviderType": {"PEM", "Custom"},
+                "S3Object": str,
+                "CertificateProviderClass": str,
+            }
+        },
+        "AtRestEncryptionConfiguration": {
+            "S3EncryptionConfiguration": {
+                "EncryptionMode": {"SSE-S3", "SSE-KMS", "CSE-KMS", "CSE-Custom"},
+                "AwsKmsKey": str,
+            },
+            "LocalDiskEncryptionConfiguration": {
+                "EncryptionKeyProviderType": {"AwsKms", "Custom"},
+                "AwsKmsKey": str,
+                "EnableEbsEncryption": bool,
+            },
+        },
+    },
+    "AuthenticationConfiguration": {
+        "KerberosConfiguration": {
+            "Provider": {"ClusterDedicatedKdc", "ExternalKdc"},
+            "ClusterDedicatedKdcConfiguration": {
+                "TicketLifetimeInHours": int,
+                "CrossRealmTrustConfiguration": {
+                    "Realm": str, "Domain": str, "AdminServer": str, "KdcServer": str,
+                },
+            },
+        }
+    },
+    "AuthorizationConfiguration": {
+        "RangerConfiguration": {
+            "AdminServerURL": str,
+            "RoleForRangerPluginsARN": str,
+            "RoleForOtherAWSServicesARN": str,
+            "AdminServerSecretARN": str,
+            "RangerPluginConfigurations": [
+                {"App": {"Spark", "Hive", "EMRFS", "Trino"}, "ClientSecretARN": str,
+                 "PolicyRepositoryName": str}
+            ],
+            "AuditConfiguration": {
+                "Destinations": {"AmazonCloudWatchLogs": {"CloudWatchLogGroup": str}}
+            },
+        }
+    },
+}  # fmt: skip
+
+
+def check_fields(value, spec, where="") -> list[str]:
+    errors = []
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            return [f"{where}: expected an object"]
+        for key, item in value.items():
+            if key not in spec:
+                errors.append(f"{where}.{key}: not a documented field")
+            else:
+                errors += check_fields(item, spec[key], f"{where}.{key}")
+    elif isinstance(spec, list):
+        errors += [
+            e for i, v in enumerate(value) for e in check_fields(v, spec[0], f"{where}[{i}]")
+        ]
+    elif isinstance(spec, set):
+        if value not in spec:
+            errors.append(f"{where}: {value!r} not one of {sorted(spec)}")
+    elif not isinstance(value, spec) or (spec is str and not value):
+        errors.append(f"{where}: expected {spec.__name__}, got {value!r}")
+    return errors
+
+
+def settings() -> DeploySettings:
+    return load_settings(ROOT / "conf/deploy.yaml", environ=DEPLOY_ENV, kind=DeploySettings)
+
+
+def validate(operation: str, params: dict) -> None:
+    shape = EMR_MODEL.operation_model(operation).input_shape
+    report = ParamValidator().validate(params, shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+def test_steps_file_converts_to_api_steps_the_model_accepts():
+    steps = json.loads((ROOT / "emr-steps.json").read_text())
+    names = " ".join(s["Name"] for s in steps)
+    for job in ("stream_sensor_anomalies", "batch_daily_rollup", "ingest_jdbc",
+                "patient_profile_snapshot", "compact_lake", "s3-dist-cp"):  # fmt: skip
+        assert job in names
+    filled = json.loads(fill(json.dumps(steps), {
+        "ARTIFACTS_URI": "s3://b/a", "BUCKET": "b", "DATE": "2026-11-01",
+        "CODE_VERSION": "v1", "JOBS_PRINCIPAL": "sensorpipe@R", "JOBS_KEYTAB": "/k",
+    }, "emr-steps.json"))  # fmt: skip
+    validate("AddJobFlowSteps", {"JobFlowId": "j-1", "Steps": cli_steps_to_api(filled)})
+    distcp = next(s for s in filled if "s3-dist-cp" in s["Name"])
+    compact = next(s for s in filled if "compact_lake" in s["Name"])
+    copied_to = distcp["Args"][distcp["Args"].index("--dest") + 1]
+    read_from = compact["Args"][compact["Args"].index("--input") + 1]
+    assert copied_to.startswith(read_from)  # compaction reads what S3DistCp put in HDFS
+
+
+def test_an_unfilled_placeholder_is_named():
+    with pytest.raises(DeployError, match="no value for placeholder.*DATE"):
+        fill('{"a": "{{DATE}}"}', {}, "emr-steps.json")
+
+
+def test_security_configuration_uses_documented_fields_only():
+    plan_values = {k: "x" for k in ("TLS_CERTIFICATES_URI", "KMS_KEY_ARN", "TRUSTED_REALM")}
+    text = (ROOT / "conf/emr/security-configuration.json").read_text()
+    import re
+
+    values = {m: f"value-of-{m}" for m in re.findall(r"\{\{([A-Z_]+)\}\}", text)} | plan_values
+    document = json.loads(fill(text, values, "security-configuration.json"))
+    assert check_fields(document, SECURITY_CONFIGURATION_FIELDS) == []
+    kerberos = document["AuthenticationConfiguration"]["KerberosConfiguration"]
+    assert kerberos["Provider"] == "ClusterDedicatedKdc"
+    assert "CrossRealmTrustConfiguration" in kerberos["ClusterDedicatedKdcConfiguration"]
+    at_rest = document["EncryptionConfiguration"]["AtRestEncryptionConfiguration"]
+    assert at_rest["S3EncryptionConfiguration"]["EncryptionMode"] == "SSE-KMS"
+    validate(
+        "CreateSecurityConfiguration", {"Name": "n", "SecurityConfiguration": json.dumps(document)}
+    )
+    # The checker can fail: a misspelt field is reported.
+    document["EncryptionConfiguration"]["EnableInTransitEncyption"] = True
+    assert check_fields(document, SECURITY_CONFIGURATION_FIELDS) == [
+        ".EncryptionConfiguration.EnableInTransitEncyption: not a documented field"
+    ]
+
+
+@pytest.mark.parametrize("metastore", ["glue", "jdbc"])
+def test_run_job_flow_request_passes_the_emr_model(metastore, tmp_path):
+    env = {**DEPLOY_ENV, "SENSORPIPE_METASTORE_KIND": metastore,
+           "SENSORPIPE_METASTORE_JDBC_URL": "jdbc:postgresql://meta.test:5432/hive"}  # fmt: skip
+    deploy = load_settings(ROOT / "conf/deploy.yaml", environ=env, kind=DeploySettings)
+    root = project_copy(tmp_path)
+    plan = build_plan(deploy, root, "v1", date(2026, 11, 1))
+    request = plan.run_job_flow
+    validate("RunJobFlow", {**request, "KerberosAttributes": {**request["KerberosAttributes"]}})
+    classifications = {c["Classification"] for c in request["Configurations"]}
+    assert {"spark-defaults", "spark-env", "delta-defaults", "spark-hive-site", "hive-site"} <= (
+        classifications
+    )
+    hive = next(c for c in request["Configurations"] if c["Classification"] == "spark-hive-site")
+    if metastore == "jdbc":
+        assert hive["Properties"]["javax.jdo.option.ConnectionURL"].endswith("meta.test:5432/hive")
+        assert "javax.jdo.option.ConnectionPassword" not in json.dumps(request)
+    else:
+        assert "AWSGlueDataCatalogHiveClientFactory" in json.dumps(hive)
+    assert request["ReleaseLabel"] == "emr-spark-8.0.0"
+    assert request["KerberosAttributes"]["KdcAdminPassword"] == REDACTED
+    assert "{{" not in json.dumps(request)
+
+
+def project_copy(tmp: Path) -> Path:
+    """The repository's deploy inputs plus a dist/ with the real wheel and zip. The dependency
+    archive is a stand-in: building it (venv-pack) is `make dist`'s job, which CI runs."""
+    root = tmp / "project"
+    for name in ("jobs", "conf", "bootstrap"):
+        shutil.copytree(ROOT / name, root / name)
+    shutil.copy(ROOT / "emr-steps.json", root)
+    dist = root / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist),
+                    str(ROOT)], check=True)  # fmt: skip
+    with zipfile.ZipFile(dist / "sensorpipe.zip", "w") as zf:
+        for path in (ROOT / "lib/sensorpipe").rglob("*.py"):
+            zf.write(path, path.relative_to(ROOT / "lib"))
+    stand_in = tmp / "README"
+    stand_in.write_text("stand-in for the venv-pack archive")
+    with tarfile.open(dist / "sensorpipe-deps.tar.gz", "w:gz") as tar:
+        tar.add(stand_in, "README")
+    return root
+
+
+@pytest.fixture(scope="module")
+def deployed(moto_server, tmp_path_factory):
+    """`sensorpipe deploy` creating a cluster, against moto's S3 and EMR."""
+    root = project_copy(tmp_path_factory.mktemp("deploy"))
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_server)
+    s3.create_bucket(Bucket=DEPLOY_ENV["SENSORPIPE_BUCKET"])
+    env = {**DEPLOY_ENV, "SENSORPIPE_ROOT": str(root)}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        from sensorpipe.cli import main
+
+        code = main(["deploy", "--config", str(root / "conf/deploy.yaml"), "--skip-build",
+                     "--code-version", "v-test", "--date", "2026-11-01",
+                     "--endpoint-url", moto_server])  # fmt: skip
+    assert code == 0
+    emr = boto3.client("emr", region_name="us-east-1", endpoint_url=moto_server)
+    (cluster,) = emr.list_clusters()["Clusters"]
+    return root, s3, emr, cluster["Id"]
+
+
+def test_deploy_uploads_artifacts_and_bootstrap_scripts_moto_mock(deployed):
+    root, s3, _, _ = deployed
+    keys = {
+        o["Key"] for o in s3.list_objects_v2(Bucket=DEPLOY_ENV["SENSORPIPE_BUCKET"])["Contents"]
+    }
+    prefix = "sensorpipe/artifacts/v-test"
+    for needed in ("sensorpipe.zip", "sensorpipe-deps.tar.gz", "jars/postgresql.jar",
+                   "jobs/ingest_jdbc.py", "jobs/compact_lake.py", "conf/emr.yaml",
+                   "conf/health-emr.yaml", "bootstrap/kerberos.sh", "bootstrap/metastore.sh",
+                   "bootstrap/install_dependencies.sh", "bootstrap/ranger_policies.py",
+                   "conf/ranger/phi-masks.json"):  # fmt: skip
+        assert f"{prefix}/{needed}" in keys
+    assert any(k.startswith(f"{prefix}/sensorpipe-") and k.endswith(".whl") for k in keys)
+
+
+def test_created_cluster_carries_everything_moto_mock(deployed):
+    _, _, emr, cluster_id = deployed
+    cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+    assert cluster["ReleaseLabel"] == "emr-spark-8.0.0"
+    assert cluster["SecurityConfiguration"] == "sensorpipe-kerberos-ranger-tls"
+    assert cluster["LogUri"] == "s3://sensorpipe-lake-test/emr-logs/"
+    assert {c["Classification"] for c in cluster["Configurations"]} >= {
+        "spark-defaults", "spark-env", "delta-defaults", "spark-hive-site", "hive-site",
+    }  # fmt: skip
+    assert cluster["KerberosAttributes"]["Realm"] == "SENSORPIPE.INTERNAL"
+    actions = emr.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]
+    scripts = [Path(a["ScriptPath"]).name for a in actions]
+    assert scripts == ["install_dependencies.sh", "kerberos.sh", "metastore.sh"]
+    kerberos = next(a for a in actions if a["ScriptPath"].endswith("kerberos.sh"))
+    assert "--trusted-realm" in kerberos["Args"]
+    steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
+    assert len(steps) == len(json.loads((ROOT / "emr-steps.json").read_text()))
+    stream = next(s for s in steps if "stream_sensor_anomalies" in s["Name"])
+    args = stream["Config"]["Args"]
+    assert args[0] == "spark-submit" and "{{" not in " ".join(args)
+    assert "spark.yarn.appMasterEnv.SENSORPIPE_REDSHIFT_WORKGROUP=wg" in args
+    security = json.loads(
+        emr.describe_security_configuration(Name="sensorpipe-kerberos-ranger-tls")[
+            "SecurityConfiguration"
+        ]
+    )
+    assert security["AuthorizationConfiguration"]["RangerConfiguration"]["AdminServerURL"] == (
+        "https://ranger.corp.test:6182"
+    )
+
+
+def test_deploy_adds_steps_to_a_running_cluster_moto_mock(deployed, moto_server, capsys):
+    root, _, emr, cluster_id = deployed
+    before = len(emr.list_steps(ClusterId=cluster_id)["Steps"])
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {**DEPLOY_ENV, "SENSORPIPE_ROOT": str(root)}.items():
+            patch.setenv(key, value)
+        from sensorpipe.cli import main
+
+        assert main(["deploy", "--config", str(root / "conf/deploy.yaml"), "--skip-build",
+                     "--code-version", "v-test", "--cluster-id", cluster_id,
+                     "--endpoint-url", moto_server]) == 0  # fmt: skip
+    assert len(emr.list_steps(ClusterId=cluster_id)["Steps"]) == 2 * before
+    assert f"added steps to cluster {cluster_id}" in capsys.readouterr().out
+    assert len(emr.list_clusters()["Clusters"]) == 1
