@@ -45,6 +45,9 @@ TEST = [
     "rrcf>=0.4",
 ]
 
+# bootstrap/ranger_policies.py (run from an admin host or the primary node) and its tests.
+ADMIN = ["apache-ranger>=0.0.12"]
+
 DIST = ["venv-pack>=0.2", "wheel", "build"]
 
 setup(
@@ -58,6 +61,6 @@ setup(
     packages=find_packages("lib"),
     package_data={"sensorpipe": ["py.typed"]},
     install_requires=RUNTIME,
-    extras_require={"local": LOCAL, "test": LOCAL + TEST, "dist": DIST},
+    extras_require={"local": LOCAL, "test": LOCAL + TEST + ADMIN, "dist": DIST, "admin": ADMIN},
     entry_points={"console_scripts": ["sensorpipe=sensorpipe.cli:main"]},
 )
