@@ -170,6 +170,14 @@ def main() -> None:
         time.sleep(0.5)
     for query in run.queries:
         query.stop()
+    # Where the time goes: median milliseconds per micro-batch phase, batches with input only.
+    for query in run.queries:
+        batches = [p for p in query.recentProgress if p.numInputRows]
+        if batches:
+            phases = {k: statistics.median(p.durationMs.get(k, 0) for p in batches)
+                      for k in ("triggerExecution", "latestOffset", "queryPlanning", "addBatch",
+                                "walCommit", "commitOffsets")}  # fmt: skip
+            print(f"  {query.name}: {len(batches)} batches with input, median ms {phases}")
     anomalies = spark.read.parquet(settings.lake.anomalies_path).where("alert_action = 'open'")
     arrivals = {
         f"{r.device_id}/{r.alert_id.split('/', 1)[1]}": r.arrival_time

@@ -367,3 +367,19 @@ def test_hospital_seed_command_fills_a_database_and_writes_the_manifest(postgres
         assert conn.execute("SELECT count(*) FROM clinical.patients").fetchone()[0] == 10
     assert len(json.loads(manifest.read_text())["identifiers"]) == 10
     assert date.fromisoformat(json.loads(manifest.read_text())["as_of"]) == date(2026, 6, 30)
+
+
+def test_jdbc_reads_are_split_on_the_key_into_parallel_partitions(spark, hospital):
+    from sensorpipe.health.ingest import find_increment, jdbc_options, read_increment
+
+    table = TABLES_BY_NAME["clinical.vitals"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SENSORPIPE_PHI_TOKEN_KEY", hospital.key)
+        options = jdbc_options(hospital.settings)
+    increment = find_increment(spark, options, table, None)
+    rows = read_increment(spark, options, table, None, increment, num_partitions=4)
+    sizes = rows.rdd.glom().map(len).collect()
+    assert len(sizes) == 4 and all(sizes) and sum(sizes) == increment.rows
+    # Nothing changed since the import: the increment after its high-water mark is empty.
+    mark = ProtectedLayout(hospital.settings.protected.root).committed(table)["high_water_mark"]
+    assert find_increment(spark, options, table, mark).rows == 0
