@@ -14,14 +14,12 @@ window 10, history 8640, tolerance 5%), not tuned to any benchmark.
 
 from __future__ import annotations
 
-import io
 import math
-import zlib
 
 import numba as nb
 import numpy as np
 
-from sensorpipe.anomaly.rcf import RandomCutForest
+from sensorpipe.anomaly.rcf import RandomCutForest, pack_arrays, unpack_arrays
 
 LEARNING_PERIOD = 288
 ESTIMATION_SAMPLES = 100
@@ -187,24 +185,21 @@ class LikelihoodDetector:
         )
         return raw, out
 
+    _OWN = ("scores", "values", "state", "avg_window", "params", "run_values")
+
     def to_bytes(self) -> bytes:
-        buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            scores=self.scores,
-            values=self.values,
-            state=self.state,
-            avg_window=self.avg_window,
-            params=self.params,
-            run_values=self.run_values,
-            forest=np.frombuffer(self.forest.to_bytes(), dtype=np.uint8),
-        )
-        return zlib.compress(buffer.getvalue(), 1)
+        # One blob, compressed once: the forest's arrays beside the likelihood's own.
+        arrays = {f"forest_{k}": v for k, v in self.forest.to_arrays().items()}
+        arrays.update({name: getattr(self, name) for name in self._OWN})
+        return pack_arrays(arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LikelihoodDetector:
-        arrays = np.load(io.BytesIO(zlib.decompress(data)))
-        detector = cls(RandomCutForest.from_bytes(arrays["forest"].tobytes()))
-        for name in ("scores", "values", "state", "avg_window", "params", "run_values"):
+        arrays = unpack_arrays(data)
+        forest = RandomCutForest.from_arrays(
+            {k[len("forest_") :]: arrays[k] for k in arrays.files if k.startswith("forest_")}
+        )
+        detector = cls(forest)
+        for name in cls._OWN:
             setattr(detector, name, arrays[name].copy())
         return detector

@@ -23,6 +23,7 @@ import io
 import math
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -103,6 +104,39 @@ def _score_tree(t, x, root, left, right, cut_dim, cut_val, lo, hi, mass, point, 
             p = (grown - base) / grown
             score = (1.0 - p) * score + p / (level + 1.0)
     return score * math.log2(tree_mass + 1.0)
+
+
+@nb.njit(cache=True)
+def _recompute_boxes(root, left, right, is_leaf, point, lo, hi):
+    """Every live node's bounding box from its subtree: a leaf's is its point, an inner node's
+    the union of its children's (exactly what the updates maintain, so the state need not
+    carry the boxes). Free nodes are left alone: nothing reads them before writing them."""
+    trees, capacity, d = point.shape
+    order = np.empty(capacity, np.int64)
+    stack = np.empty(capacity, np.int64)
+    for t in range(trees):
+        if root[t] == NONE:
+            continue
+        stack[0] = root[t]
+        top, count = 1, 0
+        while top > 0:
+            top -= 1
+            node = stack[top]
+            order[count] = node
+            count += 1
+            if not is_leaf[t, node]:
+                stack[top] = left[t, node]
+                stack[top + 1] = right[t, node]
+                top += 2
+        for i in range(count - 1, -1, -1):  # children before their parents
+            node = order[i]
+            for k in range(d):
+                if is_leaf[t, node]:
+                    lo[t, node, k] = point[t, node, k]
+                    hi[t, node, k] = point[t, node, k]
+                else:
+                    lo[t, node, k] = min(lo[t, left[t, node], k], lo[t, right[t, node], k])
+                    hi[t, node, k] = max(hi[t, left[t, node], k], hi[t, right[t, node], k])
 
 
 @nb.njit(cache=True)
@@ -344,6 +378,32 @@ def _process(
                 _heap_push(heap_w, heap_id, heap_size, t, weight, leaf)
 
 
+def _narrowest(array: np.ndarray) -> np.ndarray:
+    if array.dtype != np.int64 or array.size < 64:
+        return array
+    low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+    for dtype in (np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return array.astype(dtype)
+    return array
+
+
+# Kept in memory for speed, rebuilt on restore rather than stored (they are half the state).
+_DERIVED = ("lo", "hi")
+
+
+def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    """Named arrays as one compressed blob (npz, uncompressed inside; zlib level 1 outside)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return zlib.compress(buffer.getvalue(), 1)
+
+
+def unpack_arrays(data: bytes) -> Any:
+    return np.load(io.BytesIO(zlib.decompress(data)))
+
+
 _ARRAYS = (
     "shingle",
     "seq",
@@ -437,25 +497,42 @@ class RandomCutForest:
     def score01(self, raw: np.ndarray) -> np.ndarray:
         return np.clip(raw / math.log2(self.sample_size), 0.0, 1.0)
 
-    def to_bytes(self) -> bytes:
-        buffer = io.BytesIO()
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The whole state as arrays; node indices and counts in the narrowest integer type
+        that holds them (they are bounded by the tree capacity), which halves the state."""
         params = np.array(
             [self.trees, self.sample_size, self.shingle_size, self.seed, self.warmup],
             dtype=np.int64,
         )
-        np.savez(
-            buffer,
-            params=params,
-            time_decay=np.array([self.time_decay]),
-            **{name: getattr(self, name) for name in _ARRAYS},
-        )
-        return zlib.compress(buffer.getvalue(), 1)
+        arrays = {"params": params, "time_decay": np.array([self.time_decay])}
+        for name in _ARRAYS:
+            if name not in _DERIVED:
+                arrays[name] = _narrowest(getattr(self, name))
+        return arrays
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> RandomCutForest:
-        arrays = np.load(io.BytesIO(zlib.decompress(data)))
+    def from_arrays(cls, arrays: Any) -> RandomCutForest:
         trees, sample_size, shingle_size, seed, warmup = (int(v) for v in arrays["params"])
         forest = cls(trees, sample_size, shingle_size, float(arrays["time_decay"][0]), seed, warmup)
         for name in _ARRAYS:
-            setattr(forest, name, arrays[name].copy())
+            if name in _DERIVED:
+                continue
+            # Back to the dtype the kernels expect (a fresh forest's arrays have it).
+            setattr(forest, name, arrays[name].astype(getattr(forest, name).dtype, copy=True))
+        _recompute_boxes(
+            forest.root,
+            forest.left,
+            forest.right,
+            forest.is_leaf,
+            forest.point,
+            forest.lo,
+            forest.hi,
+        )
         return forest
+
+    def to_bytes(self) -> bytes:
+        return pack_arrays(self.to_arrays())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RandomCutForest:
+        return cls.from_arrays(unpack_arrays(data))
