@@ -195,9 +195,17 @@ class WarehouseSettings:
             )
 
 
+def _optional_trigger(name: str, value: str | None) -> None:
+    if value is not None:
+        _trigger(name, value)
+
+
 @dataclass(frozen=True)
 class StreamSettings:
     trigger: str = field(default="available_now", metadata=_check(_trigger))
+    # Continuous runs: the quarantine and aggregates queries' trigger (nobody waits on them, and
+    # on few cores they slow the scoring query); the trigger above if null.
+    side_trigger: str | None = field(default=None, metadata=_check(_optional_trigger))
     query_prefix: str = "sensorpipe"
 
 

@@ -39,15 +39,21 @@ class JsonStore:
         os.replace(tmp, path)  # readers see the whole file or none
 
     def read(self, relative: str) -> dict[str, Any] | None:
+        text = self.text(relative)
+        return None if text is None else json.loads(text)
+
+    def text(self, relative: str) -> str | None:
+        """A document's text as it is (None if there is none)."""
         if self._s3 is not None:
             try:
                 obj = self._s3.get_object(Bucket=self._bucket, Key=self._key(relative))
             except self._s3.exceptions.NoSuchKey:
                 return None
-            return json.loads(obj["Body"].read())
+            return obj["Body"].read().decode()
+        path = self.root[len("file://") :] if self.root.startswith("file://") else self.root
         try:
-            with open(os.path.join(self.root, relative)) as f:
-                return json.load(f)
+            with open(os.path.join(path, relative)) as f:
+                return f.read()
         except FileNotFoundError:
             return None
 

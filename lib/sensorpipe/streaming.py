@@ -19,7 +19,12 @@ from sensorpipe.config import Settings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
 from sensorpipe.lineage import LineageRun, schema_fingerprint
 from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
-from sensorpipe.sinks.alerts import AlertStats, foreach_batch_alerts, shadow_store_from_settings
+from sensorpipe.sinks.alerts import (
+    AlertFastPath,
+    AlertStats,
+    foreach_batch_alerts,
+    shadow_store_from_settings,
+)
 from sensorpipe.sinks.lake import (
     AVAILABLE_NOW,
     committed_files,
@@ -164,6 +169,16 @@ class LakeRun:
     load_stats: LoadStats = field(default_factory=LoadStats)
     alerts: StreamingQuery | None = None
     alert_stats: AlertStats = field(default_factory=AlertStats)
+    alert_fast_path: AlertFastPath | None = None
+
+    def stop(self) -> None:
+        """Stop every query and the alert fast path."""
+        for query in self.queries:
+            if query.isActive:
+                query.stop()
+        if self.alert_fast_path is not None:
+            self.alert_fast_path.stop()
+            self.alert_fast_path = None
 
     @property
     def queries(self) -> list[StreamingQuery]:
@@ -190,6 +205,18 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
         committed_files(spark, lake.quarantine_path, lake.format, QUARANTINE_SCHEMA),
     )
     common = {"table_format": lake.format, "trigger": settings.stream.trigger}
+    continuous = settings.stream.trigger != AVAILABLE_NOW
+    alert_stats = AlertStats()
+    fast_path = None
+    if continuous and settings.alerts.kind != "none":
+        alert_settings = settings.alerts
+        fast_path = AlertFastPath(
+            f"{prefix}_events",
+            lake.events_path,
+            lambda: shadow_store_from_settings(alert_settings),
+            alert_stats,
+        )
+        fast_path.attach(spark)
     events_checkpoint = f"{lake.checkpoint_root}/events"
     quarantine_checkpoint = f"{lake.checkpoint_root}/quarantine"
     anomaly = settings.anomaly
@@ -217,15 +244,15 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
             checkpoint=quarantine_checkpoint,
             partition_by=["arrival_date"],
             query_name=f"{prefix}_quarantine",
-            **common,
+            **{**common, "trigger": side_trigger(settings)},
         )
     except Exception:
         events.stop()
         raise
-    run = LakeRun(events, quarantine, *before)
+    run = LakeRun(events, quarantine, *before, alert_stats=alert_stats, alert_fast_path=fast_path)
     # Continuous runs aggregate and alert alongside; a finite run does so once the lake is
     # written (run_lake_job).
-    if settings.stream.trigger != AVAILABLE_NOW:
+    if continuous:
         try:
             if settings.warehouse.kind != "none" or settings.alerts.kind != "none":
                 _wait_for_first_commit(spark, settings, events)
@@ -234,10 +261,14 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
             if settings.alerts.kind != "none":
                 run.alerts = start_alerts_query(spark, settings, run.alert_stats)
         except Exception:
-            for query in run.queries:
-                query.stop()
+            run.stop()
             raise
     return run
+
+
+def side_trigger(settings: Settings) -> str:
+    """The trigger of the queries no one waits for (quarantine, aggregates)."""
+    return settings.stream.side_trigger or settings.stream.trigger
 
 
 def _wait_for_first_commit(spark: SparkSession, settings: Settings, events: StreamingQuery) -> None:
@@ -311,18 +342,16 @@ def start_aggregates_query(
             )
         )
     )
-    return with_trigger(writer, settings.stream.trigger).start()
+    return with_trigger(writer, side_trigger(settings)).start()
 
 
 def await_lake_run(run: LakeRun) -> None:
-    """Wait for both queries; if one fails, stop the other and raise its error."""
+    """Wait for the queries; if one fails, stop the others and raise its error."""
     try:
         for query in run.queries:
             query.awaitTermination()
     finally:
-        for query in run.queries:
-            if query.isActive:
-                query.stop()
+        run.stop()
 
 
 def late_events(query: StreamingQuery) -> int:

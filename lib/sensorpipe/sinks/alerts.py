@@ -9,12 +9,22 @@ is read again and the patch merged anew. Entries the shadow already holds are no
 so a replayed batch (same alert ids, same documents) sends nothing. Throttling backs off.
 
 Locally (`alerts.kind: outbox`) the shadow is a JSON file per train with the same semantics.
+
+Two paths deliver. The alerts query (`foreach_batch_alerts`) reads the lake's committed
+events with its own checkpoint: at least once, it also writes the anomalies table. In
+continuous runs, `AlertFastPath` also delivers a scoring batch's transitions as soon as that
+batch commits, from the files the lake's sink log lists for it, saving the alerts query's
+trigger and batch. Delivery is idempotent, so whichever path comes second sends nothing; a
+failure of the fast path only delays an alert to the query's delivery.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +42,12 @@ THROTTLING = {
     "InternalFailureException",
     "RequestThrottledException",
 }
+
+
+LOG = logging.getLogger(__name__)
+# Both delivery paths run in the driver process; one at a time per process keeps a file
+# outbox's read-check-write whole (the IoT shadow's version check covers other writers).
+_DELIVERY_LOCK = threading.Lock()
 
 
 class VersionConflict(Exception):
@@ -181,6 +197,13 @@ def deliver(
     store: ShadowStore, thing: str, patch: dict[str, dict[str, Any]], max_conflicts: int = 10
 ) -> bool:
     """Merge `patch` into the train's shadow; False if the shadow already holds all of it."""
+    with _DELIVERY_LOCK:
+        return _deliver(store, thing, patch, max_conflicts)
+
+
+def _deliver(
+    store: ShadowStore, thing: str, patch: dict[str, dict[str, Any]], max_conflicts: int
+) -> bool:
     for _ in range(max_conflicts):
         current, version = store.read(thing)
         changes = {
@@ -201,6 +224,13 @@ class AlertStats:
     batches: int = 0
     transitions: int = 0
     updates_sent: int = 0
+    fast_path_updates: int = 0  # of updates_sent, those the fast path sent first
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add_update(self, fast_path: bool = False) -> None:
+        with self._lock:  # two delivery paths, two threads
+            self.updates_sent += 1
+            self.fast_path_updates += fast_path
 
 
 def foreach_batch_alerts(
@@ -217,7 +247,8 @@ def foreach_batch_alerts(
         transitions = frame[frame["alert_action"].notna()]
         store = make_store()
         for thing, patch in alert_patches(transitions).items():
-            stats.updates_sent += deliver(store, thing, patch)
+            if deliver(store, thing, patch):
+                stats.add_update()
         if rows.num_rows:
             spark = batch.sparkSession
             spark.createDataFrame(rows.to_pandas(), schema=batch.schema).write.mode(
@@ -241,3 +272,114 @@ def shadow_store_from_settings(settings: Any) -> ShadowStore:
         )
         return IotShadowStore(client, settings.shadow_name)
     raise AlertDeliveryError("alerts.kind is none: no shadow store configured")
+
+
+TRANSITION_COLUMNS = [
+    "device_id", "sensor", "event_time", "anomaly_score", "alert_id", "alert_action",
+    "alert_severity",
+]  # fmt: skip
+
+
+def batch_files(sink_log: Any, batch_id: int, started_ms: int) -> list[str]:
+    """The data files a file-sink batch added, from the sink's log (`_spark_metadata`): the
+    batch's own file, or a compaction file whose entries written since the batch started."""
+    for name in (str(batch_id), f"{batch_id}.compact"):
+        text = sink_log.text(name)
+        if text is not None:
+            entries = [json.loads(line) for line in text.splitlines()[1:] if line.strip()]
+            return [
+                e["path"]
+                for e in entries
+                if e.get("action") == "add"
+                and (name.isdigit() or e["modificationTime"] >= started_ms)
+            ]
+    return []
+
+
+def transitions_in(files: list[str]) -> pd.DataFrame:
+    """The incident transitions in some lake files (Parquet, local or s3://)."""
+    import pyarrow.parquet as pq
+
+    frames = []
+    for path in files:
+        table = pq.read_table(path, columns=TRANSITION_COLUMNS)
+        frame = table.to_pandas()
+        frames.append(frame[frame["alert_action"].notna()])
+    return (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TRANSITION_COLUMNS)
+    )
+
+
+class AlertFastPath:
+    """Delivers each scoring batch's transitions right after the batch commits (continuous
+    runs). Registered as a StreamingQueryListener; the work runs on its own thread so the
+    listener bus is never blocked."""
+
+    def __init__(
+        self,
+        query_name: str,
+        events_path: str,
+        make_store: Callable[[], ShadowStore],
+        stats: AlertStats,
+    ) -> None:
+        from pyspark.sql.streaming import StreamingQueryListener
+
+        from sensorpipe.jsonstore import JsonStore
+
+        self.query_name, self.stats, self._make_store = query_name, stats, make_store
+        self._sink_log = JsonStore(f"{events_path.rstrip('/')}/_spark_metadata")
+        self._batches: queue.Queue[tuple[int, int] | None] = queue.Queue()
+        fast_path = self
+
+        class Listener(StreamingQueryListener):
+            def onQueryStarted(self, event: Any) -> None:
+                pass
+
+            def onQueryProgress(self, event: Any) -> None:
+                progress = event.progress
+                if progress.name == fast_path.query_name and progress.numInputRows:
+                    started = pd.Timestamp(progress.timestamp).value // 1_000_000
+                    fast_path._batches.put((progress.batchId, started))
+
+            def onQueryIdle(self, event: Any) -> None:
+                pass
+
+            def onQueryTerminated(self, event: Any) -> None:
+                pass
+
+        self.listener = Listener()
+        self._thread = threading.Thread(target=self._run, name="alert-fast-path", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        store = None
+        while (item := self._batches.get()) is not None:
+            batch_id, started_ms = item
+            try:
+                transitions = transitions_in(batch_files(self._sink_log, batch_id, started_ms))
+                if not transitions.empty:
+                    store = store or self._make_store()
+                    for thing, patch in alert_patches(transitions).items():
+                        if deliver(store, thing, patch):
+                            self.stats.add_update(fast_path=True)
+            except Exception:  # noqa: BLE001 - the alerts query delivers what this misses
+                LOG.warning("alert fast path: batch %s left to the alerts query", batch_id,
+                            exc_info=True)  # fmt: skip
+            finally:
+                self._batches.task_done()
+        self._batches.task_done()
+
+    def drain(self) -> None:
+        """Wait until every batch reported so far has been handled."""
+        self._batches.join()
+
+    def attach(self, spark: Any) -> None:
+        self._spark = spark
+        spark.streams.addListener(self.listener)
+
+    def stop(self) -> None:
+        if getattr(self, "_spark", None) is not None:
+            self._spark.streams.removeListener(self.listener)
+            self._spark = None
+        self._batches.put(None)
+        self._thread.join(timeout=30)
