@@ -104,7 +104,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=28)
     parser.add_argument("--incidents", type=int, default=36)
-    parser.add_argument("--rate", type=float, default=200.0, help="records per second")
+    parser.add_argument("--rate", type=float, default=100.0, help="records per second")
+    parser.add_argument("--shuffle-partitions", default="4", help="spark.shuffle_partitions")
+    parser.add_argument(
+        "--warm",
+        type=int,
+        default=200,
+        help="normal points per key before the first spike: the job is past its start-up "
+        "(Python workers, first state) when the measured spikes arrive",
+    )
     parser.add_argument(
         "--side-trigger", default="5 seconds", help="stream.side_trigger (quarantine query)"
     )
@@ -124,7 +132,7 @@ def main() -> None:
     kinesis = boto3.client("kinesis", endpoint_url=kinesalite.endpoint_url, region_name="us-east-1")
     kinesis.create_stream(StreamName="bench", ShardCount=2)
     kinesis.get_waiter("stream_exists").wait(StreamName="bench")
-    series = keyed_series(args.keys, args.incidents, warm=60)
+    series = keyed_series(args.keys, args.incidents, warm=args.warm)
     iot = boto3.client("iot", endpoint_url=moto_url, region_name="us-east-1")
     for device in sorted({s[0][1]["device_id"] for s in series}):
         iot.create_thing(thingName=device)
@@ -145,6 +153,7 @@ def main() -> None:
             "SENSORPIPE__ANOMALY__WARMUP_POINTS": "50",
             "SENSORPIPE__ANOMALY__INCIDENT_QUIET_MINUTES": "5",
             "SENSORPIPE__STREAM__TRIGGER": "1 second",
+            "SENSORPIPE__SPARK__SHUFFLE_PARTITIONS": args.shuffle_partitions,
             # The quarantine query is not on the alert path: it yields the cores to scoring.
             "SENSORPIPE__STREAM__SIDE_TRIGGER": args.side_trigger,
         },
@@ -187,11 +196,19 @@ def main() -> None:
         f"{r.device_id}/{r.alert_id.split('/', 1)[1]}": r.arrival_time
         for r in anomalies.select("device_id", "alert_id", "arrival_time").collect()
     }
-    latencies = sorted(
-        RecordingStore.first_sent[k] - arrivals[k].replace(tzinfo=UTC).timestamp()
+    by_arrival = sorted(
+        (arrivals[k].replace(tzinfo=UTC).timestamp(), RecordingStore.first_sent[k])
         for k in arrivals
         if k in RecordingStore.first_sent
     )
+    latencies = sorted(sent - arrived for arrived, sent in by_arrival)
+    if os.environ.get("SENSORPIPE_BENCH_DEBUG"):
+        t0 = by_arrival[0][0]
+        slow = sorted(by_arrival, key=lambda p: p[0] - p[1])[:15]
+        print(
+            "slowest (seconds after first spike, latency):",
+            [(round(a - t0, 1), round(s - a, 2)) for a, s in slow],
+        )
     spark.stop()
     kinesalite.stop()
     moto.terminate()
