@@ -105,7 +105,9 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=28)
     parser.add_argument("--incidents", type=int, default=36)
     parser.add_argument("--rate", type=float, default=100.0, help="records per second")
-    parser.add_argument("--shuffle-partitions", default="4", help="spark.shuffle_partitions")
+    parser.add_argument(
+        "--shuffle-partitions", default="2", help="spark.shuffle_partitions (conf/local.yaml: 2)"
+    )
     parser.add_argument(
         "--warm",
         type=int,
@@ -215,8 +217,8 @@ def main() -> None:
     p50 = statistics.median(latencies)
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
     print(
-        f"\n{len(latencies)} of {spikes} anomalous events alerted ({len(records)} records "
-        f"at {args.rate:.0f}/s, {args.keys} keys, 1 s trigger, local[2]):"
+        f"\n{len(latencies)} incident openings alerted, {spikes} planted spikes "
+        f"({len(records)} records at {args.rate:.0f}/s, {args.keys} keys, 1 s trigger, local[2]):"
     )
     print(
         f"  arrival in Kinesis -> shadow update: p50 {p50:.2f} s, p99 {p99:.2f} s, "
