@@ -3,7 +3,6 @@ scripts are also exercised against real KDCs and PostgreSQL in their own test fi
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -11,16 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.sandbox import file_tree
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted((ROOT / "bootstrap").glob("*.sh"))
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and "__pycache__" not in p.parts
-    }
 
 
 def test_scripts_are_shellcheck_clean_strict_and_have_a_dry_run():
@@ -59,19 +52,19 @@ def test_install_dependencies_twice_into_a_sandboxed_python(tmp_path):
     env = {**os.environ, "SENSORPIPE_PIP_ARGS": "--no-deps"}
     script = ["bash", str(ROOT / "bootstrap/install_dependencies.sh"),
               "--python", str(venv / "bin/python")]  # fmt: skip
-    before = tree(venv)
+    before = file_tree(venv)
     dry = subprocess.run([*script, "--dry-run", str(wheel)], env=env, capture_output=True,
                          text=True, check=True)  # fmt: skip
-    assert tree(venv) == before and "dry-run: would install" in dry.stderr
+    assert file_tree(venv) == before and "dry-run: would install" in dry.stderr
     first = subprocess.run([*script, str(wheel)], env=env, capture_output=True, text=True,
                            check=True)  # fmt: skip
     assert "installed sensorpipe" in first.stderr and first.stdout == ""
-    after_first = tree(venv)
+    after_first = file_tree(venv)
     assert after_first != before
     second = subprocess.run([*script, str(wheel)], env=env, capture_output=True, text=True,
                             check=True)  # fmt: skip
     assert "already installed" in second.stderr
-    assert tree(venv) == after_first
+    assert file_tree(venv) == after_first
 
 
 def test_metastore_glue_twice_in_a_sandbox(tmp_path):
@@ -79,12 +72,12 @@ def test_metastore_glue_twice_in_a_sandbox(tmp_path):
               "--conf-dir", "/etc/spark/conf", "--conf-dir", "/etc/hive/conf"]  # fmt: skip
     env = {**os.environ, "SENSORPIPE_BOOTSTRAP_PYTHON": sys.executable}
     subprocess.run([*script, "--dry-run"], env=env, capture_output=True, check=True)
-    assert tree(tmp_path) == {}
+    assert file_tree(tmp_path) == {}
     subprocess.run(script, env=env, capture_output=True, check=True)
-    first = tree(tmp_path)
+    first = file_tree(tmp_path)
     assert set(first) == {"etc/spark/conf/hive-site.xml", "etc/hive/conf/hive-site.xml"}
     site = (tmp_path / "etc/spark/conf/hive-site.xml").read_text()
     assert "AWSGlueDataCatalogHiveClientFactory" in site
     second = subprocess.run(script, env=env, capture_output=True, text=True, check=True)
-    assert tree(tmp_path) == first
+    assert file_tree(tmp_path) == first
     assert second.stderr.count("unchanged") == 2

@@ -4,7 +4,6 @@ else (kinit, kvno, a JVM login) uses exactly what it wrote."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.kdc import ENCTYPE, MitKdc
+from tests.sandbox import file_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER, CORP = "CLUSTER.TEST", "CORP.TEST"
@@ -63,14 +63,6 @@ def bootstrap(
         args, env={**os.environ, "KRB5_KDC_PROFILE": str(cluster.kdc_conf)},
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-
-
-def tree(root: Path) -> dict[str, tuple[str, int]]:
-    return {
-        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -178,20 +170,20 @@ def test_jvm_logs_in_from_the_keytab_with_the_written_krb5_conf(configured, tmp_
 def test_bootstrap_runs_twice_and_the_second_run_changes_nothing(realms, tmp_path):
     cluster, corp = realms
     root = sandbox(tmp_path)
-    before = tree(root)
+    before = file_tree(root)
     dry = bootstrap(root, cluster, corp, "--dry-run")
-    assert tree(root) == before  # a dry run writes nothing
+    assert file_tree(root) == before  # a dry run writes nothing
     assert "dry-run: would write" in dry.stderr and "dry-run: would export" in dry.stderr
     bootstrap(root, cluster, corp)
-    after_first = tree(root)
+    after_first = file_tree(root)
     kvno = cluster.kadmin(f"getprinc sensorpipe/{HOST}@{CLUSTER}")
     assert "etc/krb5.conf" in after_first and KEYTAB.lstrip("/") in after_first
     second = bootstrap(root, cluster, corp)
-    assert tree(root) == after_first
+    assert file_tree(root) == after_first
     assert cluster.kadmin(f"getprinc sensorpipe/{HOST}@{CLUSTER}") == kvno  # key not rotated
     assert "unchanged" in second.stderr and "holds the current key" in second.stderr
     dry_again = bootstrap(root, cluster, corp, "--dry-run")
-    assert tree(root) == after_first and "would" not in dry_again.stderr
+    assert file_tree(root) == after_first and "would" not in dry_again.stderr
 
 
 def test_a_core_node_gets_krb5_conf_but_no_principal_or_keytab(realms, tmp_path):

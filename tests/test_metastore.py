@@ -4,7 +4,6 @@ table and another sees it, partitions included."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -14,6 +13,8 @@ from pathlib import Path
 import boto3
 import psycopg
 import pytest
+
+from tests.sandbox import file_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "hive-metastore-s3cret"
@@ -57,14 +58,6 @@ def run_bootstrap(root: Path, jdbc_url: str, moto: str, *extra: str) -> subproce
     return subprocess.run(args, env=env, capture_output=True, text=True, check=True)
 
 
-def tree(root: Path) -> dict[str, tuple[str, int]]:
-    return {
-        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 @pytest.fixture(scope="module")
 def node(metastore_db, secret, tmp_path_factory):
     root = tmp_path_factory.mktemp("node")
@@ -96,15 +89,15 @@ def test_hive_site_gets_the_jdbc_settings_and_the_password_which_no_log_shows(no
 
 def test_second_run_changes_nothing(node, metastore_db, secret):
     root, _, _ = node
-    before = tree(root)
+    before = file_tree(root)
     again = run_bootstrap(root, metastore_db, secret)
-    assert tree(root) == before
+    assert file_tree(root) == before
     assert "unchanged" in again.stderr
 
 
 def test_dry_run_on_a_fresh_node_writes_nothing(metastore_db, secret, tmp_path):
     run_bootstrap(tmp_path, metastore_db, secret, "--dry-run")
-    assert tree(tmp_path) == {}
+    assert file_tree(tmp_path) == {}
 
 
 def spark_process(root: Path, action: str, warehouse: Path) -> dict:
