@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from sensorpipe.config import HealthSettings, load_settings_for_job
-from sensorpipe.health.ingest import import_tables
+from sensorpipe.health.ingest import import_tables, record_lineage, render_imports
 from sensorpipe.lineage import recorded_run
 from sensorpipe.session import build_session
 
@@ -30,38 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings_for_job(args.config, HealthSettings)
     spark = build_session(settings)
     with recorded_run(settings.lineage, "ingest_jdbc", {"tables": args.table or "all"}) as run:
-        for t in import_tables(spark, settings, run.run_id, args.table):
-            run.read("jdbc", t.table, t.rows_read, after=t.after, high_water_mark=t.high_water_mark)
-            if t.load_id is not None:
-                run.wrote(
-                    "path",
-                    f"{t.output_path}/load_id={t.load_id}",
-                    t.rows_valid,
-                    t.schema_fingerprint,
-                    zone="protected",
-                )
-                if t.rows_quarantined:
-                    run.wrote(
-                        "path",
-                        f"{t.quarantine_path}/load_id={t.load_id}",
-                        t.rows_quarantined,
-                        quarantine=True,
-                        zone="protected",
-                    )
-            print(
-                f"{t.table:26} load {t.load_id or '-':>3}  read {t.rows_read:6}  "
-                f"valid {t.rows_valid:6}  quarantined {t.rows_quarantined:4}  "
-                f"high-water mark {t.high_water_mark}"
-                + (
-                    f"  (removed an unfinished load: {', '.join(t.cleaned_up)})"
-                    if t.cleaned_up
-                    else ""
-                )
-            )
-        print(
-            f"lineage run {run.run_id}: {run.rows_in} rows read, {run.rows_out} written, "
-            f"{run.rows_quarantined} quarantined"
-        )
+        imports = import_tables(spark, settings, run.run_id, args.table)
+        record_lineage(run, imports)
+        print(render_imports(imports))
+        print(f"lineage run {run.run_id}: {run.rows_in} rows read, {run.rows_out} written, "
+              f"{run.rows_quarantined} quarantined")  # fmt: skip
     return 0
 
 

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from sensorpipe.config import HealthSettings
 from sensorpipe.health.tables import SOURCE_TABLES, SourceTable
 from sensorpipe.jsonstore import JsonStore
-from sensorpipe.lineage import schema_fingerprint
+from sensorpipe.lineage import LineageRun, schema_fingerprint
 from sensorpipe.secrets import secret_value
 
 LOAD_COLUMN = "load_id"
@@ -273,3 +273,30 @@ def read_protected(spark: SparkSession, settings: HealthSettings, table: SourceT
     base = layout.table_path(table)
     loads = spark.read.option("basePath", base).parquet(base)
     return current_rows(loads.where(F.col(LOAD_COLUMN) <= committed), table)
+
+
+def record_lineage(run: LineageRun, imports: list[TableImport]) -> None:
+    """What an ingest run read (tables, with their high-water marks) and wrote (loads)."""
+    for t in imports:
+        run.read("jdbc", t.table, t.rows_read, after=t.after, high_water_mark=t.high_water_mark)
+        if t.load_id is None:
+            continue
+        run.wrote("path", f"{t.output_path}/{LOAD_COLUMN}={t.load_id}", t.rows_valid,
+                  t.schema_fingerprint, zone="protected")  # fmt: skip
+        if t.rows_quarantined:
+            run.wrote("path", f"{t.quarantine_path}/{LOAD_COLUMN}={t.load_id}",
+                      t.rows_quarantined, quarantine=True, zone="protected")  # fmt: skip
+
+
+def render_imports(imports: list[TableImport]) -> str:
+    lines = []
+    for t in imports:
+        cleaned = (
+            f"  (removed an unfinished load: {', '.join(t.cleaned_up)})" if t.cleaned_up else ""
+        )
+        lines.append(
+            f"{t.table:26} load {t.load_id or '-':>3}  read {t.rows_read:6}  "
+            f"valid {t.rows_valid:6}  quarantined {t.rows_quarantined:4}  "
+            f"high-water mark {t.high_water_mark}{cleaned}"
+        )
+    return "\n".join(lines)
