@@ -400,10 +400,6 @@ def load_settings_for_job(path: str | Path, kind: type = Settings) -> Any:
         raise SystemExit(2) from None
 
 
-def settings_from_mapping(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
-    return _build(Settings, raw, "", environ)
-
-
 def _apply_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     for key, text in environ.items():
         if not key.startswith(ENV_PREFIX):
