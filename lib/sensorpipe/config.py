@@ -454,6 +454,11 @@ def _coerce(tp: Any, value: Any, name: str, environ: Mapping[str, str]) -> Any:
             choices = ", ".join(repr(a) for a in args)
             raise ConfigError(f"{name}: expected one of {choices}, got {value!r}")
         return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name}: expected a list, got {type(value).__name__}")
+        (inner,) = args
+        return [_coerce(inner, v, f"{name}[{i}]", environ) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{name}: expected a mapping, got {type(value).__name__}")

@@ -1,0 +1,162 @@
+"""The estate's settings: one YAML file (infra/estate.yaml), read and validated by the same
+loader as conf/ (`sensorpipe.config.load_settings`): unknown or missing fields, wrong types and
+unset ``${VAR}`` references fail before anything is synthesised, naming the field."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sensorpipe.config import ConfigError, load_settings
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
+
+
+def _account(name: str, value: str) -> None:
+    if not _ACCOUNT.match(value):
+        raise ConfigError(f"{name}: expected a 12-digit AWS account id, got {value!r}")
+
+
+def _region(name: str, value: str) -> None:
+    if not _REGION.match(value):
+        raise ConfigError(f"{name}: expected an AWS region such as eu-west-1, got {value!r}")
+
+
+def _cidr(name: str, value: str) -> None:
+    try:
+        ipaddress.ip_network(value)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a CIDR block such as 10.0.0.0/8, got {value!r}") from None
+
+
+def _port(name: str, value: int) -> None:
+    # Redshift's default port 5439 is what scanners try first: the estate refuses it.
+    if not 5431 <= value <= 5455 and not 8191 <= value <= 8215:
+        raise ConfigError(
+            f"{name}: Redshift Serverless accepts 5431-5455 or 8191-8215, got {value}"
+        )
+    if value == 5439:
+        raise ConfigError(f"{name}: choose a port other than Redshift's default 5439")
+
+
+def _positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name}: expected a positive integer, got {value}")
+
+
+def _check(validator) -> dict:  # noqa: ANN001
+    return {"check": validator}
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    vpc_cidr: str = field(metadata=_check(_cidr))
+    # Explicit zones: synthesis needs no AWS credentials and the templates are reproducible.
+    # Three, because Redshift Serverless wants subnets in three Availability Zones.
+    availability_zones: list[str] = field(default_factory=list)
+    # The corporate network (Direct Connect or VPN): the only address range besides the EMR
+    # cluster's security groups that may reach the warehouse.
+    corporate_cidr: str = field(default="10.0.0.0/8", metadata=_check(_cidr))
+    flow_log_retention_days: int = field(default=365, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    infrequent_access_after_days: int = field(default=30, metadata=_check(_positive))
+    glacier_after_days: int = field(default=180, metadata=_check(_positive))
+    noncurrent_versions_expire_after_days: int = field(default=90, metadata=_check(_positive))
+    incomplete_uploads_expire_after_days: int = field(default=7, metadata=_check(_positive))
+    access_logs_expire_after_days: int = field(default=400, metadata=_check(_positive))
+    trail_logs_expire_after_days: int = field(default=2557, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    telemetry_stream: str = "train-telemetry"
+    telemetry_shards: int = field(default=4, metadata=_check(_positive))
+    hospital_stream: str = "hospital-devices"
+    hospital_shards: int = field(default=1, metadata=_check(_positive))
+    retention_hours: int = field(default=168, metadata=_check(_positive))
+    # Trains publish each reading on trains/<thing name>/telemetry.
+    train_topic_prefix: str = "trains"
+    # Who may assume the hospital proxy's role (the trusted proxy's own IAM role, or an IAM
+    # Roles Anywhere profile's role on premises).
+    hospital_proxy_principal_arn: str = "arn:aws:iam::123456789012:role/hospital-proxy"
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    database: str = "telemetry"
+    port: int = field(default=5440, metadata=_check(_port))
+    base_capacity: int = field(default=8, metadata=_check(_positive))
+    admin_username: str = "sensorpipe_admin"
+    # Engineers sign in through the corporate identity provider, federated into IAM with SAML;
+    # the role it grants may only ask Redshift Serverless for temporary database credentials.
+    saml_provider_arn: str = "arn:aws:iam::123456789012:saml-provider/corporate-idp"
+    # The hospital's on-premises database, for the ingest job (reached over Direct Connect).
+    hospital_jdbc_url: str = "jdbc:postgresql://clinical-db.hospital.example:5432/clinical?sslmode=verify-full"
+
+
+@dataclass(frozen=True)
+class ReportingSettings:
+    # QuickSight must sit in the warehouse's region (asserted when the app is built).
+    region: str = field(metadata=_check(_region))
+    # The QuickSight user or group that owns the data source and dataset.
+    owner_arn: str = "arn:aws:quicksight:eu-west-1:123456789012:group/default/engineers"
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    # Alarms: consumer lag (GetRecords.IteratorAgeMilliseconds), lake commit lag (seconds since
+    # the events table last committed, published by the streaming job).
+    iterator_age_alarm_ms: int = field(default=120_000, metadata=_check(_positive))
+    lake_commit_lag_alarm_seconds: int = field(default=900, metadata=_check(_positive))
+    alarm_email: str | None = None
+
+
+@dataclass(frozen=True)
+class EstateSettings:
+    name: str
+    account: str = field(metadata=_check(_account))
+    region: str = field(metadata=_check(_region))
+    dr_region: str = field(metadata=_check(_region))
+    network: NetworkSettings
+    reporting: ReportingSettings
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    # CloudWatch namespace of the jobs' own metrics (conf/emr.yaml's metrics.namespace).
+    metrics_namespace: str = "sensorpipe"
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(f"name: expected 2-21 lowercase letters, digits or '-', got {self.name!r}")
+        if self.dr_region == self.region:
+            raise ConfigError(
+                f"dr_region: must differ from region ({self.region}) for disaster recovery"
+            )
+        if self.reporting.region != self.region:
+            raise ConfigError(
+                f"reporting.region: QuickSight must be in the warehouse's region {self.region}, "
+                f"got {self.reporting.region}"
+            )
+        zones = self.network.availability_zones
+        if len(zones) != 3 or len(set(zones)) != 3 or any(not z.startswith(self.region) for z in zones):
+            raise ConfigError(
+                f"network.availability_zones: expected three distinct zones of {self.region}, "
+                f"got {zones}"
+            )
+
+    def bucket_name(self, role: str, region: str | None = None) -> str:
+        """Globally unique, predictable bucket names, so the DR region's buckets can be named
+        by the primary region's replication rules without a cross-region lookup."""
+        return f"{self.name}-{role}-{self.account}-{region or self.region}"
+
+
+def load_estate(path: str | Path) -> EstateSettings:
+    return load_settings(path, kind=EstateSettings)
