@@ -11,7 +11,7 @@ CLUSTER_PYTHON_VERSION ?= 3.11
 CLUSTER_PYTHON_PREFIX ?= /usr
 PYTEST_ARGS ?=
 
-.PHONY: run run-hospital test lint dist samples clean venv kinesis-up kinesis-down warehouse-up warehouse-down
+.PHONY: run run-hospital test lint dist samples clean venv synth checkov-venv kinesis-up kinesis-down warehouse-up warehouse-down
 
 venv: $(STAMP)
 
@@ -81,7 +81,21 @@ run-hospital: venv
 	$(PY) jobs/patient_profile_snapshot.py --config conf/health-local.yaml --as-of 2026-06-30; \
 	$(VENV)/bin/sensorpipe lineage what-produced build/hospital/general/patient_profile --depth 2
 
-test: venv node_modules/.installed
+# The AWS estate (infra/): CloudFormation templates in build/cdk.out, no AWS account needed.
+# Node 20 is past the CDK's supported range; synthesis works, the warning is silenced.
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+synth: venv
+	$(PY) infra/app.py --out build/cdk.out
+
+# checkov pins its own versions of boto3 and friends: it gets a venv of its own.
+CHECKOV_VENV := build/checkov-venv
+checkov-venv: $(CHECKOV_VENV)/.installed
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==3.3.30'
+	touch $@
+
+test: venv node_modules/.installed $(CHECKOV_VENV)/.installed
 	PYSPARK_PYTHON=$(abspath $(PY)) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -48,6 +48,10 @@ TEST = [
 # bootstrap/ranger_policies.py (run from an admin host or the primary node) and its tests.
 ADMIN = ["apache-ranger>=0.0.12"]
 
+# infra/: the AWS estate as a CDK app and its template linter (checkov, whose pins clash with
+# the project's, lives in its own venv: `make checkov-venv`). Never in the cluster's archive.
+INFRA = ["aws-cdk-lib==2.275.0", "constructs>=10.4,<11", "cfn-lint==1.58.0"]
+
 DIST = ["venv-pack>=0.2", "wheel", "build"]
 
 setup(
@@ -61,6 +65,12 @@ setup(
     packages=find_packages("lib"),
     package_data={"sensorpipe": ["py.typed"]},
     install_requires=RUNTIME,
-    extras_require={"local": LOCAL, "test": LOCAL + TEST + ADMIN, "dist": DIST, "admin": ADMIN},
+    extras_require={
+        "local": LOCAL,
+        "test": LOCAL + TEST + ADMIN + INFRA,
+        "infra": INFRA,
+        "dist": DIST,
+        "admin": ADMIN,
+    },
     entry_points={"console_scripts": ["sensorpipe=sensorpipe.cli:main"]},
 )

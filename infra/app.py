@@ -25,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     app = build_app(load_estate(args.config), outdir=args.out)
     assembly = app.synth()
     for stack in assembly.stacks:
-        print(f"{stack.stack_name}: {stack.environment.region} -> {Path(args.out) / stack.template_file}")
+        print(
+            f"{stack.stack_name}: {stack.environment.region} -> "
+            f"{Path(args.out) / stack.template_file}"
+        )
     return 0
 
 

@@ -22,10 +22,32 @@ from sensorpipe.deploy import REDACTED, DeployError, build_plan, cli_steps_to_ap
 
 ROOT = Path(__file__).resolve().parent.parent
 EMR_MODEL = botocore.session.get_session().get_service_model("emr")
-DEPLOY_ENV = {
-    "SENSORPIPE_BUCKET": "sensorpipe-lake-test",
-    "SENSORPIPE_PROTECTED_BUCKET": "sensorpipe-phi-test",
-    "SENSORPIPE_KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/1111-2222",
+# What the estate's stacks output (infra/; CloudFormation DescribeStacks), by output key.
+ESTATE_OUTPUTS = {
+    "sensorpipe-keys-storage": {
+        "LakeBucketName": "sensorpipe-lake-test",
+        "ProtectedBucketName": "sensorpipe-phi-test",
+        "LakeKeyArn": "arn:aws:kms:us-east-1:123456789012:key/1111-2222",
+    },
+    "sensorpipe-network": {
+        "EmrSubnetId": "subnet-0abc",
+        "HospitalJdbcUrl": "jdbc:postgresql://db.hospital.test:5432/clinical",
+    },
+    "sensorpipe-access": {
+        "EmrServiceRoleName": "sensorpipe-emr-service",
+        "EmrInstanceProfileName": "sensorpipe-emr-instance",
+    },
+    "sensorpipe-streams-iot": {"TelemetryStreamName": "train-telemetry"},
+    "sensorpipe-warehouse-reporting": {
+        "WarehouseWorkgroupName": "wg",
+        "WarehouseLoaderSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rw",
+        "WarehouseCopyRoleArn": "arn:aws:iam::123456789012:role/copy",
+    },
+}
+OUTPUTS = {k: v for outputs in ESTATE_OUTPUTS.values() for k, v in outputs.items()}
+IOT_ENDPOINT = {"IotDataEndpoint": "https://example-ats.iot.us-east-1.amazonaws.com"}
+# What the estate does not make: the corporate Ranger admin, the Kerberos passwords.
+CORPORATE_ENV = {
     "SENSORPIPE_RANGER_ADMIN_URL": "https://ranger.corp.test:6182",
     "SENSORPIPE_RANGER_ADMIN_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ra",
     "SENSORPIPE_RANGER_PLUGIN_ROLE_ARN": "arn:aws:iam::123456789012:role/ranger-plugins",
@@ -33,14 +55,10 @@ DEPLOY_ENV = {
     "SENSORPIPE_RANGER_SPARK_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rs",
     "SENSORPIPE_RANGER_HIVE_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rh",
     "SENSORPIPE_RANGER_AUDIT_LOG_GROUP_ARN": "arn:aws:logs:us-east-1:123456789012:log-group:ra",
-    "SENSORPIPE_REDSHIFT_WORKGROUP": "wg",
-    "SENSORPIPE_REDSHIFT_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rw",
-    "SENSORPIPE_REDSHIFT_COPY_ROLE_ARN": "arn:aws:iam::123456789012:role/copy",
-    "SENSORPIPE_IOT_DATA_ENDPOINT": "https://example-ats.iot.us-east-1.amazonaws.com",
-    "SENSORPIPE_HOSPITAL_JDBC_URL": "jdbc:postgresql://db.hospital.test:5432/clinical",
     "SENSORPIPE_KDC_ADMIN_PASSWORD": "kdc-admin-pw",
     "SENSORPIPE_CROSS_REALM_TRUST_PASSWORD": "trust-pw",
 }
+DEPLOY_ENV = {**CORPORATE_ENV, **OUTPUTS, **IOT_ENDPOINT}
 
 # Security configuration fields, as the EMR Management Guide documents them ("Security
 # configuration" JSON reference); botocore carries the document as an opaque string.
@@ -218,13 +236,30 @@ def project_copy(tmp: Path) -> Path:
     return root
 
 
+def create_estate_stacks(endpoint: str) -> None:
+    """The estate's stacks as moto's CloudFormation holds them: a placeholder resource each and
+    the outputs `sensorpipe deploy` reads (moto cannot create the real resources)."""
+    cfn = boto3.client("cloudformation", region_name="us-east-1", endpoint_url=endpoint)
+    for stack, outputs in ESTATE_OUTPUTS.items():
+        template = {
+            "Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},
+            "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+        }
+        cfn.create_stack(StackName=stack, TemplateBody=json.dumps(template))
+    cfn.create_stack(StackName="another-team-stack", TemplateBody=json.dumps(
+        {"Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},
+         "Outputs": {"LakeBucketName": {"Value": "not-ours"}}}))  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def deployed(moto_server, tmp_path_factory):
-    """`sensorpipe deploy` creating a cluster, against moto's S3 and EMR."""
+    """`sensorpipe deploy` creating a cluster, against moto's S3, EMR, IoT and CloudFormation
+    (the estate's outputs come from DescribeStacks, not from the environment)."""
     root = project_copy(tmp_path_factory.mktemp("deploy"))
     s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_server)
-    s3.create_bucket(Bucket=DEPLOY_ENV["SENSORPIPE_BUCKET"])
-    env = {**DEPLOY_ENV, "SENSORPIPE_ROOT": str(root)}
+    s3.create_bucket(Bucket=OUTPUTS["LakeBucketName"])
+    create_estate_stacks(moto_server)
+    env = {**CORPORATE_ENV, "SENSORPIPE_ROOT": str(root), "AWS_REGION": "us-east-1"}
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
@@ -241,9 +276,7 @@ def deployed(moto_server, tmp_path_factory):
 
 def test_deploy_uploads_artifacts_and_bootstrap_scripts_moto_mock(deployed):
     root, s3, _, _ = deployed
-    keys = {
-        o["Key"] for o in s3.list_objects_v2(Bucket=DEPLOY_ENV["SENSORPIPE_BUCKET"])["Contents"]
-    }
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=OUTPUTS["LakeBucketName"])["Contents"]}
     prefix = "sensorpipe/artifacts/v-test"
     for needed in ("sensorpipe.zip", "sensorpipe-deps.tar.gz", "jars/postgresql.jar",
                    "jobs/ingest_jdbc.py", "jobs/compact_lake.py", "conf/emr.yaml",
@@ -275,6 +308,16 @@ def test_created_cluster_carries_everything_moto_mock(deployed):
     args = stream["Config"]["Args"]
     assert args[0] == "spark-submit" and "{{" not in " ".join(args)
     assert "spark.yarn.appMasterEnv.SENSORPIPE_REDSHIFT_WORKGROUP=wg" in args
+    # From the stacks' outputs and IoT's DescribeEndpoint, none from the environment:
+    assert (
+        "spark.yarn.appMasterEnv.SENSORPIPE_REDSHIFT_SECRET_ARN="
+        + OUTPUTS["WarehouseLoaderSecretArn"]
+        in args
+    )
+    assert any(
+        a.startswith("spark.yarn.appMasterEnv.SENSORPIPE_IOT_DATA_ENDPOINT=https://") for a in args
+    )
+    assert "spark.yarn.appMasterEnv.SENSORPIPE_STREAM_NAME=train-telemetry" in args
     security = json.loads(
         emr.describe_security_configuration(Name="sensorpipe-kerberos-ranger-tls")[
             "SecurityConfiguration"
@@ -289,7 +332,8 @@ def test_deploy_adds_steps_to_a_running_cluster_moto_mock(deployed, moto_server,
     root, _, emr, cluster_id = deployed
     before = len(emr.list_steps(ClusterId=cluster_id)["Steps"])
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in {**DEPLOY_ENV, "SENSORPIPE_ROOT": str(root)}.items():
+        for key, value in {**CORPORATE_ENV, "SENSORPIPE_ROOT": str(root),
+                           "AWS_REGION": "us-east-1"}.items():  # fmt: skip
             patch.setenv(key, value)
         from sensorpipe.cli import main
 
@@ -299,3 +343,37 @@ def test_deploy_adds_steps_to_a_running_cluster_moto_mock(deployed, moto_server,
     assert len(emr.list_steps(ClusterId=cluster_id)["Steps"]) == 2 * before
     assert f"added steps to cluster {cluster_id}" in capsys.readouterr().out
     assert len(emr.list_clusters()["Clusters"]) == 1
+
+
+def test_dry_run_takes_the_estates_outputs_from_a_file(tmp_path, capsys, monkeypatch):
+    root = project_copy(tmp_path)
+    outputs = {**ESTATE_OUTPUTS, "manual": IOT_ENDPOINT}
+    (tmp_path / "cdk-outputs.json").write_text(json.dumps(outputs))
+    for key, value in {**CORPORATE_ENV, "SENSORPIPE_ROOT": str(root)}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "no-account-here")  # nothing may be called
+    from sensorpipe.cli import main
+
+    assert main(["deploy", "--config", str(root / "conf/deploy.yaml"), "--dry-run",
+                 "--code-version", "v1", "--stack-outputs", str(tmp_path / "cdk-outputs.json"),
+                 "--endpoint-url", "http://127.0.0.1:9"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert (
+        '"Ec2SubnetId": "subnet-0abc"' in out and '"ServiceRole": "sensorpipe-emr-service"' in out
+    )
+    del outputs["sensorpipe-network"]
+    (tmp_path / "cdk-outputs.json").write_text(json.dumps(outputs))
+    assert main(["deploy", "--config", str(root / "conf/deploy.yaml"), "--dry-run",
+                 "--stack-outputs", str(tmp_path / "cdk-outputs.json")]) == 2  # fmt: skip
+    assert "EmrSubnetId" in capsys.readouterr().err
+
+
+def test_stack_outputs_come_from_the_estates_stacks_only_moto_mock(moto_server):
+    from sensorpipe.deploy import stack_outputs
+
+    cfn = boto3.client("cloudformation", region_name="us-east-1", endpoint_url=moto_server)
+    if not any(s["StackName"] == "sensorpipe-network" for s in cfn.describe_stacks()["Stacks"]):
+        create_estate_stacks(moto_server)
+    assert stack_outputs(cfn, "sensorpipe") == OUTPUTS
+    with pytest.raises(DeployError, match="no CloudFormation stack named nothing-"):
+        stack_outputs(cfn, "nothing")

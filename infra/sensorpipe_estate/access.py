@@ -39,18 +39,27 @@ class AccessStack(Stack):
 
         # --- EMR service role and instance profile -----------------------------------------
         service = iam.Role(
-            self, "EmrServiceRole", role_name=names.emr_service_role,
-            assumed_by=iam.ServicePrincipal("elasticmapreduce.amazonaws.com", conditions=source_account),
-            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(
-                "service-role/AmazonEMRServicePolicy_v2")],
+            self,
+            "EmrServiceRole",
+            role_name=names.emr_service_role,
+            assumed_by=iam.ServicePrincipal(
+                "elasticmapreduce.amazonaws.com", conditions=source_account
+            ),
+            managed_policies=[
+                iam.ManagedPolicy.from_aws_managed_policy_name(
+                    "service-role/AmazonEMRServicePolicy_v2"
+                )
+            ],
             description="EMR service role (v2 managed policy: acts only on resources tagged "
-                        "for-use-with-amazon-emr-managed-policies=true)",
-        )  # fmt: skip
+            "for-use-with-amazon-emr-managed-policies=true)",
+        )
         instance = iam.Role(
-            self, "EmrInstanceRole", role_name=names.emr_instance_role,
+            self,
+            "EmrInstanceRole",
+            role_name=names.emr_instance_role,
             assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
             description="EMR EC2 instance profile: artifacts, logs, and assuming the runtime roles",
-        )  # fmt: skip
+        )
         service.add_to_policy(
             iam.PolicyStatement(
                 sid="PassTheInstanceRole",
@@ -59,15 +68,24 @@ class AccessStack(Stack):
                 conditions={"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
             )
         )
-        iam.CfnInstanceProfile(self, "EmrInstanceProfile", roles=[instance.role_name],
-                               instance_profile_name=names.emr_instance_role)  # fmt: skip
+        iam.CfnInstanceProfile(
+            self,
+            "EmrInstanceProfile",
+            roles=[instance.role_name],
+            instance_profile_name=names.emr_instance_role,
+        )
         self._s3(instance, names.lake_bucket, read=[ARTIFACTS], write=[EMR_LOGS])
         self._key(instance, names.lake_key_alias, decrypt=True, encrypt=True)
 
         # --- runtime roles, one per job family -----------------------------------------------
         def runtime_role(id_: str, name: str, description: str) -> iam.Role:
-            role = iam.Role(self, id_, role_name=name, description=description,
-                            assumed_by=iam.ArnPrincipal(instance.role_arn))  # fmt: skip
+            role = iam.Role(
+                self,
+                id_,
+                role_name=name,
+                description=description,
+                assumed_by=iam.ArnPrincipal(instance.role_arn),
+            )
             # EMR runtime roles: the instance profile assumes the role for the step and sets
             # the submitter as source identity (EMR Management Guide, "Runtime roles for
             # Amazon EMR steps").
@@ -86,11 +104,17 @@ class AccessStack(Stack):
             self._metrics(role)
             return role
 
-        streaming = runtime_role("StreamingJobsRole", names.streaming_role,
-                                 "jobs/stream_sensor_anomalies.py: telemetry stream to the lake, "
-                                 "shadows and warehouse")  # fmt: skip
-        self._s3(streaming, names.lake_bucket, read=[RAW, ANOMALIES, ARTIFACTS],
-                 write=[RAW, ANOMALIES, CHECKPOINTS, STAGING, LINEAGE])  # fmt: skip
+        streaming = runtime_role(
+            "StreamingJobsRole",
+            names.streaming_role,
+            "jobs/stream_sensor_anomalies.py: telemetry stream to the lake, shadows and warehouse",
+        )
+        self._s3(
+            streaming,
+            names.lake_bucket,
+            read=[RAW, ANOMALIES, ARTIFACTS],
+            write=[RAW, ANOMALIES, CHECKPOINTS, STAGING, LINEAGE],
+        )
         self._key(streaming, names.lake_key_alias, decrypt=True, encrypt=True)
         self._kinesis_read(streaming, names.telemetry_stream)
         self._key(streaming, names.stream_key_alias, decrypt=True)
@@ -103,52 +127,76 @@ class AccessStack(Stack):
         )
         self._warehouse(streaming)
 
-        batch = runtime_role("BatchJobsRole", names.batch_role,
-                             "daily rollup, compaction, S3DistCp: the lake and the warehouse")
-        self._s3(batch, names.lake_bucket, read=[RAW, ANOMALIES, COMPACTED, ARTIFACTS],
-                 write=[COMPACTED, STAGING, LINEAGE])  # fmt: skip
+        batch = runtime_role(
+            "BatchJobsRole",
+            names.batch_role,
+            "daily rollup, compaction, S3DistCp: the lake and the warehouse",
+        )
+        self._s3(
+            batch,
+            names.lake_bucket,
+            read=[RAW, ANOMALIES, COMPACTED, ARTIFACTS],
+            write=[COMPACTED, STAGING, LINEAGE],
+        )
         self._key(batch, names.lake_key_alias, decrypt=True, encrypt=True)
         self._warehouse(batch)
 
-        hospital = runtime_role("HospitalJobsRole", names.hospital_role,
-                                "ingest and patient snapshot: the protected zone, and the "
-                                "general zone through the declared crossing")  # fmt: skip
+        hospital = runtime_role(
+            "HospitalJobsRole",
+            names.hospital_role,
+            "ingest and patient snapshot: the protected zone, and the "
+            "general zone through the declared crossing",
+        )
         self._s3(hospital, names.protected_bucket, read=[""], write=[""])
         self._key(hospital, names.protected_key_alias, decrypt=True, encrypt=True)
-        self._s3(hospital, names.lake_bucket, read=[GENERAL, ANOMALIES, ARTIFACTS],
-                 write=[GENERAL, LINEAGE])  # fmt: skip
+        self._s3(
+            hospital,
+            names.lake_bucket,
+            read=[GENERAL, ANOMALIES, ARTIFACTS],
+            write=[GENERAL, LINEAGE],
+        )
         self._key(hospital, names.lake_key_alias, decrypt=True, encrypt=True)
         self._kinesis_read(hospital, names.hospital_stream)
         hospital.add_to_policy(
             iam.PolicyStatement(
                 sid="HospitalDatabaseSecret",
                 actions=["secretsmanager:GetSecretValue"],
-                resources=[f"arn:aws:secretsmanager:{settings.region}:{account}:secret:"
-                           f"{settings.name}/hospital/*"],
+                resources=[
+                    f"arn:aws:secretsmanager:{settings.region}:{account}:secret:"
+                    f"{settings.name}/hospital/*"
+                ],
             )
-        )  # fmt: skip
+        )
 
         # --- producers ----------------------------------------------------------------------
         proxy = iam.Role(
-            self, "HospitalProxyRole", role_name=names.hospital_proxy_role,
+            self,
+            "HospitalProxyRole",
+            role_name=names.hospital_proxy_role,
             assumed_by=iam.ArnPrincipal(settings.streams.hospital_proxy_principal_arn),
             description="the hospital's trusted proxy: puts device readings on the hospital stream",
-        )  # fmt: skip
+        )
         proxy.add_to_policy(
             iam.PolicyStatement(
                 sid="PutHospitalReadings",
-                actions=["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary",
-                         "kinesis:ListShards"],
+                actions=[
+                    "kinesis:PutRecord",
+                    "kinesis:PutRecords",
+                    "kinesis:DescribeStreamSummary",
+                    "kinesis:ListShards",
+                ],
                 resources=[names.stream_arn(names.hospital_stream)],
             )
-        )  # fmt: skip
+        )
         self._key(proxy, names.protected_key_alias, generate=True)
 
         rule = iam.Role(
-            self, "IotRuleRole", role_name=names.iot_rule_role,
+            self,
+            "IotRuleRole",
+            role_name=names.iot_rule_role,
             assumed_by=iam.ServicePrincipal("iot.amazonaws.com", conditions=source_account),
             description="the IoT topic rule: puts each train reading on the telemetry stream",
-        )  # fmt: skip
+        )
         rule.add_to_policy(
             iam.PolicyStatement(
                 sid="PutTrainReadings",
@@ -161,19 +209,25 @@ class AccessStack(Stack):
             iam.PolicyStatement(
                 sid="ErrorActionLogs",
                 actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[f"arn:aws:logs:{settings.region}:{account}:log-group:"
-                           f"/{settings.name}/iot-rule-errors:*"],
+                resources=[
+                    f"arn:aws:logs:{settings.region}:{account}:log-group:"
+                    f"/{settings.name}/iot-rule-errors:*"
+                ],
             )
-        )  # fmt: skip
+        )
 
         # --- replication and warehouse COPY ---------------------------------------------------
         replication = iam.Role(
-            self, "ReplicationRole", role_name=names.replication_role,
+            self,
+            "ReplicationRole",
+            role_name=names.replication_role,
             assumed_by=iam.ServicePrincipal("s3.amazonaws.com", conditions=source_account),
             description="S3 cross-region replication of the lake and the protected zone",
-        )  # fmt: skip
-        for source, target in ((names.lake_bucket, names.lake_dr_bucket),
-                               (names.protected_bucket, names.protected_dr_bucket)):  # fmt: skip
+        )
+        for source, target in (
+            (names.lake_bucket, names.lake_dr_bucket),
+            (names.protected_bucket, names.protected_dr_bucket),
+        ):
             replication.add_to_policy(
                 iam.PolicyStatement(
                     actions=["s3:GetReplicationConfiguration", "s3:ListBucket"],
@@ -182,45 +236,67 @@ class AccessStack(Stack):
             )
             replication.add_to_policy(
                 iam.PolicyStatement(
-                    actions=["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl",
-                             "s3:GetObjectVersionTagging"],
+                    actions=[
+                        "s3:GetObjectVersionForReplication",
+                        "s3:GetObjectVersionAcl",
+                        "s3:GetObjectVersionTagging",
+                    ],
                     resources=[f"{names.bucket_arn(source)}/*"],
                 )
-            )  # fmt: skip
+            )
             replication.add_to_policy(
                 iam.PolicyStatement(
-                    actions=["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags",
-                             "s3:ObjectOwnerOverrideToBucketOwner"],
+                    actions=[
+                        "s3:ReplicateObject",
+                        "s3:ReplicateDelete",
+                        "s3:ReplicateTags",
+                        "s3:ObjectOwnerOverrideToBucketOwner",
+                    ],
                     resources=[f"{names.bucket_arn(target)}/*"],
                 )
-            )  # fmt: skip
+            )
         for alias in (names.lake_key_alias, names.protected_key_alias):
             self._key(replication, alias, decrypt=True, via=f"s3.{settings.region}.amazonaws.com")
         for alias in (names.lake_dr_key_alias, names.protected_dr_key_alias):
-            self._key(replication, alias, encrypt=True, region=settings.dr_region,
-                      via=f"s3.{settings.dr_region}.amazonaws.com")  # fmt: skip
+            self._key(
+                replication,
+                alias,
+                encrypt=True,
+                region=settings.dr_region,
+                via=f"s3.{settings.dr_region}.amazonaws.com",
+            )
 
         copy = iam.Role(
-            self, "WarehouseCopyRole", role_name=names.warehouse_copy_role,
+            self,
+            "WarehouseCopyRole",
+            role_name=names.warehouse_copy_role,
             assumed_by=iam.CompositePrincipal(
                 iam.ServicePrincipal("redshift.amazonaws.com"),
                 iam.ServicePrincipal("redshift-serverless.amazonaws.com"),
             ),
             description="Redshift COPY from the staging prefix of the lake bucket",
-        )  # fmt: skip
+        )
         self._s3(copy, names.lake_bucket, read=[STAGING], write=[])
         self._key(copy, names.lake_key_alias, decrypt=True)
 
         self.roles = {
-            "EmrServiceRoleName": service, "EmrInstanceRoleName": instance,
-            "StreamingJobsRoleArn": streaming, "BatchJobsRoleArn": batch,
-            "HospitalJobsRoleArn": hospital, "HospitalProxyRoleArn": proxy,
+            "EmrServiceRoleName": service,
+            "EmrInstanceRoleName": instance,
+            "StreamingJobsRoleArn": streaming,
+            "BatchJobsRoleArn": batch,
+            "HospitalJobsRoleArn": hospital,
+            "HospitalProxyRoleArn": proxy,
             "WarehouseCopyRoleArn": copy,
-        }  # fmt: skip
+        }
         output(self, "EmrServiceRoleName", service.role_name, "RunJobFlow ServiceRole")
         output(self, "EmrInstanceProfileName", names.emr_instance_role, "RunJobFlow JobFlowRole")
-        for key in ("StreamingJobsRoleArn", "BatchJobsRoleArn", "HospitalJobsRoleArn",
-                    "HospitalProxyRoleArn", "WarehouseCopyRoleArn"):  # fmt: skip
+        for key in (
+            "StreamingJobsRoleArn",
+            "BatchJobsRoleArn",
+            "HospitalJobsRoleArn",
+            "HospitalProxyRoleArn",
+            "WarehouseCopyRoleArn",
+        ):
             output(self, key, self.roles[key].role_arn, f"{key[:-3]} (IAM role)")
 
     # --- statement builders ---------------------------------------------------------------
@@ -231,15 +307,17 @@ class AccessStack(Stack):
             iam.PolicyStatement(
                 actions=["s3:ListBucket", "s3:GetBucketLocation"],
                 resources=[arn],
-                conditions=None if "" in prefixes else {
-                    "StringLike": {"s3:prefix": [f"{p}*" for p in prefixes] + [""]}},
+                conditions=None
+                if "" in prefixes
+                else {"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes] + [""]}},
             )
-        )  # fmt: skip
+        )
         if read:
             role.add_to_policy(
-                iam.PolicyStatement(actions=["s3:GetObject"],
-                                    resources=[f"{arn}/{p}*" for p in sorted(set(read))])
-            )  # fmt: skip
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"], resources=[f"{arn}/{p}*" for p in sorted(set(read))]
+                )
+            )
         if write:
             role.add_to_policy(
                 iam.PolicyStatement(
@@ -277,19 +355,28 @@ class AccessStack(Stack):
         arn = self.names.stream_arn(stream)
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=["kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
-                         "kinesis:GetShardIterator", "kinesis:GetRecords", "kinesis:ListShards"],
+                actions=[
+                    "kinesis:DescribeStream",
+                    "kinesis:DescribeStreamSummary",
+                    "kinesis:GetShardIterator",
+                    "kinesis:GetRecords",
+                    "kinesis:ListShards",
+                ],
                 resources=[arn],
             )
-        )  # fmt: skip
+        )
 
     def _metrics(self, role: iam.Role) -> None:
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="OwnMetricsOnly",
                 actions=["cloudwatch:PutMetricData"],
-                resources=["*"],  # PutMetricData has no resource type; the namespace condition scopes it
-                conditions={"StringEquals": {"cloudwatch:namespace": self.settings.metrics_namespace}},
+                resources=[
+                    "*"
+                ],  # PutMetricData has no resource type; the namespace condition scopes it
+                conditions={
+                    "StringEquals": {"cloudwatch:namespace": self.settings.metrics_namespace}
+                },
             )
         )
 
@@ -299,7 +386,7 @@ class AccessStack(Stack):
             iam.PolicyStatement(
                 sid="WarehouseStatements",
                 actions=["redshift-data:ExecuteStatement", "redshift-data:BatchExecuteStatement"],
-                # the workgroup's ARN holds an id CloudFormation assigns; this account and region only
+                # the workgroup's ARN holds an id CloudFormation assigns: this account and region
                 resources=[f"arn:aws:redshift-serverless:{s.region}:{s.account}:workgroup/*"],
             )
         )
@@ -307,16 +394,24 @@ class AccessStack(Stack):
             iam.PolicyStatement(
                 sid="OwnStatementResults",
                 actions=["redshift-data:DescribeStatement", "redshift-data:GetStatementResult"],
-                resources=["*"],  # no resource type; the Data API limits these to the caller's statements
+                resources=[
+                    "*"
+                ],  # no resource type; the Data API limits these to the caller's statements
             )
         )
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="WarehouseSecret",
                 actions=["secretsmanager:GetSecretValue"],
-                resources=[f"arn:aws:secretsmanager:{s.region}:{s.account}:secret:"
-                           f"{s.name}/warehouse/loader-*"],
+                resources=[
+                    f"arn:aws:secretsmanager:{s.region}:{s.account}:secret:"
+                    f"{s.name}/warehouse/loader-*"
+                ],
             )
-        )  # fmt: skip
-        self._key(role, n.warehouse_key_alias, decrypt=True,
-                  via=f"secretsmanager.{s.region}.amazonaws.com")  # fmt: skip
+        )
+        self._key(
+            role,
+            n.warehouse_key_alias,
+            decrypt=True,
+            via=f"secretsmanager.{s.region}.amazonaws.com",
+        )

@@ -90,16 +90,26 @@ def customer_key(
                     sid="KeyAdministrationWithoutUse",
                     principals=[iam.AccountRootPrincipal()],
                     actions=[
-                        "kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*",
-                        "kms:Update*", "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*",
-                        "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion",
+                        "kms:Create*",
+                        "kms:Describe*",
+                        "kms:Enable*",
+                        "kms:List*",
+                        "kms:Put*",
+                        "kms:Update*",
+                        "kms:Revoke*",
+                        "kms:Disable*",
+                        "kms:Get*",
+                        "kms:Delete*",
+                        "kms:TagResource",
+                        "kms:UntagResource",
+                        "kms:ScheduleKeyDeletion",
                         "kms:CancelKeyDeletion",
                     ],
                     resources=["*"],  # in a key policy, "*" is this key
                     conditions={"StringEquals": {"aws:PrincipalAccount": account}},
                 )
             ]
-        )  # fmt: skip
+        )
     return kms.Key(
         scope,
         id_,
@@ -190,7 +200,8 @@ def deny_wrong_encryption(bucket: s3.Bucket, *, key_arn: str) -> None:
 
 
 def archive_lifecycle(
-    settings: EstateSettings, archive_class: s3.StorageClass = s3.StorageClass.GLACIER_INSTANT_RETRIEVAL
+    settings: EstateSettings,
+    archive_class: s3.StorageClass = s3.StorageClass.GLACIER_INSTANT_RETRIEVAL,
 ) -> list[s3.LifecycleRule]:
     """Infrequent access, then Glacier: Instant Retrieval in the primary region, so Spark still
     reads old partitions in milliseconds; Deep Archive for the DR copies."""

@@ -25,17 +25,27 @@ class DisasterRecoveryStack(Stack):
         super().__init__(scope, id_, **kwargs)
         names = Names(settings)
         logs = secure_bucket(
-            self, "AccessLogs", names.dr_access_logs_bucket, key=None, access_logs=None,
-            lifecycle=housekeeping_lifecycle(settings, settings.storage.access_logs_expire_after_days),
-        )  # fmt: skip
-        lake_key = customer_key(self, "LakeReplicaKey", names.lake_dr_key_alias,
-                                "sensorpipe lake replica (DR region)")  # fmt: skip
+            self,
+            "AccessLogs",
+            names.dr_access_logs_bucket,
+            key=None,
+            access_logs=None,
+            lifecycle=housekeeping_lifecycle(
+                settings, settings.storage.access_logs_expire_after_days
+            ),
+        )
+        lake_key = customer_key(
+            self, "LakeReplicaKey", names.lake_dr_key_alias, "sensorpipe lake replica (DR region)"
+        )
         # The protected replica's key: like the primary protected key, usable only by the
         # principals named here (replication writes; the hospital jobs read after a failover).
         protected_key = customer_key(
-            self, "ProtectedReplicaKey", names.protected_dr_key_alias,
-            "sensorpipe protected zone replica (DR region)", admins_only=True,
-        )  # fmt: skip
+            self,
+            "ProtectedReplicaKey",
+            names.protected_dr_key_alias,
+            "sensorpipe protected zone replica (DR region)",
+            admins_only=True,
+        )
         protected_key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="ReplicationEncrypts",
@@ -53,22 +63,42 @@ class DisasterRecoveryStack(Stack):
             )
         )
         deep = archive_lifecycle(settings, s3.StorageClass.DEEP_ARCHIVE)
-        lake = secure_bucket(self, "LakeReplica", names.lake_dr_bucket, key=lake_key,
-                             access_logs=logs, lifecycle=deep)  # fmt: skip
-        protected = secure_bucket(self, "ProtectedReplica", names.protected_dr_bucket,
-                                  key=protected_key, access_logs=logs, lifecycle=deep)  # fmt: skip
+        lake = secure_bucket(
+            self,
+            "LakeReplica",
+            names.lake_dr_bucket,
+            key=lake_key,
+            access_logs=logs,
+            lifecycle=deep,
+        )
+        protected = secure_bucket(
+            self,
+            "ProtectedReplica",
+            names.protected_dr_bucket,
+            key=protected_key,
+            access_logs=logs,
+            lifecycle=deep,
+        )
         for bucket in (lake, protected):
             # Replicated objects keep the source owner; the replication role may write here.
             bucket.add_to_resource_policy(
                 iam.PolicyStatement(
                     sid="ReplicationWrites",
                     principals=[iam.ArnPrincipal(names.role_arn(names.replication_role))],
-                    actions=["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags",
-                             "s3:ObjectOwnerOverrideToBucketOwner"],
+                    actions=[
+                        "s3:ReplicateObject",
+                        "s3:ReplicateDelete",
+                        "s3:ReplicateTags",
+                        "s3:ObjectOwnerOverrideToBucketOwner",
+                    ],
                     resources=[bucket.arn_for_objects("*")],
                 )
-            )  # fmt: skip
+            )
         output(self, "LakeReplicaBucketName", lake.bucket_name, "lake replica (DR region)")
-        output(self, "ProtectedReplicaBucketName", protected.bucket_name,
-               "protected zone replica (DR region)")  # fmt: skip
+        output(
+            self,
+            "ProtectedReplicaBucketName",
+            protected.bucket_name,
+            "protected zone replica (DR region)",
+        )
         output(self, "ProtectedReplicaKeyArn", protected_key.key_arn, "protected replica key")

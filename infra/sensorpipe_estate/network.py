@@ -35,74 +35,141 @@ INTERFACE_SERVICES = {
 
 class NetworkStack(Stack):
     def __init__(
-        self, scope: Construct, id_: str, settings: EstateSettings, ops_key: kms.IKey, **kwargs  # noqa: ANN003
+        self,
+        scope: Construct,
+        id_: str,
+        settings: EstateSettings,
+        ops_key: kms.IKey,
+        **kwargs,  # noqa: ANN003
     ) -> None:
         super().__init__(scope, id_, **kwargs)
         net = settings.network
         self.vpc = ec2.Vpc(
-            self, "Vpc",
+            self,
+            "Vpc",
             ip_addresses=ec2.IpAddresses.cidr(net.vpc_cidr),
             availability_zones=net.availability_zones,
             nat_gateways=0,
-            subnet_configuration=[ec2.SubnetConfiguration(
-                name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=20)],
+            subnet_configuration=[
+                ec2.SubnetConfiguration(
+                    name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=20
+                )
+            ],
             enable_dns_hostnames=True,
             enable_dns_support=True,
             # No custom resource: nothing here uses the default security group (checkov skip).
             restrict_default_security_group=False,
-        )  # fmt: skip
+        )
         flow_logs = logs.LogGroup(
-            self, "FlowLogs", log_group_name=f"/{settings.name}/vpc-flow-logs",
-            encryption_key=ops_key, retention=logs.RetentionDays.ONE_YEAR,
+            self,
+            "FlowLogs",
+            log_group_name=f"/{settings.name}/vpc-flow-logs",
+            encryption_key=ops_key,
+            retention=logs.RetentionDays.ONE_YEAR,
             removal_policy=RemovalPolicy.RETAIN,
-        )  # fmt: skip
-        self.vpc.add_flow_log("FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
-                              traffic_type=ec2.FlowLogTrafficType.ALL)  # fmt: skip
+        )
+        self.vpc.add_flow_log(
+            "FlowLog",
+            destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
+            traffic_type=ec2.FlowLogTrafficType.ALL,
+        )
         private = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
-        self.vpc.add_gateway_endpoint("S3", service=ec2.GatewayVpcEndpointAwsService.S3,
-                                      subnets=[private])  # fmt: skip
+        self.vpc.add_gateway_endpoint(
+            "S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[private]
+        )
 
         endpoints_sg = ec2.SecurityGroup(
-            self, "EndpointsSg", vpc=self.vpc, allow_all_outbound=False,
+            self,
+            "EndpointsSg",
+            vpc=self.vpc,
+            allow_all_outbound=False,
             description="Interface endpoints: HTTPS from inside the VPC only",
-        )  # fmt: skip
-        endpoints_sg.add_ingress_rule(ec2.Peer.ipv4(net.vpc_cidr), ec2.Port.tcp(443),
-                                      "HTTPS from the VPC")  # fmt: skip
+        )
+        endpoints_sg.add_ingress_rule(
+            ec2.Peer.ipv4(net.vpc_cidr), ec2.Port.tcp(443), "HTTPS from the VPC"
+        )
         for name, service in INTERFACE_SERVICES.items():
-            self.vpc.add_interface_endpoint(name, service=service, subnets=private,
-                                            security_groups=[endpoints_sg], private_dns_enabled=True)  # fmt: skip
+            self.vpc.add_interface_endpoint(
+                name,
+                service=service,
+                subnets=private,
+                security_groups=[endpoints_sg],
+                private_dns_enabled=True,
+            )
         # The IoT data plane (device shadows): its endpoint has no private DNS of its own, so a
         # private hosted zone points the account's *-ats.iot endpoint name at it (AWS IoT Core
         # Developer Guide, "AWS IoT Core data plane VPC endpoints").
         iot = self.vpc.add_interface_endpoint(
-            "IotData", service=ec2.InterfaceVpcEndpointService(f"com.amazonaws.{settings.region}.iot.data", 443),
-            subnets=private, security_groups=[endpoints_sg], private_dns_enabled=False,
-        )  # fmt: skip
-        zone = route53.PrivateHostedZone(self, "IotDataZone", vpc=self.vpc,
-                                         zone_name=f"iot.{settings.region}.amazonaws.com")  # fmt: skip
-        route53.ARecord(self, "IotDataRecord", zone=zone, record_name="*",
-                        target=route53.RecordTarget.from_alias(targets.InterfaceVpcEndpointTarget(iot)))  # fmt: skip
+            "IotData",
+            service=ec2.InterfaceVpcEndpointService(
+                f"com.amazonaws.{settings.region}.iot.data", 443
+            ),
+            subnets=private,
+            security_groups=[endpoints_sg],
+            private_dns_enabled=False,
+        )
+        zone = route53.PrivateHostedZone(
+            self, "IotDataZone", vpc=self.vpc, zone_name=f"iot.{settings.region}.amazonaws.com"
+        )
+        route53.ARecord(
+            self,
+            "IotDataRecord",
+            zone=zone,
+            record_name="*",
+            target=route53.RecordTarget.from_alias(targets.InterfaceVpcEndpointTarget(iot)),
+        )
 
         # EMR-managed security groups: EMR writes their rules when a cluster starts.
         def emr_group(id_: str, description: str) -> ec2.SecurityGroup:
-            group = ec2.SecurityGroup(self, id_, vpc=self.vpc, description=description,
-                                      allow_all_outbound=False)  # fmt: skip
+            group = ec2.SecurityGroup(
+                self, id_, vpc=self.vpc, description=description, allow_all_outbound=False
+            )
             Tags.of(group).add(*EMR_MANAGED_TAG)
             return group
 
         self.emr_primary_sg = emr_group("EmrPrimarySg", "EMR-managed: primary node")
         self.emr_core_sg = emr_group("EmrCoreSg", "EMR-managed: core and task nodes")
-        self.emr_service_sg = emr_group("EmrServiceAccessSg", "EMR-managed: service access (private subnet)")
+        self.emr_service_sg = emr_group(
+            "EmrServiceAccessSg", "EMR-managed: service access (private subnet)"
+        )
         for subnet in self.vpc.isolated_subnets:
             Tags.of(subnet).add(*EMR_MANAGED_TAG)
         Tags.of(self.vpc).add(*EMR_MANAGED_TAG)
 
         output(self, "VpcId", self.vpc.vpc_id, "the estate's VPC (private subnets only)")
-        output(self, "PrivateSubnetIds", ",".join(s.subnet_id for s in self.vpc.isolated_subnets),
-               "private subnets (EMR Ec2SubnetIds)")  # fmt: skip
-        output(self, "EmrPrimarySecurityGroupId", self.emr_primary_sg.security_group_id,
-               "EmrManagedMasterSecurityGroup")  # fmt: skip
-        output(self, "EmrCoreSecurityGroupId", self.emr_core_sg.security_group_id,
-               "EmrManagedSlaveSecurityGroup")  # fmt: skip
-        output(self, "EmrServiceAccessSecurityGroupId", self.emr_service_sg.security_group_id,
-               "ServiceAccessSecurityGroup")  # fmt: skip
+        output(
+            self,
+            "PrivateSubnetIds",
+            ",".join(s.subnet_id for s in self.vpc.isolated_subnets),
+            "private subnets (EMR Ec2SubnetIds)",
+        )
+        output(
+            self,
+            "EmrSubnetId",
+            self.vpc.isolated_subnets[0].subnet_id,
+            "the cluster's private subnet (RunJobFlow Ec2SubnetId)",
+        )
+        output(
+            self,
+            "HospitalJdbcUrl",
+            settings.warehouse.hospital_jdbc_url,
+            "the hospital's on-premises database, over Direct Connect/VPN",
+        )
+        output(
+            self,
+            "EmrPrimarySecurityGroupId",
+            self.emr_primary_sg.security_group_id,
+            "EmrManagedMasterSecurityGroup",
+        )
+        output(
+            self,
+            "EmrCoreSecurityGroupId",
+            self.emr_core_sg.security_group_id,
+            "EmrManagedSlaveSecurityGroup",
+        )
+        output(
+            self,
+            "EmrServiceAccessSecurityGroupId",
+            self.emr_service_sg.security_group_id,
+            "ServiceAccessSecurityGroup",
+        )

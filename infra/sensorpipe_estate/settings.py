@@ -30,7 +30,9 @@ def _cidr(name: str, value: str) -> None:
     try:
         ipaddress.ip_network(value)
     except ValueError:
-        raise ConfigError(f"{name}: expected a CIDR block such as 10.0.0.0/8, got {value!r}") from None
+        raise ConfigError(
+            f"{name}: expected a CIDR block such as 10.0.0.0/8, got {value!r}"
+        ) from None
 
 
 def _port(name: str, value: int) -> None:
@@ -98,7 +100,9 @@ class WarehouseSettings:
     # the role it grants may only ask Redshift Serverless for temporary database credentials.
     saml_provider_arn: str = "arn:aws:iam::123456789012:saml-provider/corporate-idp"
     # The hospital's on-premises database, for the ingest job (reached over Direct Connect).
-    hospital_jdbc_url: str = "jdbc:postgresql://clinical-db.hospital.example:5432/clinical?sslmode=verify-full"
+    hospital_jdbc_url: str = (
+        "jdbc:postgresql://clinical-db.hospital.example:5432/clinical?sslmode=verify-full"
+    )
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,9 @@ class EstateSettings:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ConfigError(f"name: expected 2-21 lowercase letters, digits or '-', got {self.name!r}")
+            raise ConfigError(
+                f"name: expected 2-21 lowercase letters, digits or '-', got {self.name!r}"
+            )
         if self.dr_region == self.region:
             raise ConfigError(
                 f"dr_region: must differ from region ({self.region}) for disaster recovery"
@@ -146,7 +152,11 @@ class EstateSettings:
                 f"got {self.reporting.region}"
             )
         zones = self.network.availability_zones
-        if len(zones) != 3 or len(set(zones)) != 3 or any(not z.startswith(self.region) for z in zones):
+        if (
+            len(zones) != 3
+            or len(set(zones)) != 3
+            or any(not z.startswith(self.region) for z in zones)
+        ):
             raise ConfigError(
                 f"network.availability_zones: expected three distinct zones of {self.region}, "
                 f"got {zones}"

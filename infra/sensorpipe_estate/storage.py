@@ -31,24 +31,41 @@ class KeysStorageStack(Stack):
         region, account = settings.region, settings.account
 
         # --- keys ---------------------------------------------------------------------------
-        self.lake_key = customer_key(self, "LakeKey", names.lake_key_alias,
-                                     "sensorpipe lake and general zone")  # fmt: skip
-        self.stream_key = customer_key(self, "StreamKey", names.stream_key_alias,
-                                       "sensorpipe train telemetry stream")  # fmt: skip
-        self.warehouse_key = customer_key(self, "WarehouseKey", names.warehouse_key_alias,
-                                          "sensorpipe Redshift namespace and its admin secret")  # fmt: skip
-        self.emr_key = customer_key(self, "EmrKey", names.emr_key_alias,
-                                    "sensorpipe EMR local disks and EBS (security configuration)")  # fmt: skip
-        self.ops_key = customer_key(self, "OpsKey", names.ops_key_alias,
-                                    "sensorpipe CloudTrail, log groups and the alarm topic")  # fmt: skip
+        self.lake_key = customer_key(
+            self, "LakeKey", names.lake_key_alias, "sensorpipe lake and general zone"
+        )
+        self.stream_key = customer_key(
+            self, "StreamKey", names.stream_key_alias, "sensorpipe train telemetry stream"
+        )
+        self.warehouse_key = customer_key(
+            self,
+            "WarehouseKey",
+            names.warehouse_key_alias,
+            "sensorpipe Redshift namespace and its admin secret",
+        )
+        self.emr_key = customer_key(
+            self,
+            "EmrKey",
+            names.emr_key_alias,
+            "sensorpipe EMR local disks and EBS (security configuration)",
+        )
+        self.ops_key = customer_key(
+            self,
+            "OpsKey",
+            names.ops_key_alias,
+            "sensorpipe CloudTrail, log groups and the alarm topic",
+        )
         self._ops_key_services(self.ops_key, region, account)
         # The protected zone's key: the account may administer it but only the hospital's
         # principals may use it (jobs read and write; the proxy encrypts stream records; S3
         # replication decrypts to copy objects into the DR region's protected key).
         self.protected_key = customer_key(
-            self, "ProtectedKey", names.protected_key_alias,
-            "sensorpipe protected zone (PHI): hospital jobs only", admins_only=True,
-        )  # fmt: skip
+            self,
+            "ProtectedKey",
+            names.protected_key_alias,
+            "sensorpipe protected zone (PHI): hospital jobs only",
+            admins_only=True,
+        )
         self.protected_key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="HospitalJobsUse",
@@ -78,42 +95,76 @@ class KeysStorageStack(Stack):
 
         # --- buckets ------------------------------------------------------------------------
         self.access_logs = secure_bucket(
-            self, "AccessLogs", names.access_logs_bucket, key=None, access_logs=None,
-            lifecycle=housekeeping_lifecycle(settings, settings.storage.access_logs_expire_after_days),
-        )  # fmt: skip
-        self.lake = secure_bucket(self, "Lake", names.lake_bucket, key=self.lake_key,
-                                  access_logs=self.access_logs,
-                                  lifecycle=archive_lifecycle(settings))  # fmt: skip
-        self.protected = secure_bucket(self, "Protected", names.protected_bucket,
-                                       key=self.protected_key, access_logs=self.access_logs,
-                                       lifecycle=archive_lifecycle(settings))  # fmt: skip
+            self,
+            "AccessLogs",
+            names.access_logs_bucket,
+            key=None,
+            access_logs=None,
+            lifecycle=housekeeping_lifecycle(
+                settings, settings.storage.access_logs_expire_after_days
+            ),
+        )
+        self.lake = secure_bucket(
+            self,
+            "Lake",
+            names.lake_bucket,
+            key=self.lake_key,
+            access_logs=self.access_logs,
+            lifecycle=archive_lifecycle(settings),
+        )
+        self.protected = secure_bucket(
+            self,
+            "Protected",
+            names.protected_bucket,
+            key=self.protected_key,
+            access_logs=self.access_logs,
+            lifecycle=archive_lifecycle(settings),
+        )
         self._replicate(self.lake, names.lake_dr_bucket, names.lake_dr_key_alias, names, settings)
-        self._replicate(self.protected, names.protected_dr_bucket, names.protected_dr_key_alias,
-                        names, settings)  # fmt: skip
+        self._replicate(
+            self.protected, names.protected_dr_bucket, names.protected_dr_key_alias, names, settings
+        )
         self.trail_bucket = secure_bucket(
-            self, "TrailLogs", names.trail_bucket, key=self.ops_key, access_logs=self.access_logs,
-            lifecycle=housekeeping_lifecycle(settings, settings.storage.trail_logs_expire_after_days),
-        )  # fmt: skip
+            self,
+            "TrailLogs",
+            names.trail_bucket,
+            key=self.ops_key,
+            access_logs=self.access_logs,
+            lifecycle=housekeeping_lifecycle(
+                settings, settings.storage.trail_logs_expire_after_days
+            ),
+        )
 
         # --- CloudTrail ---------------------------------------------------------------------
         trail_group = logs.LogGroup(
-            self, "TrailLogGroup", log_group_name=f"/{settings.name}/cloudtrail",
-            encryption_key=self.ops_key, retention=logs.RetentionDays.ONE_YEAR,
+            self,
+            "TrailLogGroup",
+            log_group_name=f"/{settings.name}/cloudtrail",
+            encryption_key=self.ops_key,
+            retention=logs.RetentionDays.ONE_YEAR,
             removal_policy=RemovalPolicy.RETAIN,
-        )  # fmt: skip
+        )
         trail = cloudtrail.Trail(
-            self, "Trail", trail_name=f"{settings.name}-trail", bucket=self.trail_bucket,
-            encryption_key=self.ops_key, enable_file_validation=True, is_multi_region_trail=True,
-            include_global_service_events=True, send_to_cloud_watch_logs=True,
+            self,
+            "Trail",
+            trail_name=f"{settings.name}-trail",
+            bucket=self.trail_bucket,
+            encryption_key=self.ops_key,
+            enable_file_validation=True,
+            is_multi_region_trail=True,
+            include_global_service_events=True,
+            send_to_cloud_watch_logs=True,
             cloud_watch_log_group=trail_group,
-        )  # fmt: skip
+        )
         trail.node.add_dependency(self.trail_bucket.policy)
         trail.add_s3_event_selector(
-            [cloudtrail.S3EventSelector(bucket=self.lake),
-             cloudtrail.S3EventSelector(bucket=self.protected)],
+            [
+                cloudtrail.S3EventSelector(bucket=self.lake),
+                cloudtrail.S3EventSelector(bucket=self.protected),
+            ],
             read_write_type=cloudtrail.ReadWriteType.ALL,
             include_management_events=True,
-        )  # fmt: skip
+        )
 
         output(self, "LakeBucketName", self.lake.bucket_name, "the lake, general zone, artifacts")
         output(self, "ProtectedBucketName", self.protected.bucket_name, "the protected zone (PHI)")
@@ -130,35 +181,56 @@ class KeysStorageStack(Stack):
                 principals=[iam.ServicePrincipal("cloudtrail.amazonaws.com")],
                 actions=["kms:GenerateDataKey*", "kms:DescribeKey"],
                 resources=["*"],
-                conditions={"StringLike": {
-                    "kms:EncryptionContext:aws:cloudtrail:arn": f"arn:aws:cloudtrail:*:{account}:trail/*"}},
+                conditions={
+                    "StringLike": {
+                        "kms:EncryptionContext:aws:cloudtrail:arn": (
+                            f"arn:aws:cloudtrail:*:{account}:trail/*"
+                        )
+                    }
+                },
             )
-        )  # fmt: skip
+        )
         key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="CloudWatchLogsEncrypts",
                 principals=[iam.ServicePrincipal(f"logs.{region}.amazonaws.com")],
-                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*",
-                         "kms:Describe*"],
+                actions=[
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
                 resources=["*"],
-                conditions={"ArnLike": {
-                    "kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:{region}:{account}:log-group:*"}},
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": (
+                            f"arn:aws:logs:{region}:{account}:log-group:*"
+                        )
+                    }
+                },
             )
-        )  # fmt: skip
+        )
         key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AlarmsAndEventsPublishToTheEncryptedTopic",
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com"),
-                            iam.ServicePrincipal("events.amazonaws.com")],
+                principals=[
+                    iam.ServicePrincipal("cloudwatch.amazonaws.com"),
+                    iam.ServicePrincipal("events.amazonaws.com"),
+                ],
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],
                 conditions={"StringEquals": {"aws:SourceAccount": account}},
             )
-        )  # fmt: skip
+        )
 
     @staticmethod
     def _replicate(
-        bucket: s3.Bucket, target: str, target_key_alias: str, names: Names, settings: EstateSettings
+        bucket: s3.Bucket,
+        target: str,
+        target_key_alias: str,
+        names: Names,
+        settings: EstateSettings,
     ) -> None:
         """Every object, delete markers included, to the DR region under that region's key."""
         dr = settings.dr_region
@@ -189,5 +261,3 @@ class KeysStorageStack(Stack):
                 )
             ],
         )
-
-

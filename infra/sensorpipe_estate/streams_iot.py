@@ -27,21 +27,42 @@ def train_policy_document(settings: EstateSettings) -> dict:
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "ConnectAsItself", "Effect": "Allow", "Action": "iot:Connect",
-             "Resource": f"{base}:client/{THING}",
-             "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}}},
-            {"Sid": "PublishOwnReadingsAndShadowRequests", "Effect": "Allow",
-             "Action": "iot:Publish",
-             "Resource": [f"{base}:topic/{prefix}/{THING}/telemetry", f"{base}:topic/{shadow}/*"]},
-            {"Sid": "SubscribeOwnShadow", "Effect": "Allow", "Action": "iot:Subscribe",
-             "Resource": f"{base}:topicfilter/{shadow}/*"},
-            {"Sid": "ReceiveOwnShadow", "Effect": "Allow", "Action": "iot:Receive",
-             "Resource": f"{base}:topic/{shadow}/*"},
-            {"Sid": "OwnShadowOverHttps", "Effect": "Allow",
-             "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow"],
-             "Resource": f"{base}:thing/{THING}"},
+            {
+                "Sid": "ConnectAsItself",
+                "Effect": "Allow",
+                "Action": "iot:Connect",
+                "Resource": f"{base}:client/{THING}",
+                "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
+            },
+            {
+                "Sid": "PublishOwnReadingsAndShadowRequests",
+                "Effect": "Allow",
+                "Action": "iot:Publish",
+                "Resource": [
+                    f"{base}:topic/{prefix}/{THING}/telemetry",
+                    f"{base}:topic/{shadow}/*",
+                ],
+            },
+            {
+                "Sid": "SubscribeOwnShadow",
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": f"{base}:topicfilter/{shadow}/*",
+            },
+            {
+                "Sid": "ReceiveOwnShadow",
+                "Effect": "Allow",
+                "Action": "iot:Receive",
+                "Resource": f"{base}:topic/{shadow}/*",
+            },
+            {
+                "Sid": "OwnShadowOverHttps",
+                "Effect": "Allow",
+                "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow"],
+                "Resource": f"{base}:thing/{THING}",
+            },
         ],
-    }  # fmt: skip
+    }
 
 
 class StreamsIotStack(Stack):
@@ -60,40 +81,67 @@ class StreamsIotStack(Stack):
         st = settings.streams
         retention = Duration.hours(st.retention_hours)
         self.telemetry = kinesis.Stream(
-            self, "TelemetryStream", stream_name=st.telemetry_stream, shard_count=st.telemetry_shards,
-            encryption=kinesis.StreamEncryption.KMS, encryption_key=stream_key,
-            retention_period=retention, removal_policy=RemovalPolicy.RETAIN,
-        )  # fmt: skip
+            self,
+            "TelemetryStream",
+            stream_name=st.telemetry_stream,
+            shard_count=st.telemetry_shards,
+            encryption=kinesis.StreamEncryption.KMS,
+            encryption_key=stream_key,
+            retention_period=retention,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
         # Hospital readings map device serials to patients (PHI): the protected zone's key.
         self.hospital = kinesis.Stream(
-            self, "HospitalStream", stream_name=st.hospital_stream, shard_count=st.hospital_shards,
-            encryption=kinesis.StreamEncryption.KMS, encryption_key=protected_key,
-            retention_period=retention, removal_policy=RemovalPolicy.RETAIN,
-        )  # fmt: skip
+            self,
+            "HospitalStream",
+            stream_name=st.hospital_stream,
+            shard_count=st.hospital_shards,
+            encryption=kinesis.StreamEncryption.KMS,
+            encryption_key=protected_key,
+            retention_period=retention,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
 
         errors = logs.LogGroup(
-            self, "RuleErrors", log_group_name=f"/{settings.name}/iot-rule-errors",
-            encryption_key=ops_key, retention=logs.RetentionDays.THREE_MONTHS,
+            self,
+            "RuleErrors",
+            log_group_name=f"/{settings.name}/iot-rule-errors",
+            encryption_key=ops_key,
+            retention=logs.RetentionDays.THREE_MONTHS,
             removal_policy=RemovalPolicy.RETAIN,
-        )  # fmt: skip
+        )
         self.rule_name = f"{settings.name.replace('-', '_')}_train_telemetry"
         rule_role = names.role_arn(names.iot_rule_role)
         self.rule = iot.CfnTopicRule(
-            self, "TelemetryRule", rule_name=self.rule_name,
+            self,
+            "TelemetryRule",
+            rule_name=self.rule_name,
             topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
                 sql=f"SELECT * FROM '{st.train_topic_prefix}/+/telemetry'",
                 aws_iot_sql_version="2016-03-23",
                 rule_disabled=False,
-                actions=[iot.CfnTopicRule.ActionProperty(kinesis=iot.CfnTopicRule.KinesisActionProperty(
-                    stream_name=self.telemetry.stream_name, role_arn=rule_role,
-                    partition_key="${topic(2)}"))],  # the train: trains/<train>/telemetry
+                actions=[
+                    iot.CfnTopicRule.ActionProperty(
+                        kinesis=iot.CfnTopicRule.KinesisActionProperty(
+                            stream_name=self.telemetry.stream_name,
+                            role_arn=rule_role,
+                            partition_key="${topic(2)}",
+                        )
+                    )
+                ],  # the train: trains/<train>/telemetry
                 error_action=iot.CfnTopicRule.ActionProperty(
                     cloudwatch_logs=iot.CfnTopicRule.CloudwatchLogsActionProperty(
-                        log_group_name=errors.log_group_name, role_arn=rule_role)),
+                        log_group_name=errors.log_group_name, role_arn=rule_role
+                    )
+                ),
             ),
-        )  # fmt: skip
-        self.train_policy = iot.CfnPolicy(self, "TrainPolicy", policy_name=f"{settings.name}-train",
-                                          policy_document=train_policy_document(settings))  # fmt: skip
+        )
+        self.train_policy = iot.CfnPolicy(
+            self,
+            "TrainPolicy",
+            policy_name=f"{settings.name}-train",
+            policy_document=train_policy_document(settings),
+        )
 
         output(self, "TelemetryStreamName", self.telemetry.stream_name, "train telemetry stream")
         output(self, "HospitalStreamName", self.hospital.stream_name, "hospital device stream")

@@ -14,20 +14,26 @@ from aws_cdk import aws_quicksight as quicksight
 from aws_cdk import aws_redshiftserverless as redshift
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
-
 from sensorpipe.sinks.warehouse import DAILY_AGGREGATES, Table
+
 from sensorpipe_estate.common import Names, output
 from sensorpipe_estate.settings import EstateSettings
-
 
 
 def quicksight_columns(table: Table) -> list[quicksight.CfnDataSet.InputColumnProperty]:
     """The warehouse table's columns (its one definition, sinks/warehouse.py) as QuickSight
     input columns."""
-    kinds = {"VARCHAR": "STRING", "BIGINT": "INTEGER", "DOUBLE": "DECIMAL", "TIMESTAMP": "DATETIME",
-             "DATE": "DATETIME"}  # fmt: skip
+    kinds = {
+        "VARCHAR": "STRING",
+        "BIGINT": "INTEGER",
+        "DOUBLE": "DECIMAL",
+        "TIMESTAMP": "DATETIME",
+        "DATE": "DATETIME",
+    }
     return [
-        quicksight.CfnDataSet.InputColumnProperty(name=c.name, type=kinds[c.redshift.split("(")[0].split()[0]])
+        quicksight.CfnDataSet.InputColumnProperty(
+            name=c.name, type=kinds[c.redshift.split("(")[0].split()[0]]
+        )
         for c in table.columns
     ]
 
@@ -49,45 +55,68 @@ class WarehouseReportingStack(Stack):
         subnets = [s.subnet_id for s in vpc.isolated_subnets]
 
         self.security_group = ec2.SecurityGroup(
-            self, "WarehouseSg", vpc=vpc, allow_all_outbound=False,
-            description="Redshift Serverless: the EMR cluster, QuickSight and the corporate network only",
-        )  # fmt: skip
+            self,
+            "WarehouseSg",
+            vpc=vpc,
+            allow_all_outbound=False,
+            description="Redshift Serverless: EMR, QuickSight and the corporate network only",
+        )
         for group in emr_groups:
             self.security_group.add_ingress_rule(group, ec2.Port.tcp(wh.port), "EMR cluster")
-        self.security_group.add_ingress_rule(ec2.Peer.ipv4(settings.network.corporate_cidr),
-                                             ec2.Port.tcp(wh.port), "corporate network (Direct Connect/VPN)")  # fmt: skip
+        self.security_group.add_ingress_rule(
+            ec2.Peer.ipv4(settings.network.corporate_cidr),
+            ec2.Port.tcp(wh.port),
+            "corporate network (Direct Connect/VPN)",
+        )
 
         self.namespace = redshift.CfnNamespace(
-            self, "Namespace", namespace_name=names.namespace, db_name=wh.database,
-            admin_username=wh.admin_username, manage_admin_password=True,
-            admin_password_secret_kms_key_id=warehouse_key.key_arn, kms_key_id=warehouse_key.key_arn,
+            self,
+            "Namespace",
+            namespace_name=names.namespace,
+            db_name=wh.database,
+            admin_username=wh.admin_username,
+            manage_admin_password=True,
+            admin_password_secret_kms_key_id=warehouse_key.key_arn,
+            kms_key_id=warehouse_key.key_arn,
             iam_roles=[names.role_arn(names.warehouse_copy_role)],
             default_iam_role_arn=names.role_arn(names.warehouse_copy_role),
             log_exports=["userlog", "connectionlog", "useractivitylog"],
-        )  # fmt: skip
+        )
         self.workgroup = redshift.CfnWorkgroup(
-            self, "Workgroup", workgroup_name=names.workgroup, namespace_name=names.namespace,
-            base_capacity=wh.base_capacity, publicly_accessible=False, enhanced_vpc_routing=True,
-            port=wh.port, subnet_ids=subnets, security_group_ids=[self.security_group.security_group_id],
+            self,
+            "Workgroup",
+            workgroup_name=names.workgroup,
+            namespace_name=names.namespace,
+            base_capacity=wh.base_capacity,
+            publicly_accessible=False,
+            enhanced_vpc_routing=True,
+            port=wh.port,
+            subnet_ids=subnets,
+            security_group_ids=[self.security_group.security_group_id],
             config_parameters=[
-                redshift.CfnWorkgroup.ConfigParameterProperty(parameter_key="require_ssl", parameter_value="true"),
                 redshift.CfnWorkgroup.ConfigParameterProperty(
-                    parameter_key="enable_user_activity_logging", parameter_value="true"),
+                    parameter_key="require_ssl", parameter_value="true"
+                ),
+                redshift.CfnWorkgroup.ConfigParameterProperty(
+                    parameter_key="enable_user_activity_logging", parameter_value="true"
+                ),
             ],
-        )  # fmt: skip
+        )
         self.workgroup.add_resource_dependency(self.namespace)
 
         # Engineers: the corporate identity provider federated into IAM (SAML). The role may
         # only ask this workgroup for temporary database credentials in the engineer's name.
         engineers = iam.Role(
-            self, "EngineersRole", role_name=f"{settings.name}-warehouse-engineers",
+            self,
+            "EngineersRole",
+            role_name=f"{settings.name}-warehouse-engineers",
             assumed_by=iam.FederatedPrincipal(
                 wh.saml_provider_arn,
                 {"StringEquals": {"SAML:aud": "https://signin.aws.amazon.com/saml"}},
                 "sts:AssumeRoleWithSAML",
             ),
             description="warehouse engineers, signed in through the corporate identity provider",
-        )  # fmt: skip
+        )
         engineers.add_to_policy(
             iam.PolicyStatement(
                 actions=["redshift-serverless:GetCredentials", "redshift-serverless:GetWorkgroup"],
@@ -98,79 +127,147 @@ class WarehouseReportingStack(Stack):
         # QuickSight, in this stack's region, which is the warehouse's (asserted in settings
         # and by tests/test_infra.py); it connects over a VPC connection with a read-only user.
         reader = secretsmanager.Secret(
-            self, "ReportingReader", secret_name=f"{settings.name}/warehouse/quicksight-reader",
+            self,
+            "ReportingReader",
+            secret_name=f"{settings.name}/warehouse/quicksight-reader",
             encryption_key=warehouse_key,
             generate_secret_string=secretsmanager.SecretStringGenerator(
                 secret_string_template='{"username": "quicksight_reader"}',
-                generate_string_key="password", exclude_punctuation=True, password_length=32),
+                generate_string_key="password",
+                exclude_punctuation=True,
+                password_length=32,
+            ),
             description="read-only warehouse user for QuickSight (GRANT SELECT on the aggregates)",
-        )  # fmt: skip
+        )
         # The jobs load as their own user, not as the admin (whose password Redshift manages).
         loader = secretsmanager.Secret(
-            self, "WarehouseLoader", secret_name=f"{settings.name}/warehouse/loader",
+            self,
+            "WarehouseLoader",
+            secret_name=f"{settings.name}/warehouse/loader",
             encryption_key=warehouse_key,
             generate_secret_string=secretsmanager.SecretStringGenerator(
                 secret_string_template='{"username": "sensorpipe_loader"}',
-                generate_string_key="password", exclude_punctuation=True, password_length=32),
-            description="the jobs' warehouse user (CREATE, INSERT, DELETE on the aggregates schema)",
-        )  # fmt: skip
-        reporting_sg = ec2.SecurityGroup(self, "ReportingSg", vpc=vpc, allow_all_outbound=False,
-                                         description="QuickSight VPC connection to the warehouse")  # fmt: skip
+                generate_string_key="password",
+                exclude_punctuation=True,
+                password_length=32,
+            ),
+            description="the jobs' warehouse user (CREATE, INSERT, DELETE on the aggregates)",
+        )
+        reporting_sg = ec2.SecurityGroup(
+            self,
+            "ReportingSg",
+            vpc=vpc,
+            allow_all_outbound=False,
+            description="QuickSight VPC connection to the warehouse",
+        )
         reporting_sg.add_egress_rule(self.security_group, ec2.Port.tcp(wh.port), "warehouse")
         self.security_group.add_ingress_rule(reporting_sg, ec2.Port.tcp(wh.port), "QuickSight")
-        qs_role = iam.Role(self, "QuickSightVpcRole", role_name=f"{settings.name}-quicksight-vpc",
-                           assumed_by=iam.ServicePrincipal("quicksight.amazonaws.com"),
-                           description="QuickSight: network interfaces of the VPC connection")  # fmt: skip
+        qs_role = iam.Role(
+            self,
+            "QuickSightVpcRole",
+            role_name=f"{settings.name}-quicksight-vpc",
+            assumed_by=iam.ServicePrincipal("quicksight.amazonaws.com"),
+            description="QuickSight: network interfaces of the VPC connection",
+        )
         qs_role.add_to_policy(
             iam.PolicyStatement(
-                actions=["ec2:CreateNetworkInterface", "ec2:ModifyNetworkInterfaceAttribute",
-                         "ec2:DeleteNetworkInterface", "ec2:DescribeSubnets",
-                         "ec2:DescribeSecurityGroups"],
+                actions=[
+                    "ec2:CreateNetworkInterface",
+                    "ec2:ModifyNetworkInterfaceAttribute",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:DescribeSubnets",
+                    "ec2:DescribeSecurityGroups",
+                ],
                 resources=["*"],  # EC2 authorises these on "*"; limited to this VPC below
-                conditions={"StringEqualsIfExists": {"ec2:Vpc": f"arn:aws:ec2:{settings.region}:"
-                                                               f"{settings.account}:vpc/{vpc.vpc_id}"}},
+                conditions={
+                    "StringEqualsIfExists": {
+                        "ec2:Vpc": f"arn:aws:ec2:{settings.region}:"
+                        f"{settings.account}:vpc/{vpc.vpc_id}"
+                    }
+                },
             )
-        )  # fmt: skip
+        )
         connection = quicksight.CfnVPCConnection(
-            self, "ReportingVpcConnection", aws_account_id=settings.account,
-            vpc_connection_id=f"{settings.name}-warehouse", name=f"{settings.name}-warehouse",
-            role_arn=qs_role.role_arn, security_group_ids=[reporting_sg.security_group_id],
+            self,
+            "ReportingVpcConnection",
+            aws_account_id=settings.account,
+            vpc_connection_id=f"{settings.name}-warehouse",
+            name=f"{settings.name}-warehouse",
+            role_arn=qs_role.role_arn,
+            security_group_ids=[reporting_sg.security_group_id],
             subnet_ids=subnets,
-        )  # fmt: skip
-        owner = [quicksight.CfnDataSource.ResourcePermissionProperty(
-            principal=settings.reporting.owner_arn,
-            actions=["quicksight:DescribeDataSource", "quicksight:DescribeDataSourcePermissions",
-                     "quicksight:PassDataSource", "quicksight:UpdateDataSource"])]  # fmt: skip
+        )
+        owner = [
+            quicksight.CfnDataSource.ResourcePermissionProperty(
+                principal=settings.reporting.owner_arn,
+                actions=[
+                    "quicksight:DescribeDataSource",
+                    "quicksight:DescribeDataSourcePermissions",
+                    "quicksight:PassDataSource",
+                    "quicksight:UpdateDataSource",
+                ],
+            )
+        ]
         self.data_source = quicksight.CfnDataSource(
-            self, "WarehouseDataSource", aws_account_id=settings.account,
-            data_source_id=f"{settings.name}-warehouse", name="sensorpipe warehouse", type="REDSHIFT",
+            self,
+            "WarehouseDataSource",
+            aws_account_id=settings.account,
+            data_source_id=f"{settings.name}-warehouse",
+            name="sensorpipe warehouse",
+            type="REDSHIFT",
             data_source_parameters=quicksight.CfnDataSource.DataSourceParametersProperty(
                 redshift_parameters=quicksight.CfnDataSource.RedshiftParametersProperty(
-                    host=self.workgroup.attr_workgroup_endpoint_address, port=wh.port,
-                    database=wh.database)),
-            credentials=quicksight.CfnDataSource.DataSourceCredentialsProperty(secret_arn=reader.secret_arn),
+                    host=self.workgroup.attr_workgroup_endpoint_address,
+                    port=wh.port,
+                    database=wh.database,
+                )
+            ),
+            credentials=quicksight.CfnDataSource.DataSourceCredentialsProperty(
+                secret_arn=reader.secret_arn
+            ),
             ssl_properties=quicksight.CfnDataSource.SslPropertiesProperty(disable_ssl=False),
             vpc_connection_properties=quicksight.CfnDataSource.VpcConnectionPropertiesProperty(
-                vpc_connection_arn=connection.attr_arn),
+                vpc_connection_arn=connection.attr_arn
+            ),
             permissions=owner,
-        )  # fmt: skip
+        )
         self.data_set = quicksight.CfnDataSet(
-            self, "DailyAggregates", aws_account_id=settings.account,
-            data_set_id=f"{settings.name}-daily-aggregates", name="sensor daily aggregates",
+            self,
+            "DailyAggregates",
+            aws_account_id=settings.account,
+            data_set_id=f"{settings.name}-daily-aggregates",
+            name="sensor daily aggregates",
             import_mode="DIRECT_QUERY",
-            physical_table_map={"daily": quicksight.CfnDataSet.PhysicalTableProperty(
-                relational_table=quicksight.CfnDataSet.RelationalTableProperty(
-                    data_source_arn=self.data_source.attr_arn, schema="public",
-                    name=DAILY_AGGREGATES.name, input_columns=quicksight_columns(DAILY_AGGREGATES)))},
-            permissions=[quicksight.CfnDataSet.ResourcePermissionProperty(
-                principal=settings.reporting.owner_arn,
-                actions=["quicksight:DescribeDataSet", "quicksight:DescribeDataSetPermissions",
-                         "quicksight:PassDataSet", "quicksight:DescribeIngestion",
-                         "quicksight:ListIngestions"])],
-        )  # fmt: skip
+            physical_table_map={
+                "daily": quicksight.CfnDataSet.PhysicalTableProperty(
+                    relational_table=quicksight.CfnDataSet.RelationalTableProperty(
+                        data_source_arn=self.data_source.attr_arn,
+                        schema="public",
+                        name=DAILY_AGGREGATES.name,
+                        input_columns=quicksight_columns(DAILY_AGGREGATES),
+                    )
+                )
+            },
+            permissions=[
+                quicksight.CfnDataSet.ResourcePermissionProperty(
+                    principal=settings.reporting.owner_arn,
+                    actions=[
+                        "quicksight:DescribeDataSet",
+                        "quicksight:DescribeDataSetPermissions",
+                        "quicksight:PassDataSet",
+                        "quicksight:DescribeIngestion",
+                        "quicksight:ListIngestions",
+                    ],
+                )
+            ],
+        )
 
         output(self, "WarehouseWorkgroupName", names.workgroup, "Redshift Serverless workgroup")
-        output(self, "WarehouseLoaderSecretArn", loader.secret_arn,
-               "the jobs' warehouse user (Redshift Data API secret_arn)")  # fmt: skip
+        output(
+            self,
+            "WarehouseLoaderSecretArn",
+            loader.secret_arn,
+            "the jobs' warehouse user (Redshift Data API secret_arn)",
+        )
         output(self, "WarehouseCopyRoleArn", names.role_arn(names.warehouse_copy_role), "COPY role")
         output(self, "WarehousePort", str(wh.port), "warehouse port")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from sensorpipe import __version__
@@ -173,11 +174,39 @@ def _deploy(args: argparse.Namespace) -> int:
 
     import boto3
 
-    from sensorpipe.config import DeploySettings, load_settings_for_job
-    from sensorpipe.deploy import DeployError, build_plan, execute, project_root, render
+    from sensorpipe.config import ConfigError, DeploySettings, load_settings
+    from sensorpipe.deploy import (
+        DeployError,
+        build_plan,
+        execute,
+        outputs_from_file,
+        project_root,
+        render,
+        stack_outputs,
+    )
     from sensorpipe.lineage import code_version
 
-    settings = load_settings_for_job(args.config, DeploySettings)
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    try:
+        if args.stack_outputs:
+            outputs = outputs_from_file(args.stack_outputs)
+        else:
+            cfn = boto3.client("cloudformation", region_name=region, endpoint_url=args.endpoint_url)
+            outputs = stack_outputs(cfn, args.stack_prefix)
+            if "IotDataEndpoint" not in outputs:  # not a CloudFormation attribute: ask IoT
+                iot = boto3.client("iot", region_name=region, endpoint_url=args.endpoint_url)
+                address = iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
+                outputs["IotDataEndpoint"] = f"https://{address}"
+    except DeployError as exc:
+        print(f"deploy: {exc}", file=sys.stderr)
+        return 2
+    # ${Name} in the deploy configuration: the estate's outputs first, then the environment.
+    try:
+        environ = {**os.environ, **outputs}
+        settings = load_settings(args.config, environ=environ, kind=DeploySettings)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     root = project_root()
     if not (args.skip_build or args.dry_run):
         subprocess.run(["make", "--no-print-directory", "dist"], cwd=root, check=True)
@@ -305,7 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--code-version", help="artifact prefix (default: the git commit)")
     deploy.add_argument("--skip-build", action="store_true", help="use dist/ as it is")
     deploy.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    deploy.add_argument("--endpoint-url", help="S3 and EMR endpoint (tests: moto)")
+    deploy.add_argument("--endpoint-url", help="S3, EMR and CloudFormation endpoint (tests: moto)")
+    deploy.add_argument("--stack-prefix", default="sensorpipe",
+                        help="read the outputs of the estate's stacks <prefix>-* (infra/)")
+    deploy.add_argument("--stack-outputs", metavar="FILE",
+                        help="take the outputs from this `cdk deploy --outputs-file` JSON instead")
     deploy.set_defaults(func=_deploy)
     return parser
 

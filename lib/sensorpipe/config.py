@@ -210,6 +210,16 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    # none locally; cloudwatch on EMR: the metrics the estate's alarms watch (WarehouseLoadFailures,
+    # LakeCommitLagSeconds) in this namespace (infra/estate.yaml's metrics_namespace).
+    kind: Literal["none", "cloudwatch"] = "none"
+    namespace: str = "sensorpipe"
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+
+
+@dataclass(frozen=True)
 class LineageSettings:
     # One JSON document per job run (a table: spark.read.json(path)); local folder or s3://.
     path: str = "build/lineage"
@@ -228,6 +238,7 @@ class Settings:
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     lineage: LineageSettings = field(default_factory=LineageSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def __post_init__(self) -> None:
         if self.alerts.kind != "none" and not self.lake.anomalies_path:

@@ -34,6 +34,45 @@ class DeployError(RuntimeError):
     """The deployment cannot be planned or carried out; the message says what is missing."""
 
 
+def stack_outputs(cloudformation: Any, prefix: str) -> dict[str, str]:
+    """The outputs of the estate's stacks (infra/, named `<prefix>-...`), by output key, read
+    with CloudFormation's DescribeStacks."""
+    found: dict[str, dict[str, str]] = {}
+    for page in cloudformation.get_paginator("describe_stacks").paginate():
+        for stack in page["Stacks"]:
+            if stack["StackName"].startswith(f"{prefix}-"):
+                found[stack["StackName"]] = {
+                    o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])
+                }
+    if not found:
+        raise DeployError(
+            f"no CloudFormation stack named {prefix}-*: deploy the estate first (docs/estate.md)"
+        )
+    return merge_outputs(found)
+
+
+def outputs_from_file(path: str | Path) -> dict[str, str]:
+    """Outputs as `cdk deploy --outputs-file` writes them ({stack: {key: value}}): a dry run
+    needs no AWS account."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DeployError(f"stack outputs file {path}: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise DeployError(f"stack outputs file {path}: expected {{stack: {{output: value}}}}")
+    return merge_outputs(data)
+
+
+def merge_outputs(by_stack: dict[str, dict[str, str]]) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for stack, outputs in sorted(by_stack.items()):
+        for key, value in outputs.items():
+            if key in merged and merged[key] != value:
+                raise DeployError(f"output {key} differs between stacks ({stack})")
+            merged[key] = str(value)
+    return merged
+
+
 def fill(text: str, values: dict[str, str], where: str) -> str:
     missing = sorted({m for m in _PLACEHOLDER.findall(text) if m not in values})
     if missing:

@@ -18,6 +18,7 @@ from sensorpipe.anomaly.spark import score_stream
 from sensorpipe.config import Settings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
 from sensorpipe.lineage import LineageRun, schema_fingerprint
+from sensorpipe.metrics import WAREHOUSE_LOAD_FAILURES, commit_lag_listener, metrics_from_settings
 from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
 from sensorpipe.sinks.alerts import (
     AlertFastPath,
@@ -170,12 +171,18 @@ class LakeRun:
     alerts: StreamingQuery | None = None
     alert_stats: AlertStats = field(default_factory=AlertStats)
     alert_fast_path: AlertFastPath | None = None
+    # (spark, listener) publishing the events table's commit lag, when metrics are on
+    commit_lag: tuple[SparkSession, object] | None = None
 
     def stop(self) -> None:
-        """Stop every query and the alert fast path."""
+        """Stop every query, the alert fast path and the commit-lag listener."""
         for query in self.queries:
             if query.isActive:
                 query.stop()
+        if self.commit_lag is not None:
+            spark, listener = self.commit_lag
+            spark.streams.removeListener(listener)
+            self.commit_lag = None
         if self.alert_fast_path is not None:
             self.alert_fast_path.stop()
             self.alert_fast_path = None
@@ -217,6 +224,11 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
             alert_stats,
         )
         fast_path.attach(spark)
+    commit_lag = None
+    if settings.metrics.kind != "none":
+        listener = commit_lag_listener(metrics_from_settings(settings.metrics), f"{prefix}_events")
+        spark.streams.addListener(listener)
+        commit_lag = (spark, listener)
     events_checkpoint = f"{lake.checkpoint_root}/events"
     quarantine_checkpoint = f"{lake.checkpoint_root}/quarantine"
     anomaly = settings.anomaly
@@ -249,7 +261,8 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
     except Exception:
         events.stop()
         raise
-    run = LakeRun(events, quarantine, *before, alert_stats=alert_stats, alert_fast_path=fast_path)
+    run = LakeRun(events, quarantine, *before, alert_stats=alert_stats, alert_fast_path=fast_path,
+                  commit_lag=commit_lag)  # fmt: skip
     # Continuous runs aggregate and alert alongside; a finite run does so once the lake is
     # written (run_lake_job).
     if continuous:
@@ -319,7 +332,7 @@ def start_aggregates_query(
     """Windowed aggregates of the lake's scored events -> warehouse, upserted idempotently per
     batch. Reading the lake (only files its sink committed) rather than the stream again means
     the aggregates count exactly the events and anomalies the lake holds."""
-    warehouse_settings = settings.warehouse
+    warehouse_settings, metrics_settings = settings.warehouse, settings.metrics
     warehouse_from_settings(warehouse_settings).ensure_tables([MINUTE_AGGREGATES])
     checkpoint = f"{settings.lake.checkpoint_root}/aggregates"
     query_name = f"{settings.stream.query_prefix}_aggregates"
@@ -339,6 +352,9 @@ def start_aggregates_query(
                 MINUTE_AGGREGATES,
                 query_name,
                 stats,
+                on_failure=lambda: metrics_from_settings(metrics_settings).put(
+                    WAREHOUSE_LOAD_FAILURES, 1, "Count"
+                ),
             )
         )
     )

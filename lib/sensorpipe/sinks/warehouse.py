@@ -369,16 +369,25 @@ class LoadStats:
 
 
 def foreach_batch_loader(
-    make_warehouse: Callable[[], Warehouse], table: Table, query_name: str, stats: LoadStats
+    make_warehouse: Callable[[], Warehouse],
+    table: Table,
+    query_name: str,
+    stats: LoadStats,
+    on_failure: Callable[[], None] = lambda: None,
 ) -> Callable[[Any, int], None]:
     """A foreachBatch function loading each micro-batch of `table` rows idempotently.
 
     The rows of one micro-batch (the windows it updated) come to the driver as Arrow: they are
-    bounded by keys x open windows, not by events."""
+    bounded by keys x open windows, not by events. A failed load calls `on_failure` (the
+    WarehouseLoadFailures metric) and fails the batch, which a restart loads again."""
 
     def load(batch: Any, batch_id: int) -> None:
         rows = batch.toArrow()
-        make_warehouse().upsert(table, rows, query_name, batch_id)
+        try:
+            make_warehouse().upsert(table, rows, query_name, batch_id)
+        except Exception:
+            on_failure()
+            raise
         stats.batches += 1
         stats.rows += rows.num_rows
 

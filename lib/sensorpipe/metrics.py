@@ -1,0 +1,83 @@
+"""Operational metrics the estate's alarms watch (infra/sensorpipe_estate/monitoring.py):
+warehouse load failures and lake commit lag, published to CloudWatch on EMR, nowhere locally.
+
+Publishing is best effort: a metric that cannot be sent is logged and dropped, never allowed to
+fail a batch. An alarm on commit lag treats missing data as breaching, so a job that stops
+reporting (dead, stuck, or unable to publish) is noticed all the same."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Protocol
+
+from sensorpipe.config import MetricsSettings
+
+WAREHOUSE_LOAD_FAILURES = "WarehouseLoadFailures"
+LAKE_COMMIT_LAG = "LakeCommitLagSeconds"
+
+log = logging.getLogger(__name__)
+
+
+class Metrics(Protocol):
+    def put(self, name: str, value: float, unit: str) -> None: ...
+
+
+class NoMetrics:
+    def put(self, name: str, value: float, unit: str) -> None:
+        pass
+
+
+class CloudWatchMetrics:
+    def __init__(self, client: Any, namespace: str) -> None:
+        self.client, self.namespace = client, namespace
+
+    def put(self, name: str, value: float, unit: str) -> None:
+        try:
+            self.client.put_metric_data(
+                Namespace=self.namespace,
+                MetricData=[{"MetricName": name, "Value": float(value), "Unit": unit}],
+            )
+        except Exception as exc:  # noqa: BLE001 - monitoring must never stop the pipeline
+            log.warning("metric %s not published: %s", name, exc)
+
+
+def metrics_from_settings(settings: MetricsSettings) -> Metrics:
+    if settings.kind == "cloudwatch":
+        import boto3
+
+        client = boto3.client(
+            "cloudwatch", region_name=settings.region, endpoint_url=settings.endpoint_url
+        )
+        return CloudWatchMetrics(client, settings.namespace)
+    return NoMetrics()
+
+
+def commit_lag_listener(metrics: Metrics, query_name: str, clock: Any = time.time) -> Any:
+    """A StreamingQueryListener publishing, at each progress report of `query_name` (after each
+    of its micro-batches commits, and every idle interval), the seconds since its previous
+    commit. It runs on the driver's listener bus."""
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class CommitLag(StreamingQueryListener):
+        last_commit: float | None = None
+
+        def onQueryStarted(self, event: Any) -> None:
+            if event.name == query_name:
+                self.last_commit = clock()
+
+        def onQueryProgress(self, event: Any) -> None:
+            if event.progress.name != query_name:
+                return
+            now = clock()
+            since = self.last_commit if self.last_commit is not None else now
+            metrics.put(LAKE_COMMIT_LAG, max(now - since, 0.0), "Seconds")
+            self.last_commit = now
+
+        def onQueryIdle(self, event: Any) -> None:
+            pass
+
+        def onQueryTerminated(self, event: Any) -> None:
+            pass
+
+    return CommitLag()
