@@ -8,6 +8,7 @@ streams-iot, warehouse-reporting, monitoring (docs/estate.md)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -22,12 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(Path(__file__).parent / "estate.yaml"))
     parser.add_argument("--out", default="build/cdk.out")
     args = parser.parse_args(argv)
-    app = build_app(load_estate(args.config), outdir=args.out)
+    # `cdk deploy` (cdk.json) runs this app and tells it where to write with CDK_OUTDIR.
+    outdir = os.environ.get("CDK_OUTDIR") or args.out
+    app = build_app(load_estate(args.config), outdir=outdir)
     assembly = app.synth()
     for stack in assembly.stacks:
         print(
             f"{stack.stack_name}: {stack.environment.region} -> "
-            f"{Path(args.out) / stack.template_file}"
+            f"{Path(outdir) / stack.template_file}"
         )
     return 0
 

@@ -27,7 +27,7 @@ ESTATE_OUTPUTS = {
     "sensorpipe-keys-storage": {
         "LakeBucketName": "sensorpipe-lake-test",
         "ProtectedBucketName": "sensorpipe-phi-test",
-        "LakeKeyArn": "arn:aws:kms:us-east-1:123456789012:key/1111-2222",
+        "EmrKeyArn": "arn:aws:kms:us-east-1:123456789012:key/1111-2222",
     },
     "sensorpipe-network": {
         "EmrSubnetId": "subnet-0abc",
@@ -181,7 +181,11 @@ def test_security_configuration_uses_documented_fields_only():
     assert kerberos["Provider"] == "ClusterDedicatedKdc"
     assert "CrossRealmTrustConfiguration" in kerberos["ClusterDedicatedKdcConfiguration"]
     at_rest = document["EncryptionConfiguration"]["AtRestEncryptionConfiguration"]
-    assert at_rest["S3EncryptionConfiguration"]["EncryptionMode"] == "SSE-KMS"
+    # No EMRFS encryption setting: EMRFS writes name no key, so each bucket's default key
+    # applies (the lake key, the protected zone's key); the buckets refuse any other key
+    # (infra/, docs/estate.md). Local disks and EBS use the EMR key.
+    assert "S3EncryptionConfiguration" not in at_rest
+    assert at_rest["LocalDiskEncryptionConfiguration"]["EnableEbsEncryption"] is True
     validate(
         "CreateSecurityConfiguration", {"Name": "n", "SecurityConfiguration": json.dumps(document)}
     )

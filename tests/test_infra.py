@@ -475,7 +475,6 @@ def test_checkov_fails_no_check_and_every_skip_is_listed_with_its_reason(cdk_out
             "--framework",
             "cloudformation",
             "--compact",
-            "--quiet",
             "--skip-download",
             "-o",
             "json",
@@ -485,6 +484,7 @@ def test_checkov_fails_no_check_and_every_skip_is_listed_with_its_reason(cdk_out
         env=env,
     )
     report = json.loads(result.stdout)
+    assert report["summary"]["parsing_errors"] == 0 and report["summary"]["passed"] > 100
     failed = [(f["check_id"], f["resource"]) for f in report["results"]["failed_checks"]]
     assert failed == []
     skipped = {

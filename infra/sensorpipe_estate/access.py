@@ -26,6 +26,7 @@ STAGING = "warehouse-staging/"
 LINEAGE = "lineage/"
 GENERAL = "general/"
 ARTIFACTS = "sensorpipe/artifacts/"
+TLS = "sensorpipe/tls/"
 EMR_LOGS = "emr-logs/"
 
 
@@ -74,8 +75,25 @@ class AccessStack(Stack):
             roles=[instance.role_name],
             instance_profile_name=names.emr_instance_role,
         )
-        self._s3(instance, names.lake_bucket, read=[ARTIFACTS], write=[EMR_LOGS])
+        # The instances read the artifacts and the in-transit certificates, write their logs,
+        # and encrypt their local disks with the EMR key (security configuration).
+        self._s3(instance, names.lake_bucket, read=[ARTIFACTS, TLS], write=[EMR_LOGS])
         self._key(instance, names.lake_key_alias, decrypt=True, encrypt=True)
+        self._key(instance, names.emr_key_alias, decrypt=True, encrypt=True)
+        # EBS encryption: EMR's service role lets EC2 use the EMR key for the volumes.
+        resource, condition = names.keys_with_alias(names.emr_key_alias)
+        service.add_to_policy(
+            iam.PolicyStatement(
+                sid="EbsVolumesUnderTheEmrKey",
+                actions=[
+                    "kms:CreateGrant",
+                    "kms:DescribeKey",
+                    "kms:GenerateDataKeyWithoutPlaintext",
+                ],
+                resources=[resource],
+                conditions={**condition, "Bool": {"kms:GrantIsForAWSResource": "true"}},
+            )
+        )
 
         # --- runtime roles, one per job family -----------------------------------------------
         def runtime_role(id_: str, name: str, description: str) -> iam.Role:
