@@ -13,24 +13,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 from sensorpipe.anomaly.detectors import DEFAULT_DETECTOR, make_detector
-from sensorpipe.anomaly.nab_scoring import PROFILES, prepare_file, score_corpus
+from sensorpipe.anomaly.nab_scoring import PROFILES, score_corpus, score_nab_files
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def read_series(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    texts = [r["timestamp"] for r in rows]
-    stamps = np.array([t.replace(" ", "T") for t in texts], dtype="datetime64[s]")
-    values = np.array([float(r["value"]) for r in rows])
-    return stamps, values, texts
 
 
 def main() -> None:
@@ -41,31 +31,30 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     nab = Path(args.nab_dir)
-    windows = json.loads((nab / "labels" / "combined_windows.json").read_text())
     out_root = Path(args.scores_out)
     name = args.detector or DEFAULT_DETECTOR
-    prepared = []
     points = 0
     seconds = 0.0
-    for path in sorted((nab / "data").glob("*/*.csv")):
-        key = f"{path.parent.name}/{path.name}"
-        stamps, values, texts = read_series(path)
+
+    def scores_of(values: np.ndarray) -> np.ndarray:
+        nonlocal points, seconds
         detector = make_detector(name, seed=args.seed)
         start = time.perf_counter()
         _, scores = detector.update(values)
         seconds += time.perf_counter() - start
         points += len(values)
+        return scores
+
+    def write(path: Path, texts: list[str], scores: np.ndarray) -> None:
         target = out_root / path.parent.name / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["timestamp", "anomaly_score"])
             writer.writerows(zip(texts, (f"{s:.6f}" for s in scores), strict=True))
-        file_windows = [
-            (np.datetime64(a.replace(" ", "T")[:19]), np.datetime64(b.replace(" ", "T")[:19]))
-            for a, b in windows.get(key, [])
-        ]
-        prepared.append(prepare_file(key, stamps, np.round(scores, 6), file_windows))
+
+    paths = sorted((nab / "data").glob("*/*.csv"))
+    prepared = score_nab_files(nab, paths, scores_of, write)
     print(
         f"detector {name}: {len(prepared)} files, {points} points, "
         f"{points / seconds:,.0f} points/s (one core)"

@@ -136,14 +136,26 @@ def test_version_conflict_is_merged_without_overwriting_another_writer_mock(iot)
                 )
             return current
 
+        def write(self, thing, changes, version):
+            self.writes.append(version)
+            return super().write(thing, changes, version)
+
+    # The shadow exists (version 1), so our first write names version 1 and conflicts with
+    # the other writer's version 2; the retry reads version 2 and merges into it.
+    iot.update_thing_shadow(
+        thingName="train-01",
+        payload=json.dumps({"state": {"desired": {"door_mode": "manual"}}}).encode(),
+    )
     store = OtherWriterInBetween(iot)
+    store.writes = []
     rows = transitions([(10, True, 1.0)])
     assert deliver(store, "train-01", alert_patches(rows)["train-01"]) is True
+    assert store.writes == [1, 2]  # a real conflict, then the merged write
     desired = shadow(iot)["state"]["desired"]
     assert desired["door_mode"] == "auto"  # the other writer's field survives
     assert desired[ALERTS_KEY]["vibration_rms#4"] == {"status": "open"}
     assert desired[ALERTS_KEY]["axle_bearing_temp#1"]["status"] == "open"
-    assert shadow(iot)["version"] == 2
+    assert shadow(iot)["version"] == 3
 
 
 def test_throttling_is_retried_mock(iot, moto_server):

@@ -16,9 +16,12 @@ and the perfect one (each window's first row) scores 100.
 
 from __future__ import annotations
 
+import csv
+import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -188,3 +191,40 @@ def raw_at_threshold(files: Sequence[ScoredFile], profile: str, threshold: float
                 total += f.unweighted[i] * weights["fp"]
         total += sum(best.values()) - weights["fn"] * (f.windows - len(best))
     return total
+
+
+# -- a NAB corpus on disk: data/<category>/<file>.csv (timestamp,value), labels/*.json --------
+
+
+def read_series(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A NAB data file: its timestamps (datetime64[s]), values, and the timestamps as written."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    texts = [r["timestamp"] for r in rows]
+    stamps = np.array([t.replace(" ", "T") for t in texts], dtype="datetime64[s]")
+    values = np.array([float(r["value"]) for r in rows])
+    return stamps, values, texts
+
+
+def score_nab_files(
+    nab_dir: Path,
+    paths: Iterable[Path],
+    scores_of: Callable[[np.ndarray], np.ndarray],
+    on_file: Callable[[Path, list[str], np.ndarray], None] | None = None,
+) -> list[ScoredFile]:
+    """Each file scored by `scores_of(values)` (a fresh detector per file) and aligned with its
+    labelled windows, ready for `score_corpus`."""
+    windows = json.loads((nab_dir / "labels" / "combined_windows.json").read_text())
+    prepared = []
+    for path in paths:
+        key = f"{path.parent.name}/{path.name}"
+        stamps, values, texts = read_series(path)
+        scores = scores_of(values)
+        if on_file is not None:
+            on_file(path, texts, scores)
+        file_windows = [
+            (np.datetime64(a.replace(" ", "T")[:19]), np.datetime64(b.replace(" ", "T")[:19]))
+            for a, b in windows.get(key, [])
+        ]
+        prepared.append(prepare_file(key, stamps, np.round(scores, 6), file_windows))
+    return prepared
