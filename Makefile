@@ -15,11 +15,11 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): setup.py
+$(STAMP): setup.py tools/setup.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed, found " + sys.version' 
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dist]'
+	$(PY) -m pip install --quiet -e '.[test,dist]' -e tools/
 	touch $(STAMP)
 
 # kinesalite on a fixed port for make run; tests start their own on free ports.
@@ -109,19 +109,22 @@ samples: venv
 # archive of the runtime dependencies (no pyspark: the cluster's Spark is used) for
 # spark.archives, whose bin/python links to the cluster's interpreter
 # ($(CLUSTER_PYTHON_PREFIX)/bin/python$(CLUSTER_PYTHON_VERSION)).
+DIST ?= dist
+DIST_VENV ?= build/dist-venv
 dist: venv
-	rm -rf dist build/dist-venv && mkdir -p dist
-	$(PY) -m pip wheel --quiet --no-deps -w dist .
-	$(PY) -c 'import pathlib, zipfile; z = zipfile.ZipFile("dist/sensorpipe.zip", "w", zipfile.ZIP_DEFLATED); [z.write(p, p.relative_to("lib")) for p in sorted(pathlib.Path("lib/sensorpipe").rglob("*")) if p.is_file() and "__pycache__" not in p.parts]; z.close()'
+	@# setuptools reuses build/lib: a module removed from lib/ would still ship without this.
+	rm -rf $(DIST) $(DIST_VENV) build/lib build/bdist.* && mkdir -p $(DIST)
+	$(PY) -m pip wheel --quiet --no-deps -w $(DIST) .
+	$(PY) -c 'import pathlib, zipfile; z = zipfile.ZipFile("$(DIST)/sensorpipe.zip", "w", zipfile.ZIP_DEFLATED); [z.write(p, p.relative_to("lib")) for p in sorted(pathlib.Path("lib/sensorpipe").rglob("*")) if p.is_file() and "__pycache__" not in p.parts]; z.close()'
 	@$(PY) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; assert v == "$(CLUSTER_PYTHON_VERSION)", "dependency archive must be built with Python $(CLUSTER_PYTHON_VERSION), this is " + v'
-	$(PYTHON) -m venv build/dist-venv
-	build/dist-venv/bin/pip install --quiet dist/sensorpipe-*.whl
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/pip install --quiet $(DIST)/sensorpipe-*.whl
 	@# venv-pack's --python-prefix mangles python3 links (python3.113); point the link at the
 	@# cluster's interpreter ourselves, after the last pip install into this venv.
-	ln -sfn $(CLUSTER_PYTHON_PREFIX)/bin/python$(CLUSTER_PYTHON_VERSION) build/dist-venv/bin/python3
-	$(VENV)/bin/venv-pack --quiet -p build/dist-venv -o dist/sensorpipe-deps.tar.gz
-	tar tzvf dist/sensorpipe-deps.tar.gz bin/python3 | grep -q -- '-> $(CLUSTER_PYTHON_PREFIX)/bin/python$(CLUSTER_PYTHON_VERSION)$$'
-	@ls -l dist
+	ln -sfn $(CLUSTER_PYTHON_PREFIX)/bin/python$(CLUSTER_PYTHON_VERSION) $(DIST_VENV)/bin/python3
+	$(VENV)/bin/venv-pack --quiet -p $(DIST_VENV) -o $(DIST)/sensorpipe-deps.tar.gz
+	tar tzvf $(DIST)/sensorpipe-deps.tar.gz bin/python3 | grep -q -- '-> $(CLUSTER_PYTHON_PREFIX)/bin/python$(CLUSTER_PYTHON_VERSION)$$'
+	@ls -l $(DIST)
 
 clean:
 	rm -rf build dist lib/*.egg-info .pytest_cache node_modules

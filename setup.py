@@ -72,5 +72,4 @@ setup(
         "dist": DIST,
         "admin": ADMIN,
     },
-    entry_points={"console_scripts": ["sensorpipe=sensorpipe.cli:main"]},
 )

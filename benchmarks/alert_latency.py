@@ -28,12 +28,17 @@ from pathlib import Path
 import boto3
 import numpy as np
 from sensorpipe.config import load_settings
-from sensorpipe.local_services import Kinesalite, free_port, local_aws_environment, wait_for_port
-from sensorpipe.producer import produce
 from sensorpipe.session import build_session
 from sensorpipe.sinks.alerts import IotShadowStore
 from sensorpipe.sources.kpl import UserRecord
 from sensorpipe.streaming import start_lake_run
+from sensorpipe_tools.local_services import (
+    Kinesalite,
+    free_port,
+    local_aws_environment,
+    wait_for_port,
+)
+from sensorpipe_tools.producer import produce
 
 ROOT = Path(__file__).resolve().parent.parent
 # Sensors with a wide physical range (the spikes grow for every incident and must stay valid).

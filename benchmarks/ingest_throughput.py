@@ -18,10 +18,10 @@ from pathlib import Path
 
 import boto3
 from sensorpipe.config import load_settings
-from sensorpipe.local_services import Kinesalite, local_aws_environment
-from sensorpipe.producer import produce, sample_records
 from sensorpipe.session import build_session
 from sensorpipe.streaming import run_lake_job
+from sensorpipe_tools.local_services import Kinesalite, local_aws_environment
+from sensorpipe_tools.producer import produce, sample_records
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import psycopg
 from pyspark.sql import functions as F
 from sensorpipe.config import load_settings
-from sensorpipe.local_services import Postgres
 from sensorpipe.session import build_session
 from sensorpipe.sinks.warehouse import MINUTE_AGGREGATES, PostgresWarehouse, Table
+from sensorpipe_tools.local_services import Postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 JDBC_JAR = Path("/usr/share/java/postgresql.jar")

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sensorpipe.local_services import Kinesalite, Postgres, local_aws_environment
 from sensorpipe.session import job_spark_conf, local_spark_conf
+from sensorpipe_tools.local_services import Kinesalite, Postgres, local_aws_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,7 +107,7 @@ def moto_server():
     """moto's server mode, for AWS APIs with no local server of their own (a mock)."""
     import subprocess
 
-    from sensorpipe.local_services import free_port, wait_for_port
+    from sensorpipe_tools.local_services import free_port, wait_for_port
 
     port = free_port()
     proc = subprocess.Popen(

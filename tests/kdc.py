@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from sensorpipe.local_services import free_port, wait_for_port
+from sensorpipe_tools.local_services import free_port, wait_for_port
 
 ENCTYPE = "aes256-cts-hmac-sha1-96"
 

@@ -9,8 +9,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sensorpipe.producer import produce
 from sensorpipe.sources.kpl import UserRecord
+from sensorpipe_tools.producer import produce
 
 from tests.local_settings import local_settings
 

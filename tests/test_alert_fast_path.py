@@ -9,9 +9,9 @@ import time
 
 import pytest
 from sensorpipe.jsonstore import JsonStore
-from sensorpipe.samples import SampleSpec, generate
 from sensorpipe.sinks.alerts import ALERTS_KEY, alert_patches, batch_files, transitions_in
 from sensorpipe.streaming import start_lake_run
+from sensorpipe_tools.samples import SampleSpec, generate
 
 from tests.local_settings import local_settings
 

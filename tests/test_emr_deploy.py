@@ -18,7 +18,7 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 from sensorpipe.config import DeploySettings, load_settings
-from sensorpipe.deploy import REDACTED, DeployError, build_plan, cli_steps_to_api, fill
+from sensorpipe_tools.deploy import REDACTED, DeployError, build_plan, cli_steps_to_api, fill
 
 ROOT = Path(__file__).resolve().parent.parent
 EMR_MODEL = botocore.session.get_session().get_service_model("emr")
@@ -267,7 +267,7 @@ def deployed(moto_server, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
-        from sensorpipe.cli import main
+        from sensorpipe_tools.cli import main
 
         code = main(["deploy", "--config", str(root / "conf/deploy.yaml"), "--skip-build",
                      "--code-version", "v-test", "--date", "2026-11-01",
@@ -339,7 +339,7 @@ def test_deploy_adds_steps_to_a_running_cluster_moto_mock(deployed, moto_server,
         for key, value in {**CORPORATE_ENV, "SENSORPIPE_ROOT": str(root),
                            "AWS_REGION": "us-east-1"}.items():  # fmt: skip
             patch.setenv(key, value)
-        from sensorpipe.cli import main
+        from sensorpipe_tools.cli import main
 
         assert main(["deploy", "--config", str(root / "conf/deploy.yaml"), "--skip-build",
                      "--code-version", "v-test", "--cluster-id", cluster_id,
@@ -356,7 +356,7 @@ def test_dry_run_takes_the_estates_outputs_from_a_file(tmp_path, capsys, monkeyp
     for key, value in {**CORPORATE_ENV, "SENSORPIPE_ROOT": str(root)}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "no-account-here")  # nothing may be called
-    from sensorpipe.cli import main
+    from sensorpipe_tools.cli import main
 
     assert main(["deploy", "--config", str(root / "conf/deploy.yaml"), "--dry-run",
                  "--code-version", "v1", "--stack-outputs", str(tmp_path / "cdk-outputs.json"),
@@ -373,7 +373,7 @@ def test_dry_run_takes_the_estates_outputs_from_a_file(tmp_path, capsys, monkeyp
 
 
 def test_stack_outputs_come_from_the_estates_stacks_only_moto_mock(moto_server):
-    from sensorpipe.deploy import stack_outputs
+    from sensorpipe_tools.deploy import stack_outputs
 
     cfn = boto3.client("cloudformation", region_name="us-east-1", endpoint_url=moto_server)
     if not any(s["StackName"] == "sensorpipe-network" for s in cfn.describe_stacks()["Stacks"]):

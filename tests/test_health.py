@@ -20,7 +20,9 @@ import pytest
 from pyspark.sql import functions as F
 from sensorpipe.config import HealthSettings
 from sensorpipe.health.ingest import ProtectedLayout, read_protected
-from sensorpipe.health.synthetic import (
+from sensorpipe.health.tables import SOURCE_TABLES, TABLES_BY_NAME
+from sensorpipe.phi import BoundaryError, GeneralFrame, Tokenizer, cross, token_of, write_general
+from sensorpipe_tools.synthetic_hospital import (
     HospitalData,
     HospitalSpec,
     generate,
@@ -29,8 +31,6 @@ from sensorpipe.health.synthetic import (
     upsert_rows,
     write_device_anomalies,
 )
-from sensorpipe.health.tables import SOURCE_TABLES, TABLES_BY_NAME
-from sensorpipe.phi import BoundaryError, GeneralFrame, Tokenizer, cross, token_of, write_general
 
 from tests.local_settings import ROOT, health_environ, health_settings, run_job
 
@@ -356,7 +356,7 @@ def test_ingest_killed_mid_write_then_rerun_loses_and_duplicates_nothing(spark, 
 
 
 def test_hospital_seed_command_fills_a_database_and_writes_the_manifest(postgres, tmp_path):
-    from sensorpipe.cli import main
+    from sensorpipe_tools.cli import main
 
     manifest = tmp_path / "manifest.json"
     args = ["hospital-seed", "--port", str(postgres.port), "--database", "hospital_cli",

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sensorpipe.cli import main as cli_main
 from sensorpipe.config import LineageSettings
 from sensorpipe.lineage import load_runs, what_produced
-from sensorpipe.samples import SampleSpec, generate
+from sensorpipe_tools.cli import main as cli_main
+from sensorpipe_tools.samples import SampleSpec, generate
 
 from tests.local_settings import lake_environ, run_job
 from tests.test_health import AS_OF, new_hospital

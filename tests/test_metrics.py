@@ -8,7 +8,6 @@ import time
 import boto3
 import pytest
 from sensorpipe.config import MetricsSettings
-from sensorpipe.local_services import free_port
 from sensorpipe.metrics import (
     LAKE_COMMIT_LAG,
     WAREHOUSE_LOAD_FAILURES,
@@ -22,6 +21,7 @@ from sensorpipe.sinks.warehouse import (
     WarehouseError,
     foreach_batch_loader,
 )
+from sensorpipe_tools.local_services import free_port
 
 
 def metric_values(endpoint: str, namespace: str, name: str) -> list[float]:

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -14,7 +15,7 @@ VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.mark.slow
-def test_pip_wheel_builds_package_and_console_command(tmp_path):
+def test_pip_wheel_builds_the_runtime_package(tmp_path):
     subprocess.run(
         [
             sys.executable,
@@ -34,9 +35,8 @@ def test_pip_wheel_builds_package_and_console_command(tmp_path):
         names = zf.namelist()
         meta = next(n for n in names if n.endswith("METADATA"))
         metadata = zf.read(meta).decode()
-        entry_points = zf.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "sensorpipe/decode.py" in names and "sensorpipe/schemas.py" in names
-    assert "sensorpipe = sensorpipe.cli:main" in entry_points
+    assert not [n for n in names if n.endswith("entry_points.txt")]  # the CLI is a tool
     assert "Requires-Python: >=3.11" in metadata
     # pyspark only as an extra: the cluster's Spark must not be shadowed.
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
@@ -116,3 +116,34 @@ def test_readme_spark_submit_line_matches_make_run(tmp_path, kinesalite, postgre
     assert len(summary["events"]["partitions_written"]) == manifest["counts"]["event_partitions"]
     assert summary["aggregate_rows_loaded"] == manifest["counts"]["valid"]  # 1-minute windows
     assert str(zip_path) in summary["code"], "the job ran the zip's code, not the checkout's"
+
+
+# The developer and operator tools (tools/sensorpipe_tools), by module name, and tools that
+# must never reach a node.
+TOOL_MODULES = ("cli", "deploy", "local_services", "samples", "synthetic", "synthetic_hospital",
+                "producer", "plot")  # fmt: skip
+NEVER_ON_THE_CLUSTER = ("sensorpipe_tools", "aws_cdk", "checkov", "cfn_lint", "pyspark/")
+
+
+@pytest.mark.slow
+def test_cluster_artifacts_hold_the_runtime_package_and_no_tool(tmp_path):
+    """`make dist`: the wheel, the --py-files zip and the dependency archive, listed."""
+    subprocess.run(
+        ["make", "--no-print-directory", "-s", "dist", f"DIST={tmp_path}/dist",
+         f"DIST_VENV={tmp_path}/venv"],
+        cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("sensorpipe-*.whl")
+    listings = {
+        "wheel": zipfile.ZipFile(wheel).namelist(),
+        "zip": zipfile.ZipFile(tmp_path / "dist/sensorpipe.zip").namelist(),
+        "archive": tarfile.open(tmp_path / "dist/sensorpipe-deps.tar.gz").getnames(),
+    }
+    for kind, names in listings.items():
+        ours = [n.split("sensorpipe/", 1)[1] for n in names if "sensorpipe/" in n
+                and "sensorpipe_tools" not in n and n.endswith(".py")]  # fmt: skip
+        assert "streaming/__init__.py" in ours or "streaming.py" in ours, kind
+        assert "decode.py" in ours, kind
+        modules = {Path(n).stem for n in ours}
+        assert not modules & set(TOOL_MODULES), (kind, modules & set(TOOL_MODULES))
+        assert not [n for n in names for bad in NEVER_ON_THE_CLUSTER if bad in n], kind

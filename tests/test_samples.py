@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 from sensorpipe import decode
-from sensorpipe.samples import ANOMALY_KINDS, SampleSpec, generate
 from sensorpipe.sensors import SENSORS
+from sensorpipe_tools.samples import ANOMALY_KINDS, SampleSpec, generate
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from chispa import assert_df_equality
 from sensorpipe.anomaly.evaluation import evaluate
-from sensorpipe.samples import SampleSpec, generate
 from sensorpipe.streaming import await_lake_run, start_lake_run, summarize_lake_run
+from sensorpipe_tools.samples import SampleSpec, generate
 
 from tests.local_settings import ROOT, local_settings
 

@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-
 from sensorpipe import decode
 from sensorpipe.sensors import SENSORS
 

@@ -8,7 +8,8 @@ import os
 import sys
 
 from sensorpipe import __version__
-from sensorpipe.samples import SampleSpec, generate
+
+from sensorpipe_tools.samples import SampleSpec, generate
 
 
 def _samples(args: argparse.Namespace) -> int:
@@ -33,7 +34,7 @@ def _kinesis_client(args: argparse.Namespace):  # noqa: ANN202
 def _produce(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from sensorpipe.producer import ensure_stream, produce, rebased, sample_records
+    from sensorpipe_tools.producer import ensure_stream, produce, rebased, sample_records
 
     client = _kinesis_client(args)
     if args.create_shards:
@@ -63,7 +64,7 @@ def _local(args: argparse.Namespace) -> int:
     import json as _json
     from pathlib import Path
 
-    from sensorpipe.local_services import Kinesalite, Postgres, stop_pid
+    from sensorpipe_tools.local_services import Kinesalite, Postgres, stop_pid
 
     state = Path(args.state_dir) / f"{args.service}.json"
     if args.action == "start":
@@ -92,7 +93,8 @@ def _plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sensorpipe.config import load_settings
-    from sensorpipe.plot import (
+
+    from sensorpipe_tools.plot import (
         around,
         plot_series,
         read_series,
@@ -129,7 +131,7 @@ def _hospital_seed(args: argparse.Namespace) -> int:
 
     import psycopg
 
-    from sensorpipe.health.synthetic import (
+    from sensorpipe_tools.synthetic_hospital import (
         HospitalSpec,
         generate,
         load_into_postgres,
@@ -173,9 +175,10 @@ def _deploy(args: argparse.Namespace) -> int:
     from datetime import date
 
     import boto3
-
     from sensorpipe.config import ConfigError, DeploySettings, load_settings
-    from sensorpipe.deploy import (
+    from sensorpipe.lineage import code_version
+
+    from sensorpipe_tools.deploy import (
         DeployError,
         build_plan,
         execute,
@@ -184,7 +187,6 @@ def _deploy(args: argparse.Namespace) -> int:
         render,
         stack_outputs,
     )
-    from sensorpipe.lineage import code_version
 
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     try:
