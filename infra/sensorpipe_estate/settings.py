@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sensorpipe.config import ConfigError, load_settings
+from sensorpipe.config.checks import check, positive
 
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
@@ -45,44 +46,35 @@ def _port(name: str, value: int) -> None:
         raise ConfigError(f"{name}: choose a port other than Redshift's default 5439")
 
 
-def _positive(name: str, value: int) -> None:
-    if value <= 0:
-        raise ConfigError(f"{name}: expected a positive integer, got {value}")
-
-
-def _check(validator) -> dict:  # noqa: ANN001
-    return {"check": validator}
-
-
 @dataclass(frozen=True)
 class NetworkSettings:
-    vpc_cidr: str = field(metadata=_check(_cidr))
+    vpc_cidr: str = field(metadata=check(_cidr))
     # Explicit zones: synthesis needs no AWS credentials and the templates are reproducible.
     # Three, because Redshift Serverless wants subnets in three Availability Zones.
     availability_zones: list[str] = field(default_factory=list)
     # The corporate network (Direct Connect or VPN): the only address range besides the EMR
     # cluster's security groups that may reach the warehouse.
-    corporate_cidr: str = field(default="10.0.0.0/8", metadata=_check(_cidr))
-    flow_log_retention_days: int = field(default=365, metadata=_check(_positive))
+    corporate_cidr: str = field(default="10.0.0.0/8", metadata=check(_cidr))
+    flow_log_retention_days: int = field(default=365, metadata=check(positive))
 
 
 @dataclass(frozen=True)
 class StorageSettings:
-    infrequent_access_after_days: int = field(default=30, metadata=_check(_positive))
-    glacier_after_days: int = field(default=180, metadata=_check(_positive))
-    noncurrent_versions_expire_after_days: int = field(default=90, metadata=_check(_positive))
-    incomplete_uploads_expire_after_days: int = field(default=7, metadata=_check(_positive))
-    access_logs_expire_after_days: int = field(default=400, metadata=_check(_positive))
-    trail_logs_expire_after_days: int = field(default=2557, metadata=_check(_positive))
+    infrequent_access_after_days: int = field(default=30, metadata=check(positive))
+    glacier_after_days: int = field(default=180, metadata=check(positive))
+    noncurrent_versions_expire_after_days: int = field(default=90, metadata=check(positive))
+    incomplete_uploads_expire_after_days: int = field(default=7, metadata=check(positive))
+    access_logs_expire_after_days: int = field(default=400, metadata=check(positive))
+    trail_logs_expire_after_days: int = field(default=2557, metadata=check(positive))
 
 
 @dataclass(frozen=True)
 class StreamSettings:
     telemetry_stream: str = "train-telemetry"
-    telemetry_shards: int = field(default=4, metadata=_check(_positive))
+    telemetry_shards: int = field(default=4, metadata=check(positive))
     hospital_stream: str = "hospital-devices"
-    hospital_shards: int = field(default=1, metadata=_check(_positive))
-    retention_hours: int = field(default=168, metadata=_check(_positive))
+    hospital_shards: int = field(default=1, metadata=check(positive))
+    retention_hours: int = field(default=168, metadata=check(positive))
     # Trains publish each reading on trains/<thing name>/telemetry.
     train_topic_prefix: str = "trains"
     # Who may assume the hospital proxy's role (the trusted proxy's own IAM role, or an IAM
@@ -93,8 +85,8 @@ class StreamSettings:
 @dataclass(frozen=True)
 class WarehouseSettings:
     database: str = "telemetry"
-    port: int = field(default=5440, metadata=_check(_port))
-    base_capacity: int = field(default=8, metadata=_check(_positive))
+    port: int = field(default=5440, metadata=check(_port))
+    base_capacity: int = field(default=8, metadata=check(positive))
     admin_username: str = "sensorpipe_admin"
     # Engineers sign in through the corporate identity provider, federated into IAM with SAML;
     # the role it grants may only ask Redshift Serverless for temporary database credentials.
@@ -108,7 +100,7 @@ class WarehouseSettings:
 @dataclass(frozen=True)
 class ReportingSettings:
     # QuickSight must sit in the warehouse's region (asserted when the app is built).
-    region: str = field(metadata=_check(_region))
+    region: str = field(metadata=check(_region))
     # The QuickSight user or group that owns the data source and dataset.
     owner_arn: str = "arn:aws:quicksight:eu-west-1:123456789012:group/default/engineers"
 
@@ -117,17 +109,17 @@ class ReportingSettings:
 class MonitoringSettings:
     # Alarms: consumer lag (GetRecords.IteratorAgeMilliseconds), lake commit lag (seconds since
     # the events table last committed, published by the streaming job).
-    iterator_age_alarm_ms: int = field(default=120_000, metadata=_check(_positive))
-    lake_commit_lag_alarm_seconds: int = field(default=900, metadata=_check(_positive))
+    iterator_age_alarm_ms: int = field(default=120_000, metadata=check(positive))
+    lake_commit_lag_alarm_seconds: int = field(default=900, metadata=check(positive))
     alarm_email: str | None = None
 
 
 @dataclass(frozen=True)
 class EstateSettings:
     name: str
-    account: str = field(metadata=_check(_account))
-    region: str = field(metadata=_check(_region))
-    dr_region: str = field(metadata=_check(_region))
+    account: str = field(metadata=check(_account))
+    region: str = field(metadata=check(_region))
+    dr_region: str = field(metadata=check(_region))
     network: NetworkSettings
     reporting: ReportingSettings
     storage: StorageSettings = field(default_factory=StorageSettings)

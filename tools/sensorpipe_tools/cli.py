@@ -170,6 +170,13 @@ def _lineage(args: argparse.Namespace) -> int:
     return 0 if answers else 1
 
 
+def _config_reference(args: argparse.Namespace) -> int:
+    from sensorpipe_tools.config_reference import render_reference
+
+    sys.stdout.write(render_reference())
+    return 0
+
+
 def _deploy(args: argparse.Namespace) -> int:
     import subprocess
     from datetime import date
@@ -327,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("--json", action="store_true")
     lineage.set_defaults(func=_lineage)
 
+    reference = sub.add_parser(
+        "config-reference", help="print docs/configuration.md from the settings classes"
+    )
+    reference.set_defaults(func=_config_reference)
+
     deploy = sub.add_parser(
         "deploy", help="build, upload to S3, add the steps to a cluster or create one"
     )
@@ -337,10 +349,16 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--skip-build", action="store_true", help="use dist/ as it is")
     deploy.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     deploy.add_argument("--endpoint-url", help="S3, EMR and CloudFormation endpoint (tests: moto)")
-    deploy.add_argument("--stack-prefix", default="sensorpipe",
-                        help="read the outputs of the estate's stacks <prefix>-* (infra/)")
-    deploy.add_argument("--stack-outputs", metavar="FILE",
-                        help="take the outputs from this `cdk deploy --outputs-file` JSON instead")
+    deploy.add_argument(
+        "--stack-prefix",
+        default="sensorpipe",
+        help="read the outputs of the estate's stacks <prefix>-* (infra/)",
+    )
+    deploy.add_argument(
+        "--stack-outputs",
+        metavar="FILE",
+        help="take the outputs from this `cdk deploy --outputs-file` JSON instead",
+    )
     deploy.set_defaults(func=_deploy)
     return parser
 

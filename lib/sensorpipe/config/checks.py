@@ -1,0 +1,48 @@
+"""Field checks for the settings classes (`field(metadata=check(...))`), and the error every
+configuration problem raises, naming the field."""
+
+from __future__ import annotations
+
+import re
+import typing
+from typing import Any
+
+_PROCESSING_TIME = re.compile(r"^\d+(\.\d+)?\s*(second|seconds|minute|minutes|ms|milliseconds)$")
+_INTERVAL = re.compile(r"^\d+\s*(second|seconds|minute|minutes|hour|hours|day|days)$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; the message names the field."""
+
+
+def check(validator: typing.Callable[[str, Any], None]) -> dict[str, Any]:
+    """Field metadata: `validator(field name, value)` runs when the settings are loaded."""
+    return {"check": validator}
+
+
+def positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name}: expected a positive integer, got {value}")
+
+
+def trigger(name: str, value: str) -> None:
+    if value != "available_now" and not _PROCESSING_TIME.match(value):
+        raise ConfigError(
+            f"{name}: expected 'available_now' or a processing-time interval such as "
+            f"'10 seconds', got {value!r}"
+        )
+
+
+def optional_trigger(name: str, value: str | None) -> None:
+    if value is not None:
+        trigger(name, value)
+
+
+def unit_interval(name: str, value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ConfigError(f"{name}: expected a number in (0, 1], got {value}")
+
+
+def interval(name: str, value: str) -> None:
+    if not _INTERVAL.match(value):
+        raise ConfigError(f"{name}: expected an interval such as '1 minute', got {value!r}")

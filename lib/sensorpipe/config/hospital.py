@@ -1,0 +1,75 @@
+"""Settings of the hospital's jobs (conf/health-*.yaml): JDBC ingest and patient snapshots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sensorpipe.config.checks import (
+    ConfigError,
+    check,
+    positive,
+)
+from sensorpipe.config.stream import LineageSettings, SparkSettings
+
+
+@dataclass(frozen=True)
+class JdbcSourceSettings:
+    # The on-premises database, e.g. jdbc:postgresql://host:5432/hospital.
+    url: str
+    user: str
+    # The name of the environment variable holding the password, or a Secrets Manager id.
+    password_env: str | None = None
+    password_secret_id: str | None = None
+    driver: str = "org.postgresql.Driver"
+    # Parallel reads per table (split on the table's numeric key).
+    num_partitions: int = field(default=4, metadata=check(positive))
+    fetch_size: int = field(default=10000, metadata=check(positive))
+
+
+@dataclass(frozen=True)
+class ProtectedZoneSettings:
+    # Identifiers live here and nowhere else: imported tables, quarantine, high-water marks,
+    # the identified patient snapshot and discrepancies.
+    root: str
+
+
+@dataclass(frozen=True)
+class GeneralZoneSettings:
+    # De-identified outputs only, written through the declared crossings in phi.py.
+    root: str
+    # Where the HMAC key for tokens comes from: an environment variable's name, or a Secrets
+    # Manager secret id (never the key itself).
+    token_key_env: str | None = "SENSORPIPE_PHI_TOKEN_KEY"
+    token_key_secret_id: str | None = None
+    # Dates about a person crossing the boundary are truncated to this (birth dates always
+    # become a year).
+    generalise_dates: Literal["none", "month", "year"] = "month"
+
+    def __post_init__(self) -> None:
+        if not (self.token_key_env or self.token_key_secret_id):
+            raise ConfigError(
+                "general.token_key_env: required (or general.token_key_secret_id): "
+                "tokens need a key"
+            )
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    environment: Literal["local", "emr"]
+    spark: SparkSettings
+    source: JdbcSourceSettings
+    protected: ProtectedZoneSettings
+    general: GeneralZoneSettings
+    lineage: LineageSettings = field(default_factory=LineageSettings)
+    # The streaming job's anomalies table (device alerts in the patient snapshot).
+    device_anomalies_path: str | None = None
+
+    def __post_init__(self) -> None:
+        protected = self.protected.root.rstrip("/") + "/"
+        general = self.general.root.rstrip("/") + "/"
+        if protected.startswith(general) or general.startswith(protected):
+            raise ConfigError(
+                f"general.root: must not overlap protected.root ({self.general.root!r} vs "
+                f"{self.protected.root!r}): the zones are separate locations"
+            )

@@ -1,0 +1,193 @@
+"""Settings of the streaming job and the batch jobs around the lake (conf/local.yaml,
+conf/emr.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sensorpipe.config.checks import (
+    ConfigError,
+    check,
+    interval,
+    optional_trigger,
+    positive,
+    trigger,
+    unit_interval,
+)
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    app_name: str
+    # local[N] for laptop runs; null on EMR, where YARN or the cluster decides.
+    master: str | None = None
+    shuffle_partitions: int = field(default=4, metadata=check(positive))
+    # Extra Spark properties, applied last (spark.* keys only).
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    # replay: recorded records from files; kinesis: this project's Kinesis source (any
+    # endpoint, e.g. kinesalite); aws-kinesis: EMR's connector (its jar on the cluster).
+    kind: Literal["replay", "kinesis", "aws-kinesis"]
+    stream_name: str
+    # Replay: a folder of JSON-lines files of recorded Kinesis records (samples/telemetry).
+    replay_path: str = "samples/telemetry"
+    max_files_per_trigger: int = field(default=6, metadata=check(positive))
+    # Kinesis (both kinds): credentials come from boto3's default chain, never from here.
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    starting_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = "LATEST"
+    starting_timestamp: str | None = None
+    max_fetch_records_per_shard: int = field(default=100000, metadata=check(positive))
+    # aws-kinesis: where EMR keeps the connector jar (passed with --jars by the EMR steps).
+    connector_jar: str | None = None
+    # Further reader options, passed to the source verbatim (e.g. kinesis.consumerType).
+    options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.starting_position == "AT_TIMESTAMP" and not self.starting_timestamp:
+            raise ConfigError(
+                "source.starting_timestamp: required when source.starting_position is AT_TIMESTAMP"
+            )
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    max_record_bytes: int = field(default=8192, metadata=check(positive))
+    # Event time may trail arrival by this much (trains buffer readings in tunnels and depots)...
+    max_event_lag_hours: int = field(default=168, metadata=check(positive))
+    # ...and lead it by this much (device clocks drift a little, not by days).
+    max_event_lead_minutes: int = field(default=5, metadata=check(positive))
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    format: Literal["parquet", "delta"]
+    events_path: str
+    quarantine_path: str
+    checkpoint_root: str
+    # Every anomalous event and incident transition, as sent to the trains (alerts on).
+    anomalies_path: str | None = None
+    # The events table rewritten one file per (day, hour) by jobs/compact_lake.py.
+    compacted_path: str | None = None
+
+
+@dataclass(frozen=True)
+class AnomalySettings:
+    # likelihood (default: best NAB score) or rcf (AWS's Random Cut Forest, as KDA ran it).
+    detector: Literal["likelihood", "rcf"] = "likelihood"
+    # is_anomaly = anomaly_score >= threshold (scores are in [0, 1]).
+    threshold: float = field(default=0.5, metadata=check(unit_interval))
+    # A key's first points only teach its detector: nothing is flagged before this many.
+    warmup_points: int = field(default=400, metadata=check(positive))
+    # A key silent this long loses its detector state (bounded state for retired sensors).
+    state_ttl_hours: int = field(default=168, metadata=check(positive))
+    # An incident closes at the first point this long after its last anomalous point.
+    incident_quiet_minutes: int = field(default=30, metadata=check(positive))
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    # none; outbox: a shadow document per train in `outbox_path` (local runs); iot: the AWS
+    # IoT device shadow of the thing named like the train (device_id).
+    kind: Literal["none", "outbox", "iot"] = "none"
+    outbox_path: str = "build/outbox"
+    # iot: the account's data endpoint (https://<id>-ats.iot.<region>.amazonaws.com).
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    shadow_name: str | None = None  # a named shadow; the classic shadow if null
+
+
+@dataclass(frozen=True)
+class AggregateSettings:
+    window: str = field(default="1 minute", metadata=check(interval))
+    # Tunnels delay readings by up to ~15 minutes; state of windows older than this is dropped.
+    watermark: str = field(default="30 minutes", metadata=check(interval))
+    percentile_accuracy: int = field(default=10000, metadata=check(positive))
+    # Lake files per micro-batch of the aggregates query (it reads the scored events table).
+    max_files_per_trigger: int = field(default=200, metadata=check(positive))
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    # none: no warehouse query; postgres: psycopg (locally, or any PostgreSQL);
+    # redshift: the Redshift Data API with Parquet staged in S3.
+    kind: Literal["none", "postgres", "redshift"] = "none"
+    host: str = "127.0.0.1"
+    port: int = field(default=5432, metadata=check(positive))
+    database: str = "warehouse"
+    user: str = "sensorpipe"
+    # The name of the environment variable holding the password (never the password).
+    password_env: str | None = None
+    sslmode: Literal["disable", "prefer", "require", "verify-full"] = "prefer"
+    region: str = "us-east-1"
+    workgroup_name: str | None = None
+    cluster_identifier: str | None = None
+    secret_arn: str | None = None
+    db_user: str | None = None
+    iam_role: str | None = None
+    staging_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind != "redshift":
+            return
+        if not (self.workgroup_name or self.cluster_identifier):
+            raise ConfigError(
+                "warehouse.workgroup_name: required (or warehouse."
+                "cluster_identifier) when warehouse.kind is redshift"
+            )
+        for name in ("iam_role", "staging_uri"):
+            if not getattr(self, name):
+                raise ConfigError(f"warehouse.{name}: required when warehouse.kind is redshift")
+        if not str(self.staging_uri).startswith("s3://"):
+            raise ConfigError(
+                f"warehouse.staging_uri: expected an s3:// URI, got {self.staging_uri!r}"
+            )
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    trigger: str = field(default="available_now", metadata=check(trigger))
+    # Continuous runs: the quarantine and aggregates queries' trigger (nobody waits on them, and
+    # on few cores they slow the scoring query); the trigger above if null.
+    side_trigger: str | None = field(default=None, metadata=check(optional_trigger))
+    query_prefix: str = "sensorpipe"
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    # none locally; cloudwatch on EMR: the metrics the estate's alarms watch (WarehouseLoadFailures,
+    # LakeCommitLagSeconds) in this namespace (infra/estate.yaml's metrics_namespace).
+    kind: Literal["none", "cloudwatch"] = "none"
+    namespace: str = "sensorpipe"
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+
+
+@dataclass(frozen=True)
+class LineageSettings:
+    # One JSON document per job run (a table: spark.read.json(path)); local folder or s3://.
+    path: str = "build/lineage"
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: Literal["local", "emr"]
+    spark: SparkSettings
+    source: SourceSettings
+    lake: LakeSettings
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    anomaly: AnomalySettings = field(default_factory=AnomalySettings)
+    aggregates: AggregateSettings = field(default_factory=AggregateSettings)
+    warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    lineage: LineageSettings = field(default_factory=LineageSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+
+    def __post_init__(self) -> None:
+        if self.alerts.kind != "none" and not self.lake.anomalies_path:
+            raise ConfigError("lake.anomalies_path: required when alerts.kind is not none")
