@@ -1,0 +1,121 @@
+"""Delivery: incident transitions -> one shadow patch per train, merged under the version read
+(a conflict reads again), sent only where the shadow lacks it; the alerts query's foreachBatch."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from sensorpipe.sinks.alerts.stores import (
+    AlertDeliveryError,
+    ShadowStore,
+    VersionConflict,
+)
+
+# Both delivery paths run in the driver process; one at a time per process keeps a file
+# outbox's read-check-write whole (the IoT shadow's version check covers other writers).
+_DELIVERY_LOCK = threading.Lock()
+
+
+def alert_patches(transitions: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per train, the alert entries these transitions set (the last transition of an alert in
+    the batch wins). Rows: device_id, sensor, event_time, anomaly_score, alert_id,
+    alert_action, alert_severity."""
+    patches: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in transitions.sort_values(["event_time", "alert_id"]).itertuples(index=False):
+        key = row.alert_id.split("/", 1)[1]  # sensor#incident, within the train's shadow
+        entry = patches.setdefault(row.device_id, {}).setdefault(key, {})
+        moment = pd.Timestamp(row.event_time).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        if row.alert_action == "close":
+            entry.update({"status": "closed", "closed_at": moment})
+        else:
+            entry.update(
+                {
+                    "alert_id": row.alert_id,
+                    "sensor": row.sensor,
+                    "status": "open",
+                    "severity": row.alert_severity,
+                    "event_time": moment,
+                    "score": round(float(row.anomaly_score), 4),
+                }
+            )
+    return patches
+
+
+def _changes(current: dict[str, Any], entry: dict[str, Any]) -> bool:
+    """Whether `entry` would change the shadow's entry. An incident's alert id is never reused,
+    so a closed alert is not reopened by an older, replayed transition."""
+    if current.get("status") == "closed" and entry.get("status") == "open":
+        return False
+    return any(current.get(k) != v for k, v in entry.items())
+
+
+def deliver(
+    store: ShadowStore, thing: str, patch: dict[str, dict[str, Any]], max_conflicts: int = 10
+) -> bool:
+    """Merge `patch` into the train's shadow; False if the shadow already holds all of it."""
+    with _DELIVERY_LOCK:
+        return _deliver(store, thing, patch, max_conflicts)
+
+
+def _deliver(
+    store: ShadowStore, thing: str, patch: dict[str, dict[str, Any]], max_conflicts: int
+) -> bool:
+    for _ in range(max_conflicts):
+        current, version = store.read(thing)
+        changes = {
+            key: entry for key, entry in patch.items() if _changes(current.get(key) or {}, entry)
+        }
+        if not changes:
+            return False
+        try:
+            store.write(thing, changes, version)
+            return True
+        except VersionConflict:
+            continue  # someone else wrote: read again and merge anew
+    raise AlertDeliveryError(f"shadow of {thing}: {max_conflicts} version conflicts in a row")
+
+
+@dataclass
+class AlertStats:
+    batches: int = 0
+    transitions: int = 0
+    updates_sent: int = 0
+    fast_path_updates: int = 0  # of updates_sent, those the fast path sent first
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add_update(self, fast_path: bool = False) -> None:
+        with self._lock:  # two delivery paths, two threads
+            self.updates_sent += 1
+            self.fast_path_updates += fast_path
+
+
+def foreach_batch_alerts(
+    make_store: Callable[[], ShadowStore], anomalies_path: str, stats: AlertStats
+) -> Callable[[Any, int], None]:
+    """foreachBatch: anomalous events and transitions to the lake's anomalies table (one folder
+    per batch id, overwritten on a replay), then one shadow update per train."""
+
+    def write(batch: Any, batch_id: int) -> None:
+        # Bounded: anomalous rows and transitions, not all events. One read of the lake files
+        # on the driver serves the shadow updates first (the latency path) and then the table.
+        rows = batch.where("is_anomaly OR alert_action IS NOT NULL").toArrow()
+        frame = rows.to_pandas()
+        transitions = frame[frame["alert_action"].notna()]
+        store = make_store()
+        for thing, patch in alert_patches(transitions).items():
+            if deliver(store, thing, patch):
+                stats.add_update()
+        if rows.num_rows:
+            spark = batch.sparkSession
+            spark.createDataFrame(rows.to_pandas(), schema=batch.schema).write.mode(
+                "overwrite"
+            ).parquet(f"{anomalies_path}/load_batch={batch_id}")
+        stats.batches += 1
+        stats.transitions += len(transitions)
+
+    return write
