@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from sensorpipe.config import ConfigError, Settings
 from sensorpipe.schemas import SCORED_EVENT_SCHEMA
+from sensorpipe.sinks.lake import read_table
 
 
 def one_day_by_hour(events: DataFrame, day: date) -> DataFrame:
@@ -38,9 +39,9 @@ def run_compaction(
     if not target:
         raise ConfigError("lake.compacted_path: required by the compaction job")
     # The raw table by default (its commit log decides which files count); on EMR, the HDFS
-    # copy S3DistCp made of the day's partition.
+    # copy S3DistCp made of the table. Either is read as every reader reads the lake.
     source = source or settings.lake.events_path
-    events = spark.read.schema(SCORED_EVENT_SCHEMA).option("basePath", source).parquet(source)
+    events = read_table(spark, source, settings.lake.format, SCORED_EVENT_SCHEMA)
     day_events = one_day_by_hour(events, day).persist()
     try:
         rows = day_events.count()

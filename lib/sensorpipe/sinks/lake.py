@@ -52,15 +52,33 @@ def with_trigger(
     return writer.trigger(availableNow=True)
 
 
+def read_table(spark: SparkSession, path: str, table_format: str, schema: StructType) -> DataFrame:
+    """A lake table as every batch reader sees it: its committed rows only. Delta reads its
+    transaction log; Parquet written by the streaming file sink reads the sink's log
+    (`_spark_metadata`) when given the table's root, so a file a failed batch left behind is
+    not read. The schema is given because an empty table has no file to infer it from."""
+    reader = spark.read.format(table_format)
+    if table_format == "parquet":
+        reader = reader.schema(schema)
+    return reader.load(path)
+
+
+def stream_table(
+    spark: SparkSession, path: str, table_format: str, schema: StructType, max_files: int
+) -> DataFrame:
+    """A lake table as a stream of its committed files (the same log as `read_table`)."""
+    reader = spark.readStream.format(table_format).option("maxFilesPerTrigger", max_files)
+    if table_format == "parquet":
+        reader = reader.schema(schema)
+    return reader.load(path)
+
+
 def committed_files(
     spark: SparkSession, path: str, table_format: str, schema: StructType
 ) -> set[str]:
     """The data files a reader of the table sees now (committed by the sink's log)."""
-    reader = spark.read.format(table_format)
-    if table_format == "parquet":
-        reader = reader.schema(schema)  # an empty table has no file to infer it from
     try:
-        return set(reader.load(path).inputFiles())
+        return set(read_table(spark, path, table_format, schema).inputFiles())
     except AnalysisException as exc:
         if exc.getCondition() in (
             "PATH_NOT_FOUND",

@@ -1,0 +1,151 @@
+"""Query construction: one builder per query of the streaming job (events, quarantine,
+aggregates, alerts), each taking plain values; `run.py` decides which run and wires them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from sensorpipe.aggregates import window_aggregates
+from sensorpipe.anomaly.spark import score_stream
+from sensorpipe.config import AnomalySettings, DecodeSettings, SourceSettings
+from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
+from sensorpipe.sinks.alerts import AlertStats, ShadowStore, foreach_batch_alerts
+from sensorpipe.sinks.lake import start_lake_query, with_trigger
+from sensorpipe.sinks.warehouse import MINUTE_AGGREGATES, LoadStats, Warehouse, foreach_batch_loader
+from sensorpipe.sources import read_records
+
+DECODE_METRICS = "decode"
+
+
+def decode_metrics() -> list[Column]:
+    """Per-batch counts observed on decoded records: in, valid, and each quarantine reason."""
+    return [
+        F.count(F.lit(1)).alias("records_in"),
+        F.count_if(F.col("reason").isNull()).alias("valid"),
+        *[F.count_if(F.col("reason") == r).alias(r) for r in REASONS],
+    ]
+
+
+def decoded_stream(
+    spark: SparkSession, source: SourceSettings, decode: DecodeSettings, checkpoint: str
+) -> DataFrame:
+    """The source's records decoded and validated, with per-batch counts observed. Each query
+    reading the source has its own (its checkpoint keeps its own source offsets)."""
+    records = read_records(spark, source, checkpoint)
+    return records.transform(
+        decode_records,
+        max_record_bytes=decode.max_record_bytes,
+        max_event_lag_hours=decode.max_event_lag_hours,
+        max_event_lead_minutes=decode.max_event_lead_minutes,
+    ).observe(DECODE_METRICS, *decode_metrics())
+
+
+def start_events_query(
+    decoded: DataFrame,
+    anomaly: AnomalySettings,
+    *,
+    path: str,
+    checkpoint: str,
+    table_format: str,
+    trigger: str,
+    query_name: str,
+) -> StreamingQuery:
+    """Valid events, each scored with the state of its (device, sensor), appended to the raw
+    events table by (day, hour)."""
+    scored = score_stream(
+        decoded.transform(valid_events),
+        detector=anomaly.detector,
+        threshold=anomaly.threshold,
+        warmup=anomaly.warmup_points,
+        ttl_ms=anomaly.state_ttl_hours * 3600 * 1000,
+        quiet=timedelta(minutes=anomaly.incident_quiet_minutes),
+    )
+    return start_lake_query(
+        scored,
+        one_batch=True,
+        path=path,
+        checkpoint=checkpoint,
+        partition_by=["event_date", "event_hour"],
+        query_name=query_name,
+        table_format=table_format,
+        trigger=trigger,
+    )
+
+
+def start_quarantine_query(
+    decoded: DataFrame,
+    *,
+    path: str,
+    checkpoint: str,
+    table_format: str,
+    trigger: str,
+    query_name: str,
+) -> StreamingQuery:
+    """Every record that failed decoding or validation, whole, with its reason."""
+    return start_lake_query(
+        decoded.transform(quarantined_records),
+        path=path,
+        checkpoint=checkpoint,
+        partition_by=["arrival_date"],
+        query_name=query_name,
+        table_format=table_format,
+        trigger=trigger,
+    )
+
+
+def start_aggregates_query(
+    lake_events: DataFrame,
+    *,
+    window: str,
+    watermark: str,
+    accuracy: int,
+    make_warehouse: Callable[[], Warehouse],
+    on_load_failure: Callable[[], None],
+    stats: LoadStats,
+    checkpoint: str,
+    trigger: str,
+    query_name: str,
+) -> StreamingQuery:
+    """Windowed aggregates of the lake's scored events -> warehouse, upserted idempotently per
+    batch. Reading the lake (only files its sink committed) rather than the stream again means
+    the aggregates count exactly the events and anomalies the lake holds."""
+    aggregates = window_aggregates(
+        lake_events, window=window, watermark=watermark, accuracy=accuracy
+    )
+    writer = (
+        aggregates.writeStream.queryName(query_name)
+        .outputMode("update")
+        .option("checkpointLocation", checkpoint)
+        .foreachBatch(
+            foreach_batch_loader(
+                make_warehouse, MINUTE_AGGREGATES, query_name, stats, on_failure=on_load_failure
+            )
+        )
+    )
+    return with_trigger(writer, trigger).start()
+
+
+def start_alerts_query(
+    lake_events: DataFrame,
+    *,
+    make_store: Callable[[], ShadowStore],
+    anomalies_path: str,
+    stats: AlertStats,
+    checkpoint: str,
+    trigger: str,
+    query_name: str,
+) -> StreamingQuery:
+    """Anomalies and incident transitions from the lake -> anomalies table and train shadows.
+    The filter on anomalous rows runs inside the batch function: pushed into a file stream over
+    a folder that is still empty, Spark 4.0.2's optimizer fails the query."""
+    writer = (
+        lake_events.writeStream.queryName(query_name)
+        .option("checkpointLocation", checkpoint)
+        .foreachBatch(foreach_batch_alerts(make_store, anomalies_path, stats))
+    )
+    return with_trigger(writer, trigger).start()

@@ -1,0 +1,276 @@
+"""Run orchestration: the one place that decides from the settings which queries a run has,
+starts them, waits for them and sums up, for continuous and finite runs alike.
+
+A run always has the events and quarantine queries (source -> lake). The side queries read the
+lake's committed events: aggregates (when a warehouse is configured) and alerts (when a shadow
+store is). A continuous run starts them beside the lake queries once the events table holds a
+first commit; a finite run starts them after the source is drained, and waits for them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from sensorpipe.config import Settings
+from sensorpipe.metrics import WAREHOUSE_LOAD_FAILURES, commit_lag_listener, metrics_from_settings
+from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
+from sensorpipe.sinks.alerts import AlertFastPath, AlertStats, shadow_store_from_settings
+from sensorpipe.sinks.lake import AVAILABLE_NOW, committed_files, stream_table
+from sensorpipe.sinks.warehouse import MINUTE_AGGREGATES, LoadStats, warehouse_from_settings
+from sensorpipe.streaming.queries import (
+    decoded_stream,
+    start_aggregates_query,
+    start_alerts_query,
+    start_events_query,
+    start_quarantine_query,
+)
+from sensorpipe.streaming.summary import RunSummary, lake_summary, side_summary
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Which queries and helpers a run has, decided once from the settings."""
+
+    continuous: bool
+    aggregates: bool
+    alerts: bool
+    metrics: bool
+
+    @classmethod
+    def of(cls, settings: Settings) -> RunPlan:
+        return cls(
+            continuous=settings.stream.trigger != AVAILABLE_NOW,
+            aggregates=settings.warehouse.kind != "none",
+            alerts=settings.alerts.kind != "none",
+            metrics=settings.metrics.kind != "none",
+        )
+
+    @property
+    def side_queries(self) -> bool:
+        return self.aggregates or self.alerts
+
+
+@dataclass
+class LakeRun:
+    """The running queries, what the lake tables held before they started, and the counters
+    the side queries' batch functions keep."""
+
+    events: StreamingQuery
+    quarantine: StreamingQuery
+    events_before: set[str]
+    quarantine_before: set[str]
+    aggregates: StreamingQuery | None = None
+    load_stats: LoadStats = field(default_factory=LoadStats)
+    alerts: StreamingQuery | None = None
+    alert_stats: AlertStats = field(default_factory=AlertStats)
+    alert_fast_path: AlertFastPath | None = None
+    # (spark, listener) publishing the events table's commit lag, when metrics are on
+    commit_lag: tuple[SparkSession, object] | None = None
+
+    def stop(self) -> None:
+        """Stop every query, the alert fast path and the commit-lag listener."""
+        for query in self.queries:
+            if query.isActive:
+                query.stop()
+        if self.alert_fast_path is not None:
+            self.alert_fast_path.stop()
+            self.alert_fast_path = None
+        if self.commit_lag is not None:
+            spark, listener = self.commit_lag
+            spark.streams.removeListener(listener)
+            self.commit_lag = None
+
+    @property
+    def queries(self) -> list[StreamingQuery]:
+        return [
+            q for q in (self.events, self.quarantine, self.aggregates, self.alerts) if q is not None
+        ]
+
+
+def _name(settings: Settings, query: str) -> str:
+    return f"{settings.stream.query_prefix}_{query}"
+
+
+def _checkpoint(settings: Settings, query: str) -> str:
+    return f"{settings.lake.checkpoint_root}/{query}"
+
+
+def side_trigger(settings: Settings) -> str:
+    """The trigger of the queries no one waits for (quarantine, aggregates)."""
+    return settings.stream.side_trigger or settings.stream.trigger
+
+
+def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
+    """Start a run: the lake queries, and in a continuous run the side queries too."""
+    plan = RunPlan.of(settings)
+    lake = settings.lake
+    before = (
+        committed_files(spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA),
+        committed_files(spark, lake.quarantine_path, lake.format, QUARANTINE_SCHEMA),
+    )
+    alert_stats = AlertStats()
+    fast_path = None
+    if plan.continuous and plan.alerts:
+        alert_settings = settings.alerts
+        fast_path = AlertFastPath(
+            _name(settings, "events"),
+            lake.events_path,
+            lambda: shadow_store_from_settings(alert_settings),
+            alert_stats,
+        )
+        fast_path.attach(spark)
+    commit_lag = None
+    if plan.metrics:
+        listener = commit_lag_listener(
+            metrics_from_settings(settings.metrics), _name(settings, "events")
+        )
+        spark.streams.addListener(listener)
+        commit_lag = (spark, listener)
+    events = start_events_query(
+        decoded_stream(spark, settings.source, settings.decode, _checkpoint(settings, "events")),
+        settings.anomaly,
+        path=lake.events_path,
+        checkpoint=_checkpoint(settings, "events"),
+        table_format=lake.format,
+        trigger=settings.stream.trigger,
+        query_name=_name(settings, "events"),
+    )
+    try:
+        quarantine = start_quarantine_query(
+            decoded_stream(
+                spark, settings.source, settings.decode, _checkpoint(settings, "quarantine")
+            ),
+            path=lake.quarantine_path,
+            checkpoint=_checkpoint(settings, "quarantine"),
+            table_format=lake.format,
+            trigger=side_trigger(settings),
+            query_name=_name(settings, "quarantine"),
+        )
+    except Exception:
+        events.stop()
+        raise
+    run = LakeRun(
+        events, quarantine, *before, alert_stats=alert_stats, alert_fast_path=fast_path,
+        commit_lag=commit_lag,
+    )  # fmt: skip
+    if plan.continuous and plan.side_queries:
+        try:
+            _wait_for_first_commit(spark, settings, events)
+            start_side_queries(spark, settings, plan, run)
+        except Exception:
+            run.stop()
+            raise
+    return run
+
+
+def start_side_queries(
+    spark: SparkSession, settings: Settings, plan: RunPlan, run: LakeRun
+) -> None:
+    """The queries reading the lake's committed events: aggregates -> warehouse, alerts ->
+    anomalies table and shadows (as the plan has them)."""
+    lake = settings.lake
+
+    def lake_events():  # noqa: ANN202 - a DataFrame; one stream per query
+        return stream_table(
+            spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA,
+            settings.aggregates.max_files_per_trigger,
+        )  # fmt: skip
+
+    if plan.aggregates:
+        warehouse_settings, metrics_settings = settings.warehouse, settings.metrics
+        warehouse_from_settings(warehouse_settings).ensure_tables([MINUTE_AGGREGATES])
+        run.aggregates = start_aggregates_query(
+            lake_events(),
+            window=settings.aggregates.window,
+            watermark=settings.aggregates.watermark,
+            accuracy=settings.aggregates.percentile_accuracy,
+            make_warehouse=lambda: warehouse_from_settings(warehouse_settings),
+            on_load_failure=lambda: metrics_from_settings(metrics_settings).put(
+                WAREHOUSE_LOAD_FAILURES, 1, "Count"
+            ),
+            stats=run.load_stats,
+            checkpoint=_checkpoint(settings, "aggregates"),
+            trigger=side_trigger(settings),
+            query_name=_name(settings, "aggregates"),
+        )
+    if plan.alerts:
+        alert_settings = settings.alerts
+        run.alerts = start_alerts_query(
+            lake_events(),
+            make_store=lambda: shadow_store_from_settings(alert_settings),
+            anomalies_path=str(lake.anomalies_path),
+            stats=run.alert_stats,
+            checkpoint=_checkpoint(settings, "alerts"),
+            trigger=settings.stream.trigger,
+            query_name=_name(settings, "alerts"),
+        )
+
+
+def _wait_for_first_commit(spark: SparkSession, settings: Settings, events: StreamingQuery) -> None:
+    """Block until the events table holds a committed file: a file stream over a folder with no
+    partition yet would not know the table's partition columns (the side queries start after)."""
+    lake = settings.lake
+    while not committed_files(spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA):
+        if events.exception() is not None or not events.isActive:
+            return  # await_lake_run reports the events query's failure
+        time.sleep(1.0)
+
+
+def await_lake_run(run: LakeRun) -> None:
+    """Wait for the queries; if one fails, stop the others and raise its error."""
+    try:
+        for query in run.queries:
+            query.awaitTermination()
+    finally:
+        run.stop()
+
+
+def summarize_lake_run(spark: SparkSession, settings: Settings, run: LakeRun) -> RunSummary:
+    lake_part = lake_summary(
+        spark, settings, run.events, run.quarantine,
+        (run.events_before, run.quarantine_before), run.queries,
+    )  # fmt: skip
+    return lake_part + side_summary(
+        run.aggregates, run.load_stats.rows, run.load_stats.batches,
+        run.alert_stats.transitions, run.alert_stats.updates_sent,
+    )  # fmt: skip
+
+
+def run_lake_job(spark: SparkSession, settings: Settings) -> RunSummary:
+    """Run the job; with a finite trigger, until the source is drained, then the side queries.
+
+    A finite (availableNow) run of a Kinesis source reads what its one batch plans; after a
+    crash that batch may be the re-run of an unfinished one, so draining the stream can take
+    more than one run. Replay files are all read by one run.
+    """
+    plan = RunPlan.of(settings)
+    total: RunSummary | None = None
+    while True:
+        run = start_lake_run(spark, settings)
+        await_lake_run(run)
+        summary = summarize_lake_run(spark, settings, run)
+        total = summary if total is None else total + summary
+        if plan.continuous:
+            return total
+        if settings.source.kind == "replay" or summary.input_rows == 0:
+            break
+    if plan.side_queries:
+        side = LakeRun(run.events, run.quarantine, set(), set())
+        try:
+            start_side_queries(spark, settings, plan, side)
+            for query in (side.aggregates, side.alerts):
+                if query is not None:
+                    query.awaitTermination()
+        finally:
+            for query in (side.aggregates, side.alerts):
+                if query is not None and query.isActive:
+                    query.stop()
+        total = total + side_summary(
+            side.aggregates, side.load_stats.rows, side.load_stats.batches,
+            side.alert_stats.transitions, side.alert_stats.updates_sent,
+        )  # fmt: skip
+    return total
