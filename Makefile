@@ -11,9 +11,14 @@ CLUSTER_PYTHON_VERSION ?= 3.11
 CLUSTER_PYTHON_PREFIX ?= /usr
 PYTEST_ARGS ?=
 
-.PHONY: run run-hospital test lint dist samples clean venv synth checkov-venv kinesis-up kinesis-down warehouse-up warehouse-down
+.PHONY: run run-hospital test lint dist samples clean venv synth checkov-venv system-packages kinesis-up kinesis-down warehouse-up warehouse-down
 
 venv: $(STAMP)
+
+# Debian packages (Java, PostgreSQL and its JDBC driver, MIT Kerberos): installed when missing
+# and root, otherwise the exact command is printed.
+system-packages:
+	@bash tools/install-system-packages.sh
 
 $(STAMP): setup.py tools/setup.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed, found " + sys.version' 
@@ -50,15 +55,26 @@ warehouse-up: venv
 warehouse-down: venv
 	$(VENV)/bin/sensorpipe local stop postgres
 
-run: venv node_modules/.installed
-	rm -rf build/lake build/checkpoints build/outbox
-	$(MAKE) --no-print-directory kinesis-up warehouse-up
-	set -e; trap '$(VENV)/bin/sensorpipe local stop kinesalite; $(VENV)/bin/sensorpipe local stop postgres' EXIT; \
+# The terminal shows the producer, one line per micro-batch and the run summary; Spark's and
+# the Python workers' logs, and the rollup's and plot's output, go to build/logs/ (on a failure
+# the log's last lines are shown).
+RUN_LOGS := build/logs
+define logged
+$(1) >>$(RUN_LOGS)/$(2).log 2>&1 || { echo "$(2) failed; the last lines of $(RUN_LOGS)/$(2).log:"; tail -n 40 $(RUN_LOGS)/$(2).log; exit 1; }
+endef
+run: system-packages venv node_modules/.installed
+	@rm -rf build/lake build/checkpoints build/outbox $(RUN_LOGS) && mkdir -p $(RUN_LOGS)
+	@$(MAKE) --no-print-directory -s kinesis-up warehouse-up >$(RUN_LOGS)/services.log 2>&1
+	@set -e; trap '$(VENV)/bin/sensorpipe local stop kinesalite >/dev/null; $(VENV)/bin/sensorpipe local stop postgres >/dev/null' EXIT; \
 	export $(LOCAL_AWS) PYSPARK_PYTHON=$(abspath $(PY)) \
 		SENSORPIPE_KINESIS_ENDPOINT=http://127.0.0.1:$(KINESIS_PORT) SENSORPIPE_PG_PORT=$(PG_PORT); \
-	$(PY) jobs/stream_sensor_anomalies.py --config conf/local.yaml --summary-json build/run-summary.json; \
-	$(PY) jobs/batch_daily_rollup.py --config conf/local.yaml --all-days; \
-	$(VENV)/bin/sensorpipe plot --sample-anomaly 0 --out build/plots/sample-anomaly-0.png
+	echo "published the samples to kinesalite ($$(grep -o 'produced [0-9]* records' $(RUN_LOGS)/services.log)); streaming job:"; \
+	$(PY) jobs/stream_sensor_anomalies.py --config conf/local.yaml --summary-json build/run-summary.json --summary-text build/run-summary.txt 2>>$(RUN_LOGS)/stream.log \
+		|| { echo "stream job failed; the last lines of $(RUN_LOGS)/stream.log:"; tail -n 40 $(RUN_LOGS)/stream.log; exit 1; }; \
+	$(call logged,$(PY) jobs/batch_daily_rollup.py --config conf/local.yaml --all-days,rollup); \
+	$(call logged,$(VENV)/bin/sensorpipe plot --sample-anomaly 0 --out build/plots/sample-anomaly-0.png,plot); \
+	echo "daily rollup and plot: build/logs/rollup.log, build/plots/; Spark's logs: build/logs/stream.log"; \
+	cat build/run-summary.txt
 
 # The hospital's jobs on a synthetic hospital (no real PHI): a local PostgreSQL as the
 # on-premises database, then ingest (twice: the second run finds nothing new), the snapshot,
@@ -66,7 +82,7 @@ run: venv node_modules/.installed
 HOSPITAL_PG_PORT ?= 55433
 HOSPITAL_PG_DATA ?= /tmp/sensorpipe-make-run-hospital-pgdata
 HOSPITAL_STATE := --state-dir build/local-hospital
-run-hospital: venv
+run-hospital: system-packages venv
 	rm -rf build/hospital build/lineage
 	$(VENV)/bin/sensorpipe local stop postgres $(HOSPITAL_STATE) >/dev/null; rm -rf $(HOSPITAL_PG_DATA)
 	$(VENV)/bin/sensorpipe local start postgres $(HOSPITAL_STATE) --port $(HOSPITAL_PG_PORT) --data-dir $(HOSPITAL_PG_DATA)
@@ -95,12 +111,12 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==3.3.30'
 	touch $@
 
-test: venv node_modules/.installed $(CHECKOV_VENV)/.installed
+test: system-packages venv node_modules/.installed $(CHECKOV_VENV)/.installed
 	PYSPARK_PYTHON=$(abspath $(PY)) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/shellcheck bootstrap/*.sh .ci/run
+	$(VENV)/bin/shellcheck bootstrap/*.sh tools/*.sh .ci/run
 
 samples: venv
 	$(VENV)/bin/sensorpipe samples --out samples

@@ -20,6 +20,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="conf/local.yaml", help="settings file (YAML)")
     parser.add_argument("--summary-json", help="also write the run summary here as JSON")
+    parser.add_argument(
+        "--summary-text", help="write the run summary here instead of printing it (make run)"
+    )
     return parser.parse_args(argv)
 
 
@@ -30,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     with recorded_run(settings.lineage, "stream_sensor_anomalies") as run:
         summary = run_lake_job(spark, settings)
         record_lineage(run, settings, summary)
-    print(summary.render())
+    if args.summary_text:
+        Path(args.summary_text).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_text).write_text(summary.render() + "\n")
+    else:
+        print(summary.render())
     if args.summary_json:
         Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.summary_json).write_text(summary.to_json())

@@ -147,3 +147,29 @@ def test_cluster_artifacts_hold_the_runtime_package_and_no_tool(tmp_path):
         modules = {Path(n).stem for n in ours}
         assert not modules & set(TOOL_MODULES), (kind, modules & set(TOOL_MODULES))
         assert not [n for n in names for bad in NEVER_ON_THE_CLUSTER if bad in n], kind
+
+
+@pytest.mark.slow
+def test_make_run_is_quiet_and_ends_with_the_summary():
+    """`make run` as a new user sees it: no Java stack trace, no Python worker banner, one line
+    per micro-batch, and the run summary last, with the manifest's counts. (Spark's logs are in
+    build/logs/.) Ports are free ones, so a developer's own make run is not disturbed."""
+    from sensorpipe_tools.local_services import free_port
+
+    manifest = json.loads((ROOT / "samples/manifest.json").read_text())["counts"]
+    result = subprocess.run(
+        ["make", "--no-print-directory", "run", f"KINESIS_PORT={free_port()}",
+         f"PG_PORT={free_port()}", f"PG_DATA=/tmp/sensorpipe-test-make-run-{os.getpid()}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "Exception" not in out and "\tat org." not in out and "Traceback" not in out
+    assert "Python worker" not in out and "log4j" not in out
+    lines = out.strip().splitlines()
+    assert any(line.startswith("batch 0: ") for line in lines)
+    summary = lines[lines.index("sensorpipe stream run summary") :]
+    assert summary[-2] == "  reconciled (in = valid + quarantined): True"
+    assert f"  records in           {manifest['records']}" in summary
+    assert f"  valid                {manifest['valid']}" in summary
+    assert (ROOT / "build/logs/stream.log").stat().st_size > 0

@@ -28,7 +28,7 @@ from sensorpipe.streaming.queries import (
     start_events_query,
     start_quarantine_query,
 )
-from sensorpipe.streaming.summary import RunSummary, lake_summary, side_summary
+from sensorpipe.streaming.summary import RunSummary, lake_summary, progress_printer, side_summary
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,9 @@ class LakeRun:
     alerts: StreamingQuery | None = None
     alert_stats: AlertStats = field(default_factory=AlertStats)
     alert_fast_path: AlertFastPath | None = None
-    # (spark, listener) publishing the events table's commit lag, when metrics are on
-    commit_lag: tuple[SparkSession, object] | None = None
+    # Listeners on the events query (progress lines; commit lag, when metrics are on), as
+    # (spark, listener), removed when the run stops.
+    listeners: list[tuple[SparkSession, object]] = field(default_factory=list)
 
     def stop(self) -> None:
         """Stop every query, the alert fast path and the commit-lag listener."""
@@ -79,10 +80,9 @@ class LakeRun:
         if self.alert_fast_path is not None:
             self.alert_fast_path.stop()
             self.alert_fast_path = None
-        if self.commit_lag is not None:
-            spark, listener = self.commit_lag
+        while self.listeners:
+            spark, listener = self.listeners.pop()
             spark.streams.removeListener(listener)
-            self.commit_lag = None
 
     @property
     def queries(self) -> list[StreamingQuery]:
@@ -123,13 +123,12 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
             alert_stats,
         )
         fast_path.attach(spark)
-    commit_lag = None
+    listeners = [progress_printer(_name(settings, "events"))]
     if plan.metrics:
-        listener = commit_lag_listener(
-            metrics_from_settings(settings.metrics), _name(settings, "events")
-        )
+        metrics = metrics_from_settings(settings.metrics)
+        listeners.append(commit_lag_listener(metrics, _name(settings, "events")))
+    for listener in listeners:
         spark.streams.addListener(listener)
-        commit_lag = (spark, listener)
     events = start_events_query(
         decoded_stream(spark, settings.source, settings.decode, _checkpoint(settings, "events")),
         settings.anomaly,
@@ -152,10 +151,12 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
         )
     except Exception:
         events.stop()
+        for listener in listeners:
+            spark.streams.removeListener(listener)
         raise
     run = LakeRun(
         events, quarantine, *before, alert_stats=alert_stats, alert_fast_path=fast_path,
-        commit_lag=commit_lag,
+        listeners=[(spark, listener) for listener in listeners],
     )  # fmt: skip
     if plan.continuous and plan.side_queries:
         try:

@@ -203,3 +203,38 @@ def record_lineage(run: LineageRun, settings: Settings, summary: RunSummary) -> 
         run.wrote("table", f"warehouse.{MINUTE_AGGREGATES.name}", summary.aggregate_rows_loaded)
     if settings.alerts.kind != "none" and lake.anomalies_path:
         run.wrote("path", lake.anomalies_path, summary.alert_transitions)
+
+
+def progress_printer(query_name: str, out: Any = None) -> Any:
+    """A StreamingQueryListener printing one line per micro-batch of `query_name` (the events
+    query sees every record): records read, valid, quarantined, and the batch's duration."""
+    import sys
+
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class Progress(StreamingQueryListener):
+        def onQueryStarted(self, event: Any) -> None:
+            pass
+
+        def onQueryProgress(self, event: Any) -> None:
+            progress = event.progress
+            metrics = progress.observedMetrics.get(DECODE_METRICS)
+            if progress.name != query_name or metrics is None:
+                return
+            counts = metrics.asDict()
+            seconds = progress.batchDuration / 1000
+            print(
+                f"batch {progress.batchId}: {counts['records_in']:,} records read, "
+                f"{counts['valid']:,} valid, {counts['records_in'] - counts['valid']:,} "
+                f"quarantined ({seconds:.1f} s)",
+                file=out or sys.stdout,
+                flush=True,
+            )
+
+        def onQueryIdle(self, event: Any) -> None:
+            pass
+
+        def onQueryTerminated(self, event: Any) -> None:
+            pass
+
+    return Progress()
