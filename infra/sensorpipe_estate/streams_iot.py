@@ -80,26 +80,25 @@ class StreamsIotStack(Stack):
         names = Names(settings)
         st = settings.streams
         retention = Duration.hours(st.retention_hours)
-        self.telemetry = kinesis.Stream(
-            self,
-            "TelemetryStream",
-            stream_name=st.telemetry_stream,
-            shard_count=st.telemetry_shards,
-            encryption=kinesis.StreamEncryption.KMS,
-            encryption_key=stream_key,
-            retention_period=retention,
-            removal_policy=RemovalPolicy.RETAIN,
+
+        def stream(id_: str, name: str, shards: int, key: kms.IKey) -> kinesis.Stream:
+            return kinesis.Stream(
+                self,
+                id_,
+                stream_name=name,
+                shard_count=shards,
+                encryption=kinesis.StreamEncryption.KMS,
+                encryption_key=key,
+                retention_period=retention,
+                removal_policy=RemovalPolicy.RETAIN,
+            )
+
+        self.telemetry = stream(
+            "TelemetryStream", st.telemetry_stream, st.telemetry_shards, stream_key
         )
         # Hospital readings map device serials to patients (PHI): the protected zone's key.
-        self.hospital = kinesis.Stream(
-            self,
-            "HospitalStream",
-            stream_name=st.hospital_stream,
-            shard_count=st.hospital_shards,
-            encryption=kinesis.StreamEncryption.KMS,
-            encryption_key=protected_key,
-            retention_period=retention,
-            removal_policy=RemovalPolicy.RETAIN,
+        self.hospital = stream(
+            "HospitalStream", st.hospital_stream, st.hospital_shards, protected_key
         )
 
         errors = logs.LogGroup(

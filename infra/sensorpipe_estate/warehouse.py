@@ -126,32 +126,36 @@ class WarehouseReportingStack(Stack):
 
         # QuickSight, in this stack's region, which is the warehouse's (asserted in settings
         # and by tests/test_infra.py); it connects over a VPC connection with a read-only user.
-        reader = secretsmanager.Secret(
-            self,
+        def database_user(
+            id_: str, name: str, username: str, description: str
+        ) -> secretsmanager.Secret:
+            """A warehouse user's generated password (the user itself is made in SQL)."""
+            return secretsmanager.Secret(
+                self,
+                id_,
+                secret_name=f"{settings.name}/warehouse/{name}",
+                encryption_key=warehouse_key,
+                generate_secret_string=secretsmanager.SecretStringGenerator(
+                    secret_string_template=f'{{"username": "{username}"}}',
+                    generate_string_key="password",
+                    exclude_punctuation=True,
+                    password_length=32,
+                ),
+                description=description,
+            )
+
+        reader = database_user(
             "ReportingReader",
-            secret_name=f"{settings.name}/warehouse/quicksight-reader",
-            encryption_key=warehouse_key,
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                secret_string_template='{"username": "quicksight_reader"}',
-                generate_string_key="password",
-                exclude_punctuation=True,
-                password_length=32,
-            ),
-            description="read-only warehouse user for QuickSight (GRANT SELECT on the aggregates)",
+            "quicksight-reader",
+            "quicksight_reader",
+            "read-only warehouse user for QuickSight (SELECT on the aggregates)",
         )
         # The jobs load as their own user, not as the admin (whose password Redshift manages).
-        loader = secretsmanager.Secret(
-            self,
+        loader = database_user(
             "WarehouseLoader",
-            secret_name=f"{settings.name}/warehouse/loader",
-            encryption_key=warehouse_key,
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                secret_string_template='{"username": "sensorpipe_loader"}',
-                generate_string_key="password",
-                exclude_punctuation=True,
-                password_length=32,
-            ),
-            description="the jobs' warehouse user (CREATE, INSERT, DELETE on the aggregates)",
+            "loader",
+            "sensorpipe_loader",
+            "the jobs' warehouse user (CREATE, INSERT, DELETE on the aggregates)",
         )
         reporting_sg = ec2.SecurityGroup(
             self,
