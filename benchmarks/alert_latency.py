@@ -38,6 +38,7 @@ from sensorpipe_tools.local_services import (
     local_aws_environment,
     wait_for_port,
 )
+from sensorpipe_tools.local_settings import lake_environ
 from sensorpipe_tools.producer import produce
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,11 +151,7 @@ def main() -> None:
             "SENSORPIPE__SOURCE__ENDPOINT_URL": kinesalite.endpoint_url,
             "SENSORPIPE__SOURCE__STREAM_NAME": "bench",
             "SENSORPIPE__SOURCE__STARTING_POSITION": "TRIM_HORIZON",
-            "SENSORPIPE__LAKE__EVENTS_PATH": str(tmp / "lake/events"),
-            "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp / "lake/quarantine"),
-            "SENSORPIPE__LAKE__ANOMALIES_PATH": str(tmp / "lake/anomalies"),
-            "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(tmp / "checkpoints"),
-            "SENSORPIPE__WAREHOUSE__KIND": "none",
+            **lake_environ(tmp),
             "SENSORPIPE__ALERTS__KIND": "iot",
             "SENSORPIPE__ALERTS__ENDPOINT_URL": moto_url,
             "SENSORPIPE__ANOMALY__WARMUP_POINTS": "50",
@@ -165,9 +162,9 @@ def main() -> None:
             "SENSORPIPE__STREAM__SIDE_TRIGGER": args.side_trigger,
         },
     )
-    import sensorpipe.streaming as streaming
+    import sensorpipe.streaming.run as streaming_run
 
-    streaming.shadow_store_from_settings = lambda s: RecordingStore(
+    streaming_run.shadow_store_from_settings = lambda s: RecordingStore(
         boto3.client("iot-data", endpoint_url=moto_url, region_name="us-east-1")
     )
     spark = build_session(settings)

@@ -5,21 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from sensorpipe.config import HealthSettings, Settings, load_settings
+from sensorpipe_tools.local_settings import lake_environ
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def lake_environ(tmp: Path) -> dict[str, str]:
-    """Overrides putting the lake and checkpoints under `tmp`, warehouse and alerts off."""
-    return {
-        "SENSORPIPE__LAKE__EVENTS_PATH": str(tmp / "lake/events"),
-        "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp / "lake/quarantine"),
-        "SENSORPIPE__LAKE__ANOMALIES_PATH": str(tmp / "lake/anomalies"),
-        "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(tmp / "checkpoints"),
-        "SENSORPIPE__WAREHOUSE__KIND": "none",
-        "SENSORPIPE__ALERTS__KIND": "none",
-        "SENSORPIPE__LINEAGE__PATH": str(tmp / "lineage"),
-    }
+__all__ = ["ROOT", "health_settings", "job_module", "lake_environ", "local_settings", "run_job"]
 
 
 def local_settings(tmp: Path, **overrides: str) -> Settings:
