@@ -14,7 +14,10 @@ log() { printf '[system-packages] %s\n' "$*" >&2; }
 main() {
   local missing=()
   for pkg in "${PACKAGES[@]}"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    # "install ok installed" only: a removed package keeps a status ("deinstall ok
+    # config-files") for which `dpkg -s` succeeds.
+    [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) == "install ok installed" ]] ||
+      missing+=("$pkg")
   done
   if ((${#missing[@]} == 0)); then
     return 0
