@@ -132,8 +132,10 @@ def secure_bucket(
     lifecycle: list[s3.LifecycleRule] | None = None,
 ) -> s3.Bucket:
     """Versioned, Block Public Access, TLS only, encrypted at rest (SSE-KMS with a bucket key
-    when `key` is given; SSE-S3 only for the access-log buckets, where S3 server access log
-    delivery requires it), with server access logs unless it is itself the log bucket."""
+    when `key` is given; SSE-S3 only for the access-log buckets: "You can use default bucket
+    encryption on the target bucket only if you use ... SSE-S3 ... SSE-KMS is not supported",
+    Amazon S3 User Guide, "Enabling Amazon S3 server access logging"), with server access logs
+    unless it is itself the log bucket."""
     bucket = s3.Bucket(
         scope,
         id_,
