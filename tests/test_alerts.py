@@ -186,3 +186,12 @@ def test_file_outbox_has_the_shadow_semantics(tmp_path):
     assert doc["version"] == 2
     assert doc["state"]["desired"][ALERTS_KEY]["axle_bearing_temp#1"]["status"] == "closed"
     assert len((tmp_path / "updates.jsonl").read_text().splitlines()) == 2
+
+
+def test_outbox_keeps_a_hostile_device_id_inside_the_outbox(tmp_path):
+    outbox = FileOutbox(tmp_path / "outbox")
+    for thing in ("../escaped", "../../etc/passwd", "a/b", "nul\x00byte"):
+        outbox.write(thing, {"s#1": {"status": "open"}}, None)
+        assert outbox.read(thing)[1] == 1  # written once, and read back under the same name
+    written = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
+    assert all(p.parts[0] == "outbox" and len(p.parts) == 2 for p in written), written

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from sensorpipe.retry import RetriesExhausted, aws_throttling_or_network, call_with_backoff
 
@@ -98,7 +99,9 @@ class FileOutbox:
     root: Path
 
     def _path(self, thing: str) -> Path:
-        return Path(self.root) / f"{thing}.json"
+        # The thing name comes from the data (device_id): percent-encoded, a "/" or ".." in it
+        # cannot name a file outside the outbox (issue 13, item 5).
+        return Path(self.root) / f"{quote(thing, safe='')}.json"
 
     def read(self, thing: str) -> tuple[dict[str, Any], int | None]:
         path = self._path(thing)
