@@ -169,3 +169,29 @@ def test_counts_reconcile_on_a_mix(spark):
     valid = frame.transform(valid_events).count()
     quarantined = frame.transform(quarantined_records).count()
     assert (valid, quarantined) == (7, len(MALFORMED))
+
+
+ONE = json.dumps(event()).encode()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        ONE + ONE,  # two readings in one record: the second would vanish
+        ONE + b"\n" + ONE,
+        ONE + b" trailing text",
+        ONE + b"],[" + ONE,  # closes an array wrapper early
+        ONE + b'},"x":' + ONE,  # closes an object wrapper early
+        ONE + b"," + ONE,
+        ONE + b', "x": 1',
+    ],
+)
+def test_a_record_is_one_json_object_anything_after_it_is_not_json(spark, payload):
+    rows = decoded(spark, [payload]).collect()
+    assert [(r.reason, bytes(r.data)) for r in rows] == [(decode.NOT_JSON, payload)]
+    assert "not one JSON document" in rows[0].detail
+
+
+def test_one_object_with_whitespace_around_it_is_valid(spark):
+    rows = decoded(spark, [b"  " + ONE + b"\n", b'{"x": "a]}b",' + ONE[1:]]).collect()
+    assert [r.reason for r in rows] == [None, None]

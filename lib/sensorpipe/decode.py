@@ -2,8 +2,9 @@
 
 Every record comes out exactly once, either valid (reason is null) or with one reason code,
 the first check it fails in the order below; nothing is dropped. Built-in functions only: the
-payload is parsed once into a VARIANT, which keeps JSON types, so a value sent as the string
-"41.2" is a wrong type rather than silently coerced.
+payload is parsed into a VARIANT, which keeps JSON types, so a value sent as the string
+"41.2" is a wrong type rather than silently coerced; a record is exactly one JSON object (a
+second object or any text after the first is `not_json`, the record kept whole).
 """
 
 from __future__ import annotations
@@ -54,6 +55,18 @@ def _is_number(json_type: Column) -> Column:
     return json_type.isin(*_NUMBER_TYPES) | json_type.startswith("DECIMAL")
 
 
+def _one_json_value(payload: Column) -> Column:
+    """True when the payload is exactly one JSON value. Spark's JSON parser stops after the
+    first value and ignores what follows ('{..}{..}' parses as the first object), so the
+    payload is also parsed inside an array and as an object's value: text after the first
+    value, or a second value, breaks at least one of the two (a depth-0 ',' must be followed
+    by a value in one and by a key in the other; an early closer must be ']' in one and '}' in
+    the other)."""
+    in_array = F.try_parse_json(F.concat(F.lit("["), payload, F.lit("]")))
+    in_object = F.try_parse_json(F.concat(F.lit('{"v":'), payload, F.lit("}")))
+    return in_array.isNotNull() & in_object.isNotNull()
+
+
 def _catalogue_map(sensors: Mapping[str, Sensor], attribute: str) -> Column:
     pairs = []
     for name, sensor in sorted(sensors.items()):
@@ -100,6 +113,11 @@ def decode_records(
         ),
         (~F.is_valid_utf8(payload), NOT_UTF8, F.lit("payload is not valid UTF-8")),
         (doc.isNull(), NOT_JSON, F.lit("payload is not a JSON document")),
+        (
+            ~_one_json_value(payload),
+            NOT_JSON,
+            F.lit("payload is not one JSON document: a second value or text follows the first"),
+        ),
         (
             ~_json_type(doc).startswith("OBJECT"),
             NOT_JSON,
