@@ -195,3 +195,33 @@ def test_a_record_is_one_json_object_anything_after_it_is_not_json(spark, payloa
 def test_one_object_with_whitespace_around_it_is_valid(spark):
     rows = decoded(spark, [b"  " + ONE + b"\n", b'{"x": "a]}b",' + ONE[1:]]).collect()
     assert [r.reason for r in rows] == [None, None]
+
+
+@pytest.mark.parametrize(
+    "device_id",
+    ["", "train\x0001", "t" * 65, "\ud800x", "../../etc", "train 01", "train/01", "trä"],
+)
+def test_a_device_id_outside_the_contract_is_quarantined(spark, device_id):
+    payload = json.dumps(event(device_id=device_id)).encode()
+    (row,) = decoded(spark, [payload]).collect()
+    assert row.reason == decode.WRONG_TYPE, (device_id, row.reason)
+    assert "expected 1 to 64 of" in row.detail
+
+
+def test_device_ids_inside_the_contract_are_valid(spark):
+    ids = ["train-01", "t" * 64, "fleet:42_b"]
+    rows = decoded(spark, [json.dumps(event(device_id=d)).encode() for d in ids]).collect()
+    assert [r.reason for r in rows] == [None, None, None]
+
+
+@pytest.mark.parametrize("event_time", ["2026-11-01T08:00:00", "2026-11-01T08:00:00.000"])
+def test_an_event_time_without_a_zone_is_a_bad_event_time(spark, event_time):
+    (row,) = decoded(spark, [json.dumps(event(event_time=event_time)).encode()]).collect()
+    assert (row.reason, "has no zone" in row.detail) == (decode.BAD_EVENT_TIME, True)
+
+
+def test_event_times_with_a_zone_or_an_offset_are_valid(spark):
+    times = ["2026-11-01T08:00:00Z", "2026-11-01T09:00:00+01:00", "2026-11-01T03:00:00-0500"]
+    rows = decoded(spark, [json.dumps(event(event_time=t)).encode() for t in times]).collect()
+    assert [r.reason for r in rows] == [None, None, None]
+    assert len({r.event_time for r in rows}) == 1

@@ -43,6 +43,12 @@ REASONS: tuple[str, ...] = (
 )
 
 _STRING_FIELDS = ("device_id", "sensor", "event_time", "unit")
+# A device id names the train's AWS IoT thing (thing names: [a-zA-Z0-9:_-]+, AWS IoT API
+# Reference, CreateThing) and fills the warehouse's VARCHAR(64): no control character, no path
+# separator, nothing empty or longer.
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9:_-]{1,64}$"
+# The contract's event time carries its zone: Z or an offset (+01:00, -0500).
+_ZONED = r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$"
 _NUMBER_TYPES = ("TINYINT", "SMALLINT", "INT", "BIGINT", "FLOAT", "DOUBLE")
 
 
@@ -91,6 +97,7 @@ def decode_records(
     wrong = [(kind[n] != "STRING", f"{n}: {{}}, expected a string") for n in _STRING_FIELDS]
     wrong.append((~_is_number(kind["value"]), "value: {}, expected a number"))
 
+    device_id = F.try_variant_get(doc, "$.device_id", "string")
     sensor = F.try_variant_get(doc, "$.sensor", "string")
     unit = F.try_variant_get(doc, "$.unit", "string")
     event_time_text = F.try_variant_get(doc, "$.event_time", "string")
@@ -140,6 +147,13 @@ def decode_records(
             ),
         ),
         (
+            ~device_id.rlike(DEVICE_ID_PATTERN),
+            WRONG_TYPE,
+            F.format_string(
+                "device_id %s: expected 1 to 64 of A-Z a-z 0-9 : _ -", F.to_json(F.array(device_id))
+            ),
+        ),
+        (
             expected_unit.isNull(),
             UNKNOWN_SENSOR,
             F.concat(F.lit("sensor "), sensor, F.lit(" is not in the catalogue")),
@@ -153,6 +167,11 @@ def decode_records(
             event_time.isNull(),
             BAD_EVENT_TIME,
             F.concat(F.lit("event_time "), event_time_text, F.lit(" is not an ISO-8601 time")),
+        ),
+        (
+            ~event_time_text.rlike(_ZONED),
+            BAD_EVENT_TIME,
+            F.concat(F.lit("event_time "), event_time_text, F.lit(" has no zone (Z or +hh:mm)")),
         ),
         (
             too_late | too_early,
@@ -180,7 +199,7 @@ def decode_records(
         detail = F.when(condition, why).otherwise(detail)
 
     return records.withColumn("_doc", F.try_parse_json(payload)).select(
-        F.try_variant_get(doc, "$.device_id", "string").alias("device_id"),
+        device_id.alias("device_id"),
         sensor.alias("sensor"),
         event_time.alias("event_time"),
         value.alias("value"),
