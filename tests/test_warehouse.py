@@ -187,6 +187,20 @@ def test_daily_rollup_rerun_leaves_the_warehouse_unchanged(spark, tmp_path, post
         )
         == rows
     )
+    # A range with no events in the lake (data not landed yet, or expired) deletes nothing.
+    (tmp_path / "empty-lake").mkdir()
+    empty = settings_for(
+        tmp_path / "elsewhere", postgres, warehouse_db,
+        SENSORPIPE__LAKE__EVENTS_PATH=str(tmp_path / "empty-lake"),
+    )  # fmt: skip
+    nothing = run_daily_rollup(spark, empty, first.first, first.last)
+    assert (
+        warehouse_rows(
+            postgres, warehouse_db, "sensor_daily_aggregates", "device_id, sensor, event_date"
+        )
+        == rows
+    )
+    assert (nothing.events, nothing.rows) == (0, 0) and "left as it is" in nothing.render()
     lake = spark.read.parquet(settings.lake.events_path)
     by_day = {
         (r.device_id, r.sensor, r.event_date): r["count"]

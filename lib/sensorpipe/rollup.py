@@ -26,6 +26,11 @@ class RollupResult:
     def render(self) -> str:
         if self.first is None:
             return "daily rollup: the lake holds no events; nothing to do"
+        if not self.rows:
+            return (
+                f"daily rollup {self.first}..{self.last}: the lake holds no events for these "
+                "days; the warehouse is left as it is"
+            )
         return (
             f"daily rollup {self.first}..{self.last}: {self.events} events -> {self.rows} "
             f"daily rows, replaced atomically in {self.warehouse}"
@@ -47,6 +52,10 @@ def run_daily_rollup(
     rows = days.transform(daily_aggregates, accuracy=settings.aggregates.percentile_accuracy)
     # One row per (device, sensor, day): bounded by the fleet, not by events.
     table = rows.toArrow()
+    if table.num_rows == 0:
+        # Nothing in the lake for these days (a wrong path, data not yet landed, or expired):
+        # replacing the range with nothing would delete days the warehouse holds.
+        return RollupResult(first, last, 0, 0, "")
     warehouse = warehouse_from_settings(settings.warehouse)
     warehouse.ensure_tables([DAILY_AGGREGATES])
     warehouse.replace_range(DAILY_AGGREGATES, table, first.isoformat(), last.isoformat())
