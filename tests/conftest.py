@@ -29,7 +29,12 @@ def spark():
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.master("local[2]").appName("sensorpipe-tests")
     # Debian's PostgreSQL JDBC driver, for the JDBC ingest tests (CI installs the package).
-    conf = {**job_spark_conf(), **local_spark_conf(shuffle_partitions=2), "spark.jars": JDBC_JAR}
+    conf = {
+        **job_spark_conf(),
+        **local_spark_conf(shuffle_partitions=2),
+        "spark.sql.shuffle.partitions": "2",
+        "spark.jars": JDBC_JAR,
+    }
     for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()

@@ -145,3 +145,21 @@ def test_kinesis_reader_options_use_the_connector_names():
     assert options["kinesis.consumerType"] == "GetRecords"
     assert options["kinesis.maxFetchRecordsPerShard"] == "10000"
     assert "kinesis.endpointUrl" not in options
+
+
+def test_shuffle_partitions_apply_on_emr_not_only_locally():
+    """Spark's default of 200 shuffle partitions writes 200 small files per aggregate batch on
+    EMR; the configured number is set wherever the job runs."""
+    from sensorpipe.config import HealthSettings
+    from sensorpipe.session import session_conf
+
+    env = {**REDSHIFT_ENV, "SENSORPIPE_BUCKET": "b"}
+    emr = load_settings(ROOT / "conf/emr.yaml", environ=env)
+    assert session_conf(emr)["spark.sql.shuffle.partitions"] == str(emr.spark.shuffle_partitions)
+    assert "spark.default.parallelism" not in session_conf(emr)  # YARN decides on EMR
+    health = load_settings(
+        ROOT / "conf/health-emr.yaml", environ={"SENSORPIPE_BUCKET": "b",
+        "SENSORPIPE_PROTECTED_BUCKET": "p", "SENSORPIPE_HOSPITAL_JDBC_URL": "jdbc:postgresql://h/d"},
+        kind=HealthSettings,
+    )  # fmt: skip
+    assert session_conf(health)["spark.sql.shuffle.partitions"] == "64"

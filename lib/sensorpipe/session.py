@@ -20,7 +20,6 @@ def local_spark_conf(shuffle_partitions: int) -> dict[str, str]:
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.shuffle.partitions": str(shuffle_partitions),
         "spark.default.parallelism": str(shuffle_partitions),
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
@@ -39,17 +38,27 @@ def job_spark_conf() -> dict[str, str]:
     }
 
 
+def session_conf(settings: Settings | HealthSettings) -> dict[str, str]:
+    """Every Spark property the jobs set, for these settings. `spark.shuffle_partitions`
+    applies everywhere: on EMR too, Spark's default of 200 would write 200 small files per
+    aggregate batch."""
+    conf = job_spark_conf()
+    conf["spark.sql.shuffle.partitions"] = str(settings.spark.shuffle_partitions)
+    if settings.environment == "local":
+        conf.update(local_spark_conf(settings.spark.shuffle_partitions))
+    conf.update(settings.spark.conf)
+    return conf
+
+
 def build_session(settings: Settings | HealthSettings) -> SparkSession:
     """Build (or return the running) SparkSession for these settings."""
-    conf = job_spark_conf()
+    conf = session_conf(settings)
     builder = SparkSession.builder.appName(settings.spark.app_name)
     if settings.environment == "local":
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        conf.update(local_spark_conf(settings.spark.shuffle_partitions))
         builder = builder.master(settings.spark.master or "local[2]")
     elif settings.spark.master:
         builder = builder.master(settings.spark.master)
-    conf.update(settings.spark.conf)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
