@@ -87,7 +87,7 @@ run-hospital: system-packages venv
 	$(VENV)/bin/sensorpipe local stop postgres $(HOSPITAL_STATE) >/dev/null; rm -rf $(HOSPITAL_PG_DATA)
 	$(VENV)/bin/sensorpipe local start postgres $(HOSPITAL_STATE) --port $(HOSPITAL_PG_PORT) --data-dir $(HOSPITAL_PG_DATA)
 	set -e; trap '$(VENV)/bin/sensorpipe local stop postgres $(HOSPITAL_STATE)' EXIT; \
-	test -s build/phi-token-key || $(PY) -c 'import secrets; print(secrets.token_hex(32))' > build/phi-token-key; \
+	$(VENV)/bin/sensorpipe phi-key --out build/phi-token-key; \
 	export PYSPARK_PYTHON=$(abspath $(PY)) SENSORPIPE_HOSPITAL_PG_PORT=$(HOSPITAL_PG_PORT) \
 		SENSORPIPE_PHI_TOKEN_KEY=$$(cat build/phi-token-key); \
 	$(VENV)/bin/sensorpipe hospital-seed --port $(HOSPITAL_PG_PORT) --recreate \

@@ -383,3 +383,26 @@ def test_jdbc_reads_are_split_on_the_key_into_parallel_partitions(spark, hospita
     # Nothing changed since the import: the increment after its high-water mark is empty.
     mark = ProtectedLayout(hospital.settings.protected.root).committed(table)["high_water_mark"]
     assert find_increment(spark, options, table, mark).rows == 0
+
+
+def test_the_token_key_file_is_readable_by_its_owner_only(tmp_path):
+    """`make run-hospital` makes the key with `sensorpipe phi-key`: mode 0600 whatever the
+    umask (it was written with the default umask, 0644 here)."""
+    import os
+    import stat
+
+    from sensorpipe_tools.cli import main
+
+    old = os.umask(0o022)
+    try:
+        assert main(["phi-key", "--out", str(tmp_path / "k")]) == 0
+        (tmp_path / "empty").touch()
+        assert main(["phi-key", "--out", str(tmp_path / "empty")]) == 0
+    finally:
+        os.umask(old)
+    for name in ("k", "empty"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+        assert len(bytes.fromhex((tmp_path / name).read_text().strip())) == 32
+    before = (tmp_path / "k").read_text()
+    assert main(["phi-key", "--out", str(tmp_path / "k")]) == 0
+    assert (tmp_path / "k").read_text() == before  # an existing key is kept

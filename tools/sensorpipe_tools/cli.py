@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from sensorpipe import __version__
 
@@ -158,6 +159,27 @@ def _hospital_seed(args: argparse.Namespace) -> int:
         f"({len(data.manifest['discrepancies'])} planted discrepancies, "
         f"{len(data.manifest['bad_rows'])} bad rows)"
     )
+    return 0
+
+
+def write_secret_file(path: Path, text: str) -> bool:
+    """Write a secret readable by its owner only (mode 0600 from its creation, whatever the
+    umask); an existing non-empty file is kept. True if written."""
+    if path.exists() and path.stat().st_size:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)  # a file that existed empty keeps its old mode otherwise
+    return True
+
+
+def _phi_key(args: argparse.Namespace) -> int:
+    import secrets
+
+    written = write_secret_file(Path(args.out), secrets.token_hex(32) + "\n")
+    print(f"{args.out}: {'new token key' if written else 'kept'} (mode 0600)", file=sys.stderr)
     return 0
 
 
@@ -333,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("--depth", type=int, default=4, help="levels of upstream runs")
     lineage.add_argument("--json", action="store_true")
     lineage.set_defaults(func=_lineage)
+
+    phi_key = sub.add_parser(
+        "phi-key", help="create a random PHI token key file, readable by its owner only"
+    )
+    phi_key.add_argument("--out", default="build/phi-token-key")
+    phi_key.set_defaults(func=_phi_key)
 
     reference = sub.add_parser(
         "config-reference", help="print docs/configuration.md from the settings classes"
