@@ -158,8 +158,78 @@ def test_shuffle_partitions_apply_on_emr_not_only_locally():
     assert session_conf(emr)["spark.sql.shuffle.partitions"] == str(emr.spark.shuffle_partitions)
     assert "spark.default.parallelism" not in session_conf(emr)  # YARN decides on EMR
     health = load_settings(
-        ROOT / "conf/health-emr.yaml", environ={"SENSORPIPE_BUCKET": "b",
-        "SENSORPIPE_PROTECTED_BUCKET": "p", "SENSORPIPE_HOSPITAL_JDBC_URL": "jdbc:postgresql://h/d"},
+        ROOT / "conf/health-emr.yaml",
+        environ={
+            "SENSORPIPE_BUCKET": "b",
+            "SENSORPIPE_PROTECTED_BUCKET": "p",
+            "SENSORPIPE_HOSPITAL_JDBC_URL": "jdbc:postgresql://h/d?sslmode=verify-full",
+        },
         kind=HealthSettings,
-    )  # fmt: skip
+    )
     assert session_conf(health)["spark.sql.shuffle.partitions"] == "64"
+
+
+def test_emr_connections_require_verified_tls_and_local_ones_do_not(tmp_path):
+    """On EMR, the hospital's database, the metastore and a PostgreSQL warehouse must use
+    sslmode=verify-full; local runs keep plain loopback (conf/local.yaml: sslmode disable)."""
+    from sensorpipe.config import DeploySettings, HealthSettings
+
+    health_env = {"SENSORPIPE_BUCKET": "b", "SENSORPIPE_PROTECTED_BUCKET": "p"}
+    url = "jdbc:postgresql://db.hospital.example:5432/clinical"
+    with pytest.raises(ConfigError, match="^source.url: on EMR the connection must require"):
+        load_settings(
+            ROOT / "conf/health-emr.yaml",
+            kind=HealthSettings,
+            environ={**health_env, "SENSORPIPE_HOSPITAL_JDBC_URL": url + "?sslmode=prefer"},
+        )
+    ok = load_settings(
+        ROOT / "conf/health-emr.yaml",
+        kind=HealthSettings,
+        environ={**health_env, "SENSORPIPE_HOSPITAL_JDBC_URL": url + "?sslmode=verify-full"},
+    )
+    assert ok.source.url.endswith("sslmode=verify-full")
+    assert load_settings(ROOT / "conf/health-local.yaml", kind=HealthSettings, environ={})
+
+    emr = {
+        **REDSHIFT_ENV,
+        "SENSORPIPE_BUCKET": "b",
+        "SENSORPIPE__WAREHOUSE__KIND": "postgres",
+        "SENSORPIPE__WAREHOUSE__HOST": "warehouse.corp",
+        "SENSORPIPE__WAREHOUSE__SSLMODE": "require",
+    }
+    with pytest.raises(ConfigError, match="^warehouse.sslmode: on EMR"):
+        load_settings(ROOT / "conf/emr.yaml", environ=emr)
+    assert load_settings(
+        ROOT / "conf/emr.yaml", environ={**emr, "SENSORPIPE__WAREHOUSE__SSLMODE": "verify-full"}
+    )
+    assert load_settings(ROOT / "conf/local.yaml", environ={}).warehouse.sslmode == "disable"
+
+    deploy = (ROOT / "conf/deploy.yaml").read_text()
+    env = {
+        "SENSORPIPE_METASTORE_KIND": "jdbc",
+        "SENSORPIPE_METASTORE_JDBC_URL": "jdbc:postgresql://meta:5432/hive",
+        "LakeBucketName": "b",
+        "ProtectedBucketName": "p",
+        "EmrSubnetId": "s",
+        "EmrServiceRoleName": "r",
+        "EmrInstanceProfileName": "i",
+        "EmrKeyArn": "k",
+        "SENSORPIPE_RANGER_ADMIN_URL": "u",
+        "SENSORPIPE_RANGER_ADMIN_SECRET_ARN": "a",
+        "SENSORPIPE_RANGER_PLUGIN_ROLE_ARN": "a",
+        "SENSORPIPE_RANGER_OTHER_SERVICES_ROLE_ARN": "a",
+        "SENSORPIPE_RANGER_SPARK_SECRET_ARN": "a",
+        "SENSORPIPE_RANGER_HIVE_SECRET_ARN": "a",
+        "SENSORPIPE_RANGER_AUDIT_LOG_GROUP_ARN": "a",
+        "WarehouseWorkgroupName": "w",
+        "WarehouseLoaderSecretArn": "s",
+        "WarehouseCopyRoleArn": "c",
+        "IotDataEndpoint": "e",
+        "HospitalJdbcUrl": "h",
+        "TelemetryStreamName": "t",
+    }
+    (tmp_path / "deploy.yaml").write_text(deploy)
+    with pytest.raises(ConfigError, match="^metastore.jdbc_url: on EMR"):
+        load_settings(tmp_path / "deploy.yaml", environ=env, kind=DeploySettings)
+    env["SENSORPIPE_METASTORE_JDBC_URL"] += "?sslmode=verify-full"
+    assert load_settings(tmp_path / "deploy.yaml", environ=env, kind=DeploySettings)

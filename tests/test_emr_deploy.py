@@ -31,7 +31,7 @@ ESTATE_OUTPUTS = {
     },
     "sensorpipe-network": {
         "EmrSubnetId": "subnet-0abc",
-        "HospitalJdbcUrl": "jdbc:postgresql://db.hospital.test:5432/clinical",
+        "HospitalJdbcUrl": "jdbc:postgresql://db.hospital.test:5432/clinical?sslmode=verify-full",
     },
     "sensorpipe-access": {
         "EmrServiceRoleName": "sensorpipe-emr-service",
@@ -198,8 +198,11 @@ def test_security_configuration_uses_documented_fields_only():
 
 @pytest.mark.parametrize("metastore", ["glue", "jdbc"])
 def test_run_job_flow_request_passes_the_emr_model(metastore, tmp_path):
-    env = {**DEPLOY_ENV, "SENSORPIPE_METASTORE_KIND": metastore,
-           "SENSORPIPE_METASTORE_JDBC_URL": "jdbc:postgresql://meta.test:5432/hive"}  # fmt: skip
+    env = {
+        **DEPLOY_ENV,
+        "SENSORPIPE_METASTORE_KIND": metastore,
+        "SENSORPIPE_METASTORE_JDBC_URL": "jdbc:postgresql://meta.test:5432/hive?sslmode=verify-full",
+    }
     deploy = load_settings(ROOT / "conf/deploy.yaml", environ=env, kind=DeploySettings)
     root = project_copy(tmp_path)
     plan = build_plan(deploy, root, "v1", date(2026, 11, 1))
@@ -211,7 +214,9 @@ def test_run_job_flow_request_passes_the_emr_model(metastore, tmp_path):
     )
     hive = next(c for c in request["Configurations"] if c["Classification"] == "spark-hive-site")
     if metastore == "jdbc":
-        assert hive["Properties"]["javax.jdo.option.ConnectionURL"].endswith("meta.test:5432/hive")
+        assert hive["Properties"]["javax.jdo.option.ConnectionURL"].endswith(
+            "meta.test:5432/hive?sslmode=verify-full"
+        )
         assert "javax.jdo.option.ConnectionPassword" not in json.dumps(request)
     else:
         assert "AWSGlueDataCatalogHiveClientFactory" in json.dumps(hive)

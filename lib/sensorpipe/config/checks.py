@@ -46,3 +46,14 @@ def unit_interval(name: str, value: float) -> None:
 def interval(name: str, value: str) -> None:
     if not _INTERVAL.match(value):
         raise ConfigError(f"{name}: expected an interval such as '1 minute', got {value!r}")
+
+
+def verified_tls_jdbc_url(name: str, url: str) -> None:
+    """A PostgreSQL JDBC URL that requires TLS and verifies the server's certificate and name
+    (`sslmode=verify-full`): what the EMR configurations need for the hospital's database and
+    the metastore. Local runs keep plain loopback connections."""
+    if url.startswith("jdbc:postgresql:") and not re.search(r"[?&]sslmode=verify-full(&|$)", url):
+        raise ConfigError(
+            f"{name}: on EMR the connection must require verified TLS: add "
+            f"sslmode=verify-full to the JDBC URL, got {url!r}"
+        )

@@ -9,6 +9,7 @@ from sensorpipe.config.checks import (
     ConfigError,
     check,
     positive,
+    verified_tls_jdbc_url,
 )
 
 
@@ -64,6 +65,7 @@ class MetastoreSettings:
             for name in ("jdbc_url", "user", "password_secret_id"):
                 if not getattr(self, name):
                     raise ConfigError(f"metastore.{name}: required when metastore.kind is jdbc")
+            verified_tls_jdbc_url("metastore.jdbc_url", str(self.jdbc_url))
 
 
 @dataclass(frozen=True)

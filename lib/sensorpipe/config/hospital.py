@@ -9,6 +9,7 @@ from sensorpipe.config.checks import (
     ConfigError,
     check,
     positive,
+    verified_tls_jdbc_url,
 )
 from sensorpipe.config.stream import LineageSettings, SparkSettings
 
@@ -66,6 +67,8 @@ class HealthSettings:
     device_anomalies_path: str | None = None
 
     def __post_init__(self) -> None:
+        if self.environment == "emr":
+            verified_tls_jdbc_url("source.url", self.source.url)
         protected = self.protected.root.rstrip("/") + "/"
         general = self.general.root.rstrip("/") + "/"
         if protected.startswith(general) or general.startswith(protected):

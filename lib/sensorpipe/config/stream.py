@@ -191,3 +191,12 @@ class Settings:
     def __post_init__(self) -> None:
         if self.alerts.kind != "none" and not self.lake.anomalies_path:
             raise ConfigError("lake.anomalies_path: required when alerts.kind is not none")
+        if (
+            self.environment == "emr"
+            and self.warehouse.kind == "postgres"
+            and self.warehouse.sslmode != "verify-full"
+        ):
+            raise ConfigError(
+                "warehouse.sslmode: on EMR the warehouse connection must require verified TLS "
+                f"(verify-full), got {self.warehouse.sslmode!r}"
+            )
