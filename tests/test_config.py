@@ -233,3 +233,13 @@ def test_emr_connections_require_verified_tls_and_local_ones_do_not(tmp_path):
         load_settings(tmp_path / "deploy.yaml", environ=env, kind=DeploySettings)
     env["SENSORPIPE_METASTORE_JDBC_URL"] += "?sslmode=verify-full"
     assert load_settings(tmp_path / "deploy.yaml", environ=env, kind=DeploySettings)
+
+
+def test_on_emr_lineage_goes_to_a_shared_location_not_the_yarn_container(tmp_path):
+    env = {**REDSHIFT_ENV, "SENSORPIPE_BUCKET": "b"}
+    assert load_settings(ROOT / "conf/emr.yaml", environ=env).lineage.path == "s3://b/lineage"
+    with pytest.raises(ConfigError, match="^lineage.path: on EMR expected an s3:// or hdfs://"):
+        load_settings(
+            ROOT / "conf/emr.yaml", environ={**env, "SENSORPIPE__LINEAGE__PATH": "build/lineage"}
+        )
+    assert load_settings(ROOT / "conf/local.yaml", environ={}).lineage.path == "build/lineage"

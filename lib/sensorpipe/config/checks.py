@@ -57,3 +57,16 @@ def verified_tls_jdbc_url(name: str, url: str) -> None:
             f"{name}: on EMR the connection must require verified TLS: add "
             f"sslmode=verify-full to the JDBC URL, got {url!r}"
         )
+
+
+SHARED_SCHEMES = ("s3://", "s3a://", "hdfs://")
+
+
+def shared_path(name: str, path: str) -> None:
+    """On EMR a path every node and every later step sees: a local folder would be inside the
+    YARN container, gone with it."""
+    if not path.startswith(SHARED_SCHEMES):
+        raise ConfigError(
+            f"{name}: on EMR expected an s3:// or hdfs:// location, got {path!r} (a local "
+            "folder lives in the YARN container and is lost with it)"
+        )

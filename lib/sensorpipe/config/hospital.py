@@ -9,6 +9,7 @@ from sensorpipe.config.checks import (
     ConfigError,
     check,
     positive,
+    shared_path,
     verified_tls_jdbc_url,
 )
 from sensorpipe.config.stream import LineageSettings, SparkSettings
@@ -69,6 +70,7 @@ class HealthSettings:
     def __post_init__(self) -> None:
         if self.environment == "emr":
             verified_tls_jdbc_url("source.url", self.source.url)
+            shared_path("lineage.path", self.lineage.path)
         protected = self.protected.root.rstrip("/") + "/"
         general = self.general.root.rstrip("/") + "/"
         if protected.startswith(general) or general.startswith(protected):

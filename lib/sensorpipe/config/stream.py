@@ -12,6 +12,7 @@ from sensorpipe.config.checks import (
     interval,
     optional_trigger,
     positive,
+    shared_path,
     trigger,
     unit_interval,
 )
@@ -191,6 +192,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.alerts.kind != "none" and not self.lake.anomalies_path:
             raise ConfigError("lake.anomalies_path: required when alerts.kind is not none")
+        if self.environment == "emr":
+            shared_path("lineage.path", self.lineage.path)
         if (
             self.environment == "emr"
             and self.warehouse.kind == "postgres"
