@@ -195,3 +195,17 @@ def test_outbox_keeps_a_hostile_device_id_inside_the_outbox(tmp_path):
         assert outbox.read(thing)[1] == 1  # written once, and read back under the same name
     written = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
     assert all(p.parts[0] == "outbox" and len(p.parts) == 2 for p in written), written
+
+
+def test_an_older_open_does_not_overwrite_a_newer_escalation(tmp_path):
+    """The fast path sends the escalation first; the alerts query then replays the batch that
+    opened the incident: the shadow keeps the newer severity and time."""
+    rows = transitions([(10, True, 0.6), (11, True, 0.99), (12, True, 0.99), (13, True, 0.99)])
+    opened = rows[rows["alert_action"] == OPEN]
+    escalated = rows[rows["alert_action"] == ESCALATE]
+    assert len(opened) == 1 and len(escalated) >= 1
+    outbox = FileOutbox(tmp_path / "outbox")
+    assert deliver(outbox, "train-01", alert_patches(escalated)["train-01"]) is True
+    newest = dict(outbox.read("train-01")[0])
+    assert deliver(outbox, "train-01", alert_patches(opened)["train-01"]) is False
+    assert outbox.read("train-01")[0] == newest

@@ -48,9 +48,16 @@ def alert_patches(transitions: pd.DataFrame) -> dict[str, dict[str, dict[str, An
 
 def _changes(current: dict[str, Any], entry: dict[str, Any]) -> bool:
     """Whether `entry` would change the shadow's entry. An incident's alert id is never reused,
-    so a closed alert is not reopened by an older, replayed transition."""
+    so a closed alert is not reopened by an older, replayed transition; and an open or
+    escalated entry older than the shadow's (the two delivery paths, a replay) does not
+    overwrite a newer one, such as a critical severity with an earlier warning."""
     if current.get("status") == "closed" and entry.get("status") == "open":
         return False
+    if (
+        current.get("status") == entry.get("status") == "open"
+        and current.get("event_time", "") > entry.get("event_time", "")
+    ):
+        return False  # ISO-8601 UTC times of one format: their text order is time order
     return any(current.get(k) != v for k, v in entry.items())
 
 
