@@ -53,10 +53,9 @@ def _changes(current: dict[str, Any], entry: dict[str, Any]) -> bool:
     overwrite a newer one, such as a critical severity with an earlier warning."""
     if current.get("status") == "closed" and entry.get("status") == "open":
         return False
-    if (
-        current.get("status") == entry.get("status") == "open"
-        and current.get("event_time", "") > entry.get("event_time", "")
-    ):
+    if current.get("status") == entry.get("status") == "open" and current.get(
+        "event_time", ""
+    ) > entry.get("event_time", ""):
         return False  # ISO-8601 UTC times of one format: their text order is time order
     return any(current.get(k) != v for k, v in entry.items())
 
