@@ -260,16 +260,14 @@ def run_lake_job(spark: SparkSession, settings: Settings) -> RunSummary:
         if settings.source.kind == "replay" or summary.input_rows == 0:
             break
     if plan.side_queries:
+        # The lake queries have ended: waiting on the run waits for the side queries.
         side = LakeRun(run.events, run.quarantine, set(), set())
         try:
             start_side_queries(spark, settings, plan, side)
-            for query in (side.aggregates, side.alerts):
-                if query is not None:
-                    query.awaitTermination()
-        finally:
-            for query in (side.aggregates, side.alerts):
-                if query is not None and query.isActive:
-                    query.stop()
+        except Exception:
+            side.stop()
+            raise
+        await_lake_run(side)
         total = total + side_summary(
             side.aggregates, side.load_stats.rows, side.load_stats.batches,
             side.alert_stats.transitions, side.alert_stats.updates_sent,
