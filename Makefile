@@ -140,6 +140,8 @@ dist: venv
 	ln -sfn $(CLUSTER_PYTHON_PREFIX)/bin/python$(CLUSTER_PYTHON_VERSION) $(DIST_VENV)/bin/python3
 	$(VENV)/bin/venv-pack --quiet -p $(DIST_VENV) -o $(DIST)/sensorpipe-deps.tar.gz
 	tar tzvf $(DIST)/sensorpipe-deps.tar.gz bin/python3 | grep -q -- '-> $(CLUSTER_PYTHON_PREFIX)/bin/python$(CLUSTER_PYTHON_VERSION)$$'
+	@# The wheels pip chose are this machine's: `sensorpipe deploy` checks the instances match.
+	$(DIST_VENV)/bin/python -c 'import json, platform, sys; json.dump({"machine": platform.machine(), "python": "%d.%d" % sys.version_info[:2]}, sys.stdout)' > $(DIST)/BUILD-INFO.json
 	@ls -l $(DIST)
 
 clean:

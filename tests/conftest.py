@@ -126,3 +126,13 @@ def moto_server():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def emr_users():
+    """`hadoop` with passwordless sudo and a user without (tests/emr_node.py)."""
+    from tests.emr_node import create_emr_users, remove_emr_users
+
+    create_emr_users()
+    yield
+    remove_emr_users()

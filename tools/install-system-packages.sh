@@ -3,10 +3,11 @@
 # Used by `make run`, `make test` and .ci/run alike. As root it installs them; otherwise it
 # prints the exact command to run and exits 1. Nothing is done when all are present.
 #   Java 17 for Spark; PostgreSQL 15 (the warehouse, the hospital's database, the metastore)
-#   and its JDBC driver; MIT Kerberos KDCs and clients for the Kerberos tests.
+#   and its JDBC driver; MIT Kerberos KDCs and clients for the Kerberos tests; sudo, which
+#   EMR's bootstrap actions use as the hadoop user (tests/emr_node.py).
 set -euo pipefail
 
-PACKAGES=(openjdk-17-jre-headless postgresql-15 libpostgresql-jdbc-java krb5-kdc
+PACKAGES=(openjdk-17-jre-headless postgresql-15 libpostgresql-jdbc-java krb5-kdc sudo
   krb5-admin-server krb5-user)
 
 log() { printf '[system-packages] %s\n' "$*" >&2; }

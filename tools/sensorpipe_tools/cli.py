@@ -209,7 +209,9 @@ def _deploy(args: argparse.Namespace) -> int:
 
     from sensorpipe_tools.deploy import (
         DeployError,
+        add_steps_request,
         build_plan,
+        dry_run_requests,
         execute,
         outputs_from_file,
         project_root,
@@ -243,13 +245,19 @@ def _deploy(args: argparse.Namespace) -> int:
         subprocess.run(["make", "--no-print-directory", "dist"], cwd=root, check=True)
     day = date.fromisoformat(args.date) if args.date else date.today()
     try:
-        plan = build_plan(settings, root, args.code_version or code_version(), day)
+        plan = build_plan(settings, root, args.code_version or code_version(), day, args.cluster)
+        emr = boto3.client("emr", region_name=settings.region, endpoint_url=args.endpoint_url)
         if args.dry_run:
-            print(render(plan, None))
+            add_steps = None
+            if args.cluster_id:  # read-only: which steps the running cluster still needs
+                add_steps, _ = add_steps_request(plan, emr, args.cluster_id, args.restart_stream)
+            if args.json:
+                print(json.dumps(dry_run_requests(plan, add_steps), indent=1))
+            else:
+                print(render(plan, None))
             return 0
         s3 = boto3.client("s3", region_name=settings.region, endpoint_url=args.endpoint_url)
-        emr = boto3.client("emr", region_name=settings.region, endpoint_url=args.endpoint_url)
-        result = execute(plan, settings, s3, emr, args.cluster_id)
+        result = execute(plan, settings, s3, emr, args.cluster_id, args.restart_stream)
     except DeployError as exc:
         print(f"deploy: {exc}", file=sys.stderr)
         return 2
@@ -371,6 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
         "deploy", help="build, upload to S3, add the steps to a cluster or create one"
     )
     deploy.add_argument("--config", default="conf/deploy.yaml")
+    deploy.add_argument(
+        "--cluster", choices=("stream", "batch"), required=True,
+        help="stream: the long-running streaming cluster; batch: the daily batch steps",
+    )  # fmt: skip
+    deploy.add_argument("--json", action="store_true", help="with --dry-run: the requests as JSON")
+    deploy.add_argument(
+        "--restart-stream", action="store_true",
+        help="add the streaming step again to a stream cluster whose stream ended",
+    )  # fmt: skip
     deploy.add_argument("--cluster-id", help="add the steps to this running cluster")
     deploy.add_argument("--date", help="the batch steps' day (default: today), YYYY-MM-DD")
     deploy.add_argument("--code-version", help="artifact prefix (default: the git commit)")

@@ -1,33 +1,49 @@
-"""`sensorpipe deploy`: artifacts and bootstrap scripts to S3, then steps onto a running EMR
-cluster or a new cluster with everything it needs.
+"""`sensorpipe deploy`: artifacts and scripts to S3, then a cluster of one of two kinds, or
+steps onto a running one.
 
-    plan = build_plan(settings, ROOT, code_version, day)     # pure: what would be done
-    result = execute(plan, s3_client, emr_client, cluster_id=None)
+    plan = build_plan(settings, ROOT, code_version, day, "batch")   # pure: what would be done
+    result = execute(plan, settings, s3_client, emr_client, cluster_id=None)
 
-The plan fills every `{{PLACEHOLDER}}` in emr-steps.json and conf/emr/*.json from the deploy
-settings (an unfilled one is an error naming it), turns the CLI-shaped steps into the API's
-`HadoopJarStep` shape the way `aws emr add-steps` does, and, for a new cluster, builds the
-RunJobFlow request: release, applications, configurations (spark-defaults, spark-env,
-delta-defaults, and spark-hive-site/hive-site for Glue or a JDBC metastore), the security
-configuration (Kerberos with a cross-realm trust, SSE-KMS, local disk encryption, TLS,
-Ranger), Kerberos attributes, bootstrap actions, steps and the log URI.
+Two kinds of cluster, because the streaming step never ends and the batch steps depend on each
+other (docs/emr.md):
+- `stream`: long-running; the keytab step, then the streaming step, submitted once per cluster;
+  a later deploy to it adds nothing unless told to restart an ended stream.
+- `batch`: one step at a time (StepConcurrencyLevel 1) in the order of emr-steps.json (ingest
+  before the snapshot, the committed-files manifest before S3DistCp before compaction);
+  CANCEL_AND_WAIT stops the day at its first failure; managed scaling, and auto-termination
+  once idle.
+
+The plan fills every `{{PLACEHOLDER}}` in the steps files and conf/emr/*.json from the deploy
+settings (an unfilled one is an error naming it) and turns the CLI-shaped steps into the API's
+`HadoopJarStep` shape the way `aws emr add-steps` does (tests/test_emr_deploy.py compares the
+two). The security configuration is named by a hash of its content.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sensorpipe.config import DeploySettings
 from sensorpipe.secrets import secret_value
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Z0-9_]+)\}\}")
 REDACTED = "***"
+ClusterKind = Literal["stream", "batch"]
+STEPS_FILES: dict[str, str] = {"stream": "emr-streaming-steps.json", "batch": "emr-steps.json"}
+KEYTAB_STEP = "sensorpipe jobs keytab"
+STREAMING_STEP = "sensorpipe stream_sensor_anomalies"
+ACTIVE_STEP_STATES = ("PENDING", "CANCEL_PENDING", "RUNNING")
+# What `make dist` records about the dependency archive it built.
+BUILD_INFO = "BUILD-INFO.json"
+_MACHINE_ARCHITECTURE = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64",
+                         "arm64": "arm64"}  # fmt: skip
 
 
 class DeployError(RuntimeError):
@@ -130,8 +146,10 @@ class Upload:
 
 @dataclass
 class DeployPlan:
+    kind: ClusterKind
     artifacts_uri: str
     uploads: list[Upload]
+    steps_cli: list[dict[str, Any]]  # the steps file's shape, filled
     steps: list[dict[str, Any]]  # API shape
     security_configuration_name: str
     security_configuration: dict[str, Any]
@@ -146,25 +164,28 @@ def placeholder_values(settings: DeploySettings, code_version: str, day: date) -
         "ARTIFACTS_URI": artifacts,
         "BUCKET": settings.bucket,
         "PROTECTED_BUCKET": settings.protected_bucket,
+        "REGION": settings.region,
         "DATE": day.isoformat(),
         "CODE_VERSION": code_version,
         "JOBS_PRINCIPAL": f"{c.jobs_principal}@{c.kerberos_realm}",
         "JOBS_KEYTAB": c.jobs_keytab,
+        "STEP_USER": c.step_user,
         "KMS_KEY_ARN": s.kms_key_arn,
         "TLS_CERTIFICATES_URI": s.tls_certificates_uri,
         "TRUSTED_REALM": s.trusted_realm,
         "TRUSTED_DOMAIN": s.trusted_domain,
         "TRUSTED_KDC": s.trusted_kdc,
         "TRUSTED_ADMIN_SERVER": s.trusted_admin_server,
-        "RANGER_ADMIN_URL": s.ranger_admin_url,
-        "RANGER_ADMIN_SECRET_ARN": s.ranger_admin_secret_arn,
-        "RANGER_PLUGIN_ROLE_ARN": s.ranger_plugin_role_arn,
-        "RANGER_OTHER_SERVICES_ROLE_ARN": s.ranger_other_services_role_arn,
-        "RANGER_SPARK_CLIENT_SECRET_ARN": s.ranger_spark_client_secret_arn,
-        "RANGER_HIVE_CLIENT_SECRET_ARN": s.ranger_hive_client_secret_arn,
-        "RANGER_AUDIT_LOG_GROUP_ARN": s.ranger_audit_log_group_arn,
+        "RANGER_ADMIN_URL": s.ranger_admin_url or "",
+        "RANGER_ADMIN_SECRET_ARN": s.ranger_admin_secret_arn or "",
+        "RANGER_PLUGIN_ROLE_ARN": s.ranger_plugin_role_arn or "",
+        "RANGER_OTHER_SERVICES_ROLE_ARN": s.ranger_other_services_role_arn or "",
+        "RANGER_SPARK_CLIENT_SECRET_ARN": s.ranger_spark_client_secret_arn or "",
+        "RANGER_EMRFS_CLIENT_SECRET_ARN": s.ranger_emrfs_client_secret_arn or "",
+        "RANGER_AUDIT_LOG_GROUP_ARN": s.ranger_audit_log_group_arn or "",
         "METASTORE_JDBC_URL": m.jdbc_url or "",
         "METASTORE_USER": m.user or "",
+        "METASTORE_PASSWORD_SECRET_ARN": m.password_secret_arn or "",
     }
 
 
@@ -172,81 +193,83 @@ def _json_file(path: Path, values: dict[str, str]) -> Any:
     return json.loads(fill(path.read_text(), values, str(path)))
 
 
-def _bootstrap_actions(
-    settings: DeploySettings, artifacts: str, wheel: str
+def security_configuration(
+    settings: DeploySettings, root: Path, values: dict[str, str]
+) -> tuple[str, dict[str, Any]]:
+    """The security configuration document and its name, `<prefix>-<hash of the document>`:
+    EMR's security configurations cannot be changed, so a changed document gets a new name
+    and the new cluster uses it."""
+    document = _json_file(root / "conf/emr/security-configuration.json", values)
+    if settings.security.kerberos == "none":
+        del document["AuthenticationConfiguration"]
+    if settings.security.authorization == "none":
+        del document["AuthorizationConfiguration"]
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return f"{settings.cluster.security_configuration_prefix}-{digest}", document
+
+
+def _without_kerberos(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """No KDC: no keytab step, and spark-submit without --principal/--keytab."""
+    out = []
+    for step in steps:
+        if step["Name"] == KEYTAB_STEP:
+            continue
+        args, kept, skip = step["Args"], [], False
+        for arg in args:
+            if skip:
+                skip = False
+            elif step["Type"].upper() == "SPARK" and arg in ("--principal", "--keytab"):
+                skip = True
+            else:
+                kept.append(arg)
+        out.append({**step, "Args": kept})
+    return out
+
+
+def plan_steps(
+    settings: DeploySettings, root: Path, values: dict[str, str], kind: ClusterKind
 ) -> list[dict[str, Any]]:
-    c, s, m = settings.cluster, settings.security, settings.metastore
-    bootstrap = f"{artifacts}/bootstrap"
+    """The steps of a cluster kind in the steps file's (CLI) shape, filled, in file order."""
+    steps = _json_file(root / STEPS_FILES[kind], values)
+    if settings.security.kerberos == "none":
+        steps = _without_kerberos(steps)
+    return _with_step_environment(steps, settings.step_environment)
 
-    def action(name: str, script: str, args: list[str]) -> dict[str, Any]:
-        return {
-            "Name": name,
-            "ScriptBootstrapAction": {"Path": f"{bootstrap}/{script}", "Args": args},
-        }
 
-    actions = [
-        action("sensorpipe dependencies", "install_dependencies.sh", [f"{artifacts}/{wheel}"]),
-        action(
-            "sensorpipe Kerberos client and jobs keytab",
-            "kerberos.sh",
-            [
-                "--realm",
-                c.kerberos_realm,
-                "--trusted-realm",
-                s.trusted_realm,
-                "--trusted-domain",
-                s.trusted_domain,
-                "--trusted-kdc",
-                s.trusted_kdc,
-                "--trusted-admin-server",
-                s.trusted_admin_server,
-                "--principal",
-                c.jobs_principal,
-                "--keytab",
-                c.jobs_keytab,
-                "--background",
-            ],
-        ),  # fmt: skip
-    ]
-    if m.kind == "jdbc":
-        actions.append(
-            action(
-                "sensorpipe external Hive metastore",
-                "metastore.sh",
-                [
-                    "--jdbc-url",
-                    str(m.jdbc_url),
-                    "--user",
-                    str(m.user),
-                    "--password-secret-id",
-                    str(m.password_secret_id),
-                    "--region",
-                    settings.region,
-                    "--background",
-                ],
-            )  # fmt: skip
-        )
-    else:
-        actions.append(
-            action("sensorpipe Glue Data Catalog", "metastore.sh", ["--glue", "--background"])
-        )
+def dist_architecture(dist: Path) -> str:
+    """The architecture `make dist` built the dependency archive for (dist/BUILD-INFO.json)."""
+    try:
+        machine = json.loads((dist / BUILD_INFO).read_text())["machine"]
+    except (OSError, ValueError, KeyError):
+        raise DeployError(f"no {dist / BUILD_INFO}: run `make dist`") from None
+    return _MACHINE_ARCHITECTURE.get(machine.lower(), machine)
+
+
+def _bootstrap_actions(settings: DeploySettings, artifacts: str, wheel: str) -> list[dict]:
+    """What must be on every node before the applications: the jobs' Linux user (YARN runs a
+    Kerberos user's containers as that Linux user, on every node) and, only if configured, the
+    wheel. Nothing here does what the security configuration does (krb5.conf, the KDC, TLS)."""
+    c = settings.cluster
+    script = f"{artifacts}/bootstrap/sensorpipe_node.sh"
+    actions = []
+    if settings.security.kerberos != "none":
+        actions.append({
+            "Name": "sensorpipe jobs user",
+            "ScriptBootstrapAction": {"Path": script, "Args": [
+                "user", "--user", c.jobs_principal, "--keytab", c.jobs_keytab,
+                "--step-user", c.step_user]},
+        })  # fmt: skip
+    if c.install_wheel_on_nodes:
+        actions.append({
+            "Name": "sensorpipe wheel",
+            "ScriptBootstrapAction": {"Path": script, "Args": ["wheel", f"{artifacts}/{wheel}"]},
+        })  # fmt: skip
     return actions
 
 
-def build_plan(
-    settings: DeploySettings, root: Path, code_version: str, day: date, wheel: str | None = None
-) -> DeployPlan:
-    values = placeholder_values(settings, code_version, day)
-    artifacts = values["ARTIFACTS_URI"]
-    prefix = artifacts.split("/", 3)[3]
+def _uploads(settings: DeploySettings, root: Path, prefix: str, wheel: str) -> list[Upload]:
     dist = root / "dist"
-    if wheel is None:
-        wheels = sorted(dist.glob("sensorpipe-*.whl"))
-        if not wheels:
-            raise DeployError(
-                f"no wheel in {dist}: run `make dist` (or deploy without --skip-build)"
-            )
-        wheel = wheels[-1].name
     uploads = [
         Upload(dist / wheel, f"{prefix}/{wheel}"),
         Upload(dist / "sensorpipe.zip", f"{prefix}/sensorpipe.zip"),
@@ -269,17 +292,44 @@ def build_plan(
     missing = [str(u.local) for u in uploads if not u.local.is_file()]
     if missing:
         raise DeployError(f"missing artifact(s): {', '.join(missing)}")
+    return uploads
 
-    cli_steps = _with_step_environment(
-        _json_file(root / "emr-steps.json", values), settings.step_environment
-    )
+
+def build_plan(
+    settings: DeploySettings,
+    root: Path,
+    code_version: str,
+    day: date,
+    kind: ClusterKind = "batch",
+    wheel: str | None = None,
+) -> DeployPlan:
+    values = placeholder_values(settings, code_version, day)
+    artifacts = values["ARTIFACTS_URI"]
+    prefix = artifacts.split("/", 3)[3]
+    dist = root / "dist"
+    if wheel is None:
+        wheels = sorted(dist.glob("sensorpipe-*.whl"))
+        if not wheels:
+            raise DeployError(
+                f"no wheel in {dist}: run `make dist` (or deploy without --skip-build)"
+            )
+        wheel = wheels[-1].name
+    c = settings.cluster
+    built_for = dist_architecture(dist)
+    if built_for != c.architecture:
+        raise DeployError(
+            f"the dependency archive was built for {built_for} but cluster.core_instance_type "
+            f"{c.core_instance_type} is {c.architecture}: build on {c.architecture} "
+            f"(docs/emr.md) or choose {built_for} instances"
+        )
+    uploads = _uploads(settings, root, prefix, wheel)
+    cli_steps = plan_steps(settings, root, values, kind)
     steps = cli_steps_to_api(cli_steps)
     configurations = _json_file(root / "conf/emr/configurations.json", values)
     configurations += _json_file(
         root / f"conf/emr/metastore-{settings.metastore.kind}.json", values
     )
-    security = _json_file(root / "conf/emr/security-configuration.json", values)
-    c = settings.cluster
+    security_name, security = security_configuration(settings, root, values)
     instances: dict[str, Any] = {
         "InstanceGroups": [
             {"Name": "primary", "InstanceRole": "MASTER", "InstanceType": c.primary_instance_type,
@@ -287,40 +337,59 @@ def build_plan(
             {"Name": "core", "InstanceRole": "CORE", "InstanceType": c.core_instance_type,
              "InstanceCount": c.core_instance_count},
         ],
-        "KeepJobFlowAliveWhenNoSteps": True,  # the streaming job runs as a step
+        # Both stay up without steps: the stream's cluster runs its step for ever, the batch
+        # cluster waits for the next day's steps until the auto-termination policy ends it.
+        "KeepJobFlowAliveWhenNoSteps": True,
         "TerminationProtected": False,
+        "Ec2SubnetId": c.ec2_subnet_id,
     }  # fmt: skip
-    if c.ec2_subnet_id:
-        instances["Ec2SubnetId"] = c.ec2_subnet_id
     if c.ec2_key_name:
         instances["Ec2KeyName"] = c.ec2_key_name
-    request = {
-        "Name": c.name,
+    request: dict[str, Any] = {
+        "Name": f"{c.name}-{kind}",
         "LogUri": settings.log_uri,
         "ReleaseLabel": c.release_label,
-        "Applications": [{"Name": a.strip()} for a in c.applications.split(",") if a.strip()],
+        "Applications": [{"Name": a} for a in c.application_names],
         "Instances": instances,
         "Configurations": configurations,
-        "SecurityConfiguration": c.security_configuration,
-        "KerberosAttributes": {
-            "Realm": c.kerberos_realm,
-            "KdcAdminPassword": REDACTED,
-            "CrossRealmTrustPrincipalPassword": REDACTED,
-        },
+        "SecurityConfiguration": security_name,
         "BootstrapActions": _bootstrap_actions(settings, artifacts, wheel),
         "Steps": steps,
         "JobFlowRole": c.instance_profile,
         "ServiceRole": c.service_role,
         "VisibleToAllUsers": True,
-        "StepConcurrencyLevel": 4,  # the streaming step runs beside the batch steps
+        # One step at a time on both: the batch steps in file order; on the stream's cluster
+        # the keytab step completes before the streaming step starts.
+        "StepConcurrencyLevel": 1,
         "Tags": [{"Key": "project", "Value": "sensorpipe"},
+                 {"Key": "sensorpipe:cluster", "Value": kind},
                  {"Key": "code-version", "Value": code_version}],
     }  # fmt: skip
-    return DeployPlan(artifacts, uploads, steps, c.security_configuration, security, request)
+    if settings.security.kerberos != "none":
+        request["KerberosAttributes"] = {
+            "Realm": c.kerberos_realm,
+            "KdcAdminPassword": REDACTED,
+            "CrossRealmTrustPrincipalPassword": REDACTED,
+        }
+    if kind == "batch":
+        request["ManagedScalingPolicy"] = {
+            "ComputeLimits": {
+                "UnitType": "Instances",
+                "MinimumCapacityUnits": c.batch_min_capacity,
+                "MaximumCapacityUnits": c.batch_max_capacity,
+            }
+        }
+        request["AutoTerminationPolicy"] = {"IdleTimeout": c.batch_idle_timeout_seconds}
+    return DeployPlan(
+        kind, artifacts, uploads, cli_steps, steps, security_name, security, request,
+        notes=[f"dependency archive built for {built_for}"],
+    )  # fmt: skip
 
 
 def with_secrets(request: dict[str, Any], settings: DeploySettings) -> dict[str, Any]:
     """The request with the Kerberos passwords read from the environment (never printed)."""
+    if "KerberosAttributes" not in request:
+        return request
     c = settings.cluster
     kerberos = dict(request["KerberosAttributes"])
     kerberos["KdcAdminPassword"] = secret_value(
@@ -332,13 +401,67 @@ def with_secrets(request: dict[str, Any], settings: DeploySettings) -> dict[str,
     return {**request, "KerberosAttributes": kerberos}
 
 
+def steps_to_add(
+    plan: DeployPlan, existing: list[dict[str, Any]], restart_stream: bool = False
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The plan's steps a running cluster still needs, given its steps (ListSteps), and why
+    the others are left out. The streaming step is submitted once per cluster: never while one
+    is pending or running (two streams on one checkpoint), and after one ended only when
+    asked to restart it. The keytab step runs once, unless it never completed."""
+    by_name: dict[str, list[str]] = {}
+    for step in existing:
+        by_name.setdefault(step["Name"], []).append(step["Status"]["State"])
+    keep, skipped = [], []
+    for step in plan.steps:
+        states = by_name.get(step["Name"], [])
+        if step["Name"] == STREAMING_STEP and states:
+            active = [s for s in states if s in ACTIVE_STEP_STATES]
+            if active or not restart_stream:
+                skipped.append(
+                    f"{step['Name']}: already on the cluster ({', '.join(states)}); "
+                    + ("one stream per checkpoint" if active else "--restart-stream to restart")
+                )
+                continue
+        if step["Name"] == KEYTAB_STEP and any(
+            s in ("COMPLETED", *ACTIVE_STEP_STATES) for s in states
+        ):
+            skipped.append(f"{step['Name']}: already on the cluster")
+            continue
+        keep.append(step)
+    if len(keep) == 1 and keep[0]["Name"] == KEYTAB_STEP:
+        keep = []  # a keytab that never completed is retried with the jobs, not alone
+    return keep, skipped
+
+
+def add_steps_request(
+    plan: DeployPlan, emr: Any, cluster_id: str, restart_stream: bool = False
+) -> tuple[dict[str, Any], list[str]]:
+    """AddJobFlowSteps for a running cluster of the plan's kind (read-only calls only)."""
+    cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+    kind = {t["Key"]: t["Value"] for t in cluster.get("Tags", [])}.get("sensorpipe:cluster")
+    if kind and kind != plan.kind:
+        raise DeployError(f"cluster {cluster_id} is a {kind} cluster, not {plan.kind}")
+    if plan.kind == "batch" and cluster.get("StepConcurrencyLevel", 1) != 1:
+        raise DeployError(
+            f"cluster {cluster_id} runs {cluster['StepConcurrencyLevel']} steps at once: the "
+            "batch steps depend on each other and need StepConcurrencyLevel 1"
+        )
+    existing = []
+    for page in emr.get_paginator("list_steps").paginate(ClusterId=cluster_id):
+        existing += page["Steps"]
+    steps, skipped = steps_to_add(plan, existing, restart_stream)
+    return {"JobFlowId": cluster_id, "Steps": steps}, skipped
+
+
 @dataclass
 class DeployResult:
     uploaded: list[str]
-    security_configuration: str  # "created" | "exists"
+    security_configuration: str  # "created" | "exists" | "unchanged"
     cluster_id: str
     created_cluster: bool
     step_ids: list[str]
+    step_names: list[str]
+    skipped: list[str] = field(default_factory=list)
 
 
 def execute(
@@ -347,14 +470,17 @@ def execute(
     s3: Any,
     emr: Any,
     cluster_id: str | None = None,
+    restart_stream: bool = False,
 ) -> DeployResult:
     uploaded = []
     for upload in plan.uploads:
         s3.upload_file(str(upload.local), settings.bucket, upload.key)
         uploaded.append(f"s3://{settings.bucket}/{upload.key}")
     if cluster_id:
-        response = emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=plan.steps)
-        return DeployResult(uploaded, "unchanged", cluster_id, False, response["StepIds"])
+        request, skipped = add_steps_request(plan, emr, cluster_id, restart_stream)
+        ids = emr.add_job_flow_steps(**request)["StepIds"] if request["Steps"] else []
+        names = [s["Name"] for s in request["Steps"]]
+        return DeployResult(uploaded, "unchanged", cluster_id, False, ids, names, skipped)
     from botocore.exceptions import ClientError
 
     state = "exists"
@@ -363,7 +489,6 @@ def execute(
     except ClientError as exc:
         if exc.response["Error"]["Code"] not in ("InvalidRequestException", "ResourceNotFound"):
             raise
-        # Security configurations are immutable in EMR: an existing one is used as it is.
         emr.create_security_configuration(
             Name=plan.security_configuration_name,
             SecurityConfiguration=json.dumps(plan.security_configuration),
@@ -372,16 +497,34 @@ def execute(
     response = emr.run_job_flow(**with_secrets(plan.run_job_flow, settings))
     new_id = response["JobFlowId"]
     steps = emr.list_steps(ClusterId=new_id)["Steps"]
-    return DeployResult(uploaded, state, new_id, True, [s["Id"] for s in steps])
+    return DeployResult(
+        uploaded, state, new_id, True, [s["Id"] for s in steps], [s["Name"] for s in steps]
+    )
+
+
+def dry_run_requests(
+    plan: DeployPlan, add_steps: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The requests a deploy would send, by API operation (`deploy --dry-run --json`),
+    passwords redacted."""
+    if add_steps is not None:
+        return {"AddJobFlowSteps": add_steps}
+    return {
+        "CreateSecurityConfiguration": {
+            "Name": plan.security_configuration_name,
+            "SecurityConfiguration": json.dumps(plan.security_configuration, sort_keys=True),
+        },
+        "RunJobFlow": plan.run_job_flow,
+    }
 
 
 def render(plan: DeployPlan, result: DeployResult | None) -> str:
-    lines = [f"artifacts: {plan.artifacts_uri}"]
+    lines = [f"artifacts: {plan.artifacts_uri} ({'; '.join(plan.notes)})"]
     if result is None:
         lines.append("dry run: nothing uploaded or created. Would upload:")
         lines += [f"  {u.local} -> {u.key}" for u in plan.uploads]
-        lines.append("and send this RunJobFlow request (passwords redacted):")
-        lines.append(json.dumps(plan.run_job_flow, indent=1))
+        lines.append("and send these requests (passwords redacted):")
+        lines.append(json.dumps(dry_run_requests(plan), indent=1))
         return "\n".join(lines)
     lines.append(f"uploaded {len(result.uploaded)} files")
     if result.created_cluster:
@@ -390,14 +533,16 @@ def render(plan: DeployPlan, result: DeployResult | None) -> str:
             f"{result.security_configuration}"
         )
         lines.append(
-            f"created cluster {result.cluster_id} ({plan.run_job_flow['ReleaseLabel']}, "
+            f"created {plan.kind} cluster {result.cluster_id} "
+            f"({plan.run_job_flow['ReleaseLabel']}, "
             f"{len(plan.run_job_flow['Configurations'])} configurations, "
             f"{len(plan.run_job_flow['BootstrapActions'])} bootstrap actions)"
         )
     else:
-        lines.append(f"added steps to cluster {result.cluster_id}")
-    for step, step_id in zip(plan.steps, result.step_ids, strict=False):
-        lines.append(f"  step {step_id}: {step['Name']}")
+        lines.append(f"added {len(result.step_ids)} steps to cluster {result.cluster_id}")
+    for name, step_id in zip(result.step_names, result.step_ids, strict=False):
+        lines.append(f"  step {step_id}: {name}")
+    lines += [f"  not added: {why}" for why in result.skipped]
     return "\n".join(lines)
 
 

@@ -1,7 +1,13 @@
-"""Settings of `sensorpipe deploy` (conf/deploy.yaml): the EMR cluster and its security."""
+"""Settings of `sensorpipe deploy` (conf/deploy.yaml): the EMR clusters and their security.
+
+What a release offers is taken from its release page, not assumed: `RELEASE_APPLICATIONS` is
+the "Amazon EMR 8.0.0 - emr-spark-8.0.0" application list (GA 2026-05-21), and a request for
+an application the release does not have fails at start-up, naming it.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -12,27 +18,120 @@ from sensorpipe.config.checks import (
     verified_tls_jdbc_url,
 )
 
+# Applications per release label, from each release's page in the Amazon EMR Release Guide.
+RELEASE_APPLICATIONS: dict[str, frozenset[str]] = {
+    "emr-spark-8.0.0": frozenset(
+        {"AmazonCloudWatchAgent", "Delta", "Hudi", "Iceberg", "JupyterEnterpriseGateway",
+         "Livy", "Spark"}
+    ),
+}  # fmt: skip
+
+# Graviton instance families have a "g" right after the generation digit (m7g, m7gd, c7gn,
+# r8g, im4gn, x2gd, g5g): arm64. The other families EMR offers (m7i, m7a, r7iz, g4dn) are x86_64.
+_INSTANCE_TYPE = re.compile(r"^([a-z]+)(\d+)([a-z-]*)\.[a-z0-9]+$")
+
+
+def instance_architecture(instance_type: str) -> str:
+    """"arm64" or "x86_64" for an EC2 instance type such as m7g.xlarge or m7i.xlarge."""
+    match = _INSTANCE_TYPE.match(instance_type)
+    if not match:
+        raise ConfigError(f"{instance_type!r} is not an EC2 instance type")
+    return "arm64" if match.group(3).startswith("g") else "x86_64"
+
+
+def _release(name: str, value: str) -> None:
+    if value not in RELEASE_APPLICATIONS:
+        raise ConfigError(
+            f"{name}: {value} is not a release this deployment knows; add its applications from "
+            f"its release page to RELEASE_APPLICATIONS (known: {sorted(RELEASE_APPLICATIONS)})"
+        )
+
+
+def _subnet(name: str, value: str) -> None:
+    if not re.fullmatch(r"subnet-[0-9a-f]{4,17}", value or ""):
+        raise ConfigError(
+            f"{name}: a private subnet id (subnet-...) is required, got {value!r}; without one "
+            "EMR launches into the default VPC's public subnets"
+        )
+
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    name: str = "sensorpipe"
-    release_label: str = "emr-spark-8.0.0"
-    applications: str = "Hadoop,Spark,Hive"  # comma-separated
-    primary_instance_type: str = "m7g.xlarge"
-    core_instance_type: str = "m7g.xlarge"
+    ec2_subnet_id: str = field(metadata=check(_subnet))  # a private subnet (infra/ network)
+    name: str = "sensorpipe"  # the clusters are <name>-stream and <name>-batch
+    release_label: str = field(default="emr-spark-8.0.0", metadata=check(_release))
+    # Comma-separated; each must be one of the release's applications. Spark runs the jobs;
+    # Delta backs the delta-defaults classification.
+    applications: str = "Spark,Delta"
+    # The dependency archive is built for one architecture (dist/BUILD-INFO.json); the
+    # instances must match it. x86_64 by default; see docs/emr.md for an arm64 build.
+    primary_instance_type: str = "m7i.xlarge"
+    core_instance_type: str = "m7i.xlarge"
     core_instance_count: int = field(default=2, metadata=check(positive))
-    ec2_subnet_id: str | None = None
     ec2_key_name: str | None = None
     service_role: str = "EMR_DefaultRole"
     instance_profile: str = "EMR_EC2_DefaultRole"
-    security_configuration: str = "sensorpipe-kerberos-ranger-tls"
+    # The security configuration is named <prefix>-<hash of its content>: an edited
+    # configuration is created anew and used (EMR's are immutable).
+    security_configuration_prefix: str = "sensorpipe"
     # The cluster-dedicated KDC's realm, and where its passwords come from (env var names).
     kerberos_realm: str = "SENSORPIPE.INTERNAL"
     kdc_admin_password_env: str = "SENSORPIPE_KDC_ADMIN_PASSWORD"
     cross_realm_trust_password_env: str = "SENSORPIPE_CROSS_REALM_TRUST_PASSWORD"
-    # The jobs' service principal (sensorpipe/<primary node's FQDN>@realm) and its keytab.
+    # The jobs' one principal (<jobs_principal>@<realm>), in the keytab and in the steps; the
+    # keytab step makes it readable by the step user (EMR runs steps as hadoop).
     jobs_principal: str = "sensorpipe"
     jobs_keytab: str = "/etc/security/keytabs/sensorpipe.keytab"
+    step_user: str = "hadoop"
+    # The batch cluster: managed scaling between these core unit counts, and termination
+    # after this long without a step.
+    batch_min_capacity: int = field(default=2, metadata=check(positive))
+    batch_max_capacity: int = field(default=8, metadata=check(positive))
+    batch_idle_timeout_seconds: int = field(default=3600, metadata=check(positive))
+    # Install the sensorpipe wheel into each node's Python at boot. Off: the jobs' Python
+    # comes with the dependency archive; on, pip needs a reachable index (a private
+    # subnet has none unless SENSORPIPE_PIP_ARGS names a mirror).
+    install_wheel_on_nodes: bool = False
+
+    def __post_init__(self) -> None:
+        offered = RELEASE_APPLICATIONS[self.release_label]
+        for app in self.application_names:
+            if app not in offered:
+                raise ConfigError(
+                    f"cluster.applications: {app} is not an application of {self.release_label} "
+                    f"(its release page lists {', '.join(sorted(offered))})"
+                )
+        if "Spark" not in self.application_names:
+            raise ConfigError("cluster.applications: Spark is required (every job is Spark)")
+        for name in ("primary_instance_type", "core_instance_type"):
+            try:
+                instance_architecture(getattr(self, name))
+            except ConfigError as exc:
+                raise ConfigError(f"cluster.{name}: {exc}") from None
+        if instance_architecture(self.primary_instance_type) != instance_architecture(
+            self.core_instance_type
+        ):
+            raise ConfigError(
+                "cluster.core_instance_type: primary and core instances must share an "
+                "architecture (one dependency archive serves both)"
+            )
+        if self.batch_max_capacity < self.batch_min_capacity:
+            raise ConfigError("cluster.batch_max_capacity: below batch_min_capacity")
+
+    @property
+    def application_names(self) -> list[str]:
+        return [a.strip() for a in self.applications.split(",") if a.strip()]
+
+    @property
+    def architecture(self) -> str:
+        return instance_architecture(self.core_instance_type)
+
+
+_RANGER_FIELDS = (
+    "ranger_admin_url", "ranger_admin_secret_arn", "ranger_plugin_role_arn",
+    "ranger_other_services_role_arn", "ranger_spark_client_secret_arn",
+    "ranger_emrfs_client_secret_arn", "ranger_audit_log_group_arn",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -43,29 +142,52 @@ class SecuritySettings:
     trusted_domain: str
     trusted_kdc: str
     trusted_admin_server: str
-    ranger_admin_url: str
-    ranger_admin_secret_arn: str
-    ranger_plugin_role_arn: str
-    ranger_other_services_role_arn: str
-    ranger_spark_client_secret_arn: str
-    ranger_hive_client_secret_arn: str
-    ranger_audit_log_group_arn: str
+    # Whether the release accepts these parts of a security configuration is not settled by
+    # the emr-spark-8.0.0 release page (docs/emr.md): each is a switch. The defaults fail
+    # closed: a release that refuses them refuses to launch instead of running unprotected.
+    kerberos: Literal["cluster-dedicated-kdc", "none"] = "cluster-dedicated-kdc"
+    authorization: Literal["ranger", "none"] = "ranger"
+    ranger_admin_url: str | None = None
+    ranger_admin_secret_arn: str | None = None
+    ranger_plugin_role_arn: str | None = None
+    ranger_other_services_role_arn: str | None = None
+    ranger_spark_client_secret_arn: str | None = None
+    ranger_emrfs_client_secret_arn: str | None = None
+    ranger_audit_log_group_arn: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.authorization == "ranger":
+            for name in _RANGER_FIELDS:
+                if not getattr(self, name):
+                    raise ConfigError(
+                        f"security.{name}: required when security.authorization is ranger"
+                    )
 
 
 @dataclass(frozen=True)
 class MetastoreSettings:
-    # glue: the Glue Data Catalog; jdbc: an external metastore database (RDS).
+    # glue: the Glue Data Catalog; jdbc: an external metastore database (RDS), its password
+    # given to EMR as a Secrets Manager ARN (the EMR.secret@ annotation: EMR fetches it when it
+    # configures the nodes; DescribeCluster never shows it).
     kind: Literal["glue", "jdbc"] = "glue"
     jdbc_url: str | None = None
     user: str | None = None
-    password_secret_id: str | None = None  # Secrets Manager; read on the node, never logged
+    password_secret_arn: str | None = None
+    # The catalog databases the jobs register their tables in.
+    database: str = "sensorpipe"
+    protected_database: str = "sensorpipe_phi"
 
     def __post_init__(self) -> None:
         if self.kind == "jdbc":
-            for name in ("jdbc_url", "user", "password_secret_id"):
+            for name in ("jdbc_url", "user", "password_secret_arn"):
                 if not getattr(self, name):
                     raise ConfigError(f"metastore.{name}: required when metastore.kind is jdbc")
             verified_tls_jdbc_url("metastore.jdbc_url", str(self.jdbc_url))
+            if not str(self.password_secret_arn).startswith("arn:aws:secretsmanager:"):
+                raise ConfigError(
+                    "metastore.password_secret_arn: a Secrets Manager secret ARN "
+                    "(arn:aws:secretsmanager:...) is required: EMR resolves only ARNs"
+                )
 
 
 @dataclass(frozen=True)

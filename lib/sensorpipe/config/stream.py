@@ -53,6 +53,12 @@ class SourceSettings:
             raise ConfigError(
                 "source.starting_timestamp: required when source.starting_position is AT_TIMESTAMP"
             )
+        if self.kind == "aws-kinesis" and not self.endpoint_url:
+            # EMR's connector has no default endpoint: it fails at the first fetch without one.
+            raise ConfigError(
+                "source.endpoint_url: required by the aws-kinesis connector "
+                "(kinesis.endpointUrl, e.g. https://kinesis.us-east-1.amazonaws.com)"
+            )
 
 
 @dataclass(frozen=True)
