@@ -34,7 +34,7 @@ DRY_RUN=0
 CURRENT_STEP="parsing the arguments"
 
 log() { printf '[sensorpipe-node] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+die() { log "error: step '$CURRENT_STEP' failed: $*"; exit 1; }
 on_error() {
   local code=$?
   log "error: step '$CURRENT_STEP' failed (exit $code)"
@@ -157,7 +157,9 @@ cmd_keytab() {
   if [[ -n $kvno ]] && [[ $(keytab_kvno "$target" "$principal") == "$kvno" ]]; then
     log "keytab $target holds the current key of $principal"
   else
-    as_root test -d "$(dirname "$target")" || change as_root install -d -m 0750 "$(dirname "$target")"
+    # The directory as the `user` bootstrap action makes it: the owner's group may enter.
+    as_root test -d "$(dirname "$target")" ||
+      change as_root install -d -o root -g "$(id -gn "$owner")" -m 0750 "$(dirname "$target")"
     change kadmin "$realm" "ktadd -norandkey -k $target $principal" >/dev/null
   fi
   step "keytab $target readable by $owner only"

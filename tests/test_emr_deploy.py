@@ -53,7 +53,7 @@ CORPORATE_ENV = {
     "SENSORPIPE_RANGER_PLUGIN_ROLE_ARN": "arn:aws:iam::123456789012:role/ranger-plugins",
     "SENSORPIPE_RANGER_OTHER_SERVICES_ROLE_ARN": "arn:aws:iam::123456789012:role/ranger-other",
     "SENSORPIPE_RANGER_SPARK_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rs",
-    "SENSORPIPE_RANGER_HIVE_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rh",
+    "SENSORPIPE_RANGER_EMRFS_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:re",
     "SENSORPIPE_RANGER_AUDIT_LOG_GROUP_ARN": "arn:aws:logs:us-east-1:123456789012:log-group:ra",
     "SENSORPIPE_KDC_ADMIN_PASSWORD": "kdc-admin-pw",
     "SENSORPIPE_CROSS_REALM_TRUST_PASSWORD": "trust-pw",

@@ -1,6 +1,8 @@
 """Kerberos against real MIT KDCs: a cluster realm and a corporate realm it trusts, on loopback.
-The bootstrap action writes krb5.conf and the jobs' keytab in a sandboxed root; everything
-else (kinit, kvno, a JVM login) uses exactly what it wrote."""
+kerberos.sh writes krb5.conf in a sandboxed root (what the security configuration writes on the
+cluster's nodes); the keytab step of emr-streaming-steps.json, filled as `sensorpipe deploy`
+fills it, runs as the step user with sudo and makes the jobs' keytab; kinit (as the step user),
+kvno and a JVM login use exactly what was written."""
 
 from __future__ import annotations
 
@@ -11,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.emr_node import NO_SUDO_USER, STEP_USER, Node, make_node
 from tests.kdc import ENCTYPE, MitKdc
 from tests.sandbox import file_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER, CORP = "CLUSTER.TEST", "CORP.TEST"
-HOST = "node1.cluster.test"
-SERVICE = f"sensorpipe/{HOST}@{CLUSTER}"
-KEYTAB = "/etc/security/keytabs/sensorpipe.keytab"
+SERVICE = f"sensorpipe@{CLUSTER}"  # the jobs' one principal, as conf/deploy.yaml names it
+CLUSTER_SERVICE = f"spark/node1.cluster.test@{CLUSTER}"  # a service of the cluster realm
 ALICE_PASSWORD = "alice-corp-password"
 
 
@@ -33,17 +35,17 @@ def realms(tmp_path_factory):
         for kdc in (cluster, corp):
             kdc.kadmin(f"addprinc -pw cross-realm-trust-secret krbtgt/{CLUSTER}@{CORP}")
         corp.kadmin(f"addprinc -pw {ALICE_PASSWORD} alice@{CORP}")
+        cluster.kadmin(f"addprinc -randkey {CLUSTER_SERVICE}")
         yield cluster, corp
     finally:
         cluster.stop()
         corp.stop()
 
 
-def sandbox(tmp: Path, master: bool = True) -> Path:
+def sandbox(tmp: Path) -> Path:
     root = tmp / "root"
     info = root / "mnt/var/lib/info"
     info.mkdir(parents=True)
-    (info / "instance.json").write_text(f'{{"isMaster": {"true" if master else "false"}}}')
     (info / "job-flow.json").write_text('{"jobFlowId": "j-TEST", "masterPrivateDnsName": "x"}')
     return root
 
@@ -55,14 +57,9 @@ def bootstrap(
         "bash", str(ROOT / "bootstrap/kerberos.sh"),
         "--realm", CLUSTER, "--kdc", cluster.address, "--domain", "cluster.test",
         "--trusted-realm", CORP, "--trusted-domain", "corp.test", "--trusted-kdc", corp.address,
-        "--principal", "sensorpipe", "--host", HOST, "--keytab", KEYTAB,
         "--root", str(root), *extra,
     ]  # fmt: skip
-    # KRB5_KDC_PROFILE: where kadmin.local finds the cluster KDC's database (on EMR, the default).
-    return subprocess.run(
-        args, env={**os.environ, "KRB5_KDC_PROFILE": str(cluster.kdc_conf)},
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    return subprocess.run(args, capture_output=True, text=True, check=True)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +68,44 @@ def configured(realms, tmp_path_factory):
     root = sandbox(tmp_path_factory.mktemp("node"))
     first = bootstrap(root, cluster, corp)
     return root, first
+
+
+def streaming_steps() -> list[dict]:
+    """emr-streaming-steps.json as `sensorpipe deploy` fills it for this realm and step user."""
+    from datetime import date
+
+    from sensorpipe.config import DeploySettings, load_settings
+    from sensorpipe_tools.deploy import placeholder_values, plan_steps
+
+    from tests.test_emr_deploy import DEPLOY_ENV
+
+    env = {**DEPLOY_ENV, "SENSORPIPE_KERBEROS_REALM": CLUSTER, "SENSORPIPE_STEP_USER": STEP_USER}
+    settings = load_settings(ROOT / "conf/deploy.yaml", environ=env, kind=DeploySettings)
+    values = placeholder_values(settings, "v1", date(2026, 11, 1))
+    return plan_steps(settings, ROOT, values, "stream")
+
+
+def run_keytab_step(node: Node, cluster: MitKdc, user: str = STEP_USER, *extra: str):
+    """The keytab step as EMR's script-runner runs it: the script with the step's other args."""
+    (keytab_step,) = [s for s in streaming_steps() if s["Name"] == "sensorpipe jobs keytab"]
+    assert keytab_step["Args"][0].endswith("/bootstrap/sensorpipe_node.sh")
+    env = {
+        "KRB5_KDC_PROFILE": str(cluster.kdc_conf),
+        "KRB5_CONFIG": str(cluster.folder / "krb5.conf"),
+    }
+    return node.run(user, *keytab_step["Args"][1:], *extra, env=env)
+
+
+@pytest.fixture(scope="module")
+def keytab_node(realms, emr_users):
+    cluster, _ = realms
+    node = make_node(primary=True)
+    done = run_keytab_step(node, cluster)
+    assert done.returncode == 0, done.stderr
+    stream = next(s for s in streaming_steps() if "stream_sensor_anomalies" in s["Name"])
+    args = stream["Args"]
+    keytab = node.root / args[args.index("--keytab") + 1].lstrip("/")
+    return node, keytab, args[args.index("--principal") + 1]
 
 
 def krb5_env(root: Path, tmp: Path) -> dict[str, str]:
@@ -90,8 +125,6 @@ def test_krb5_conf_names_both_realms_domains_and_the_trust_path(configured, real
         f".cluster.test = {CLUSTER}", f".corp.test = {CORP}", "[capaths]",
     ):  # fmt: skip
         assert needed in text
-    assert f"created principal {SERVICE}" in first.stderr
-    assert (root / KEYTAB.lstrip("/")).stat().st_mode & 0o777 == 0o600
 
 
 def test_corporate_user_gets_a_cluster_service_ticket_through_the_trust(configured, tmp_path):
@@ -99,10 +132,10 @@ def test_corporate_user_gets_a_cluster_service_ticket_through_the_trust(configur
     env = krb5_env(root, tmp_path)
     subprocess.run(["kinit", f"alice@{CORP}"], input=ALICE_PASSWORD + "\n", env=env,
                    capture_output=True, text=True, check=True)  # fmt: skip
-    subprocess.run(["kvno", SERVICE], env=env, capture_output=True, text=True, check=True)
+    subprocess.run(["kvno", CLUSTER_SERVICE], env=env, capture_output=True, text=True, check=True)
     tickets = subprocess.run(["klist"], env=env, capture_output=True, text=True, check=True).stdout
     assert f"krbtgt/{CLUSTER}@{CORP}" in tickets  # the cross-realm ticket
-    assert SERVICE in tickets  # the service ticket from the cluster realm's KDC
+    assert CLUSTER_SERVICE in tickets  # the service ticket from the cluster realm's KDC
 
 
 def test_corporate_user_without_the_trust_principal_gets_no_ticket(configured, realms, tmp_path):
@@ -114,19 +147,37 @@ def test_corporate_user_without_the_trust_principal_gets_no_ticket(configured, r
                    capture_output=True, text=True, check=True)  # fmt: skip
     cluster.kadmin(f"delprinc -force krbtgt/{CLUSTER}@{CORP}")
     try:
-        denied = subprocess.run(["kvno", SERVICE], env=env, capture_output=True, text=True)
+        denied = subprocess.run(["kvno", CLUSTER_SERVICE], env=env, capture_output=True, text=True)
         assert denied.returncode != 0
     finally:
         cluster.kadmin(f"addprinc -pw cross-realm-trust-secret krbtgt/{CLUSTER}@{CORP}")
 
 
-def test_jobs_keytab_logs_in_with_kinit(configured, tmp_path):
+def test_the_step_principal_is_the_keytabs_and_logs_in_as_the_step_user(keytab_node, configured):
+    node, keytab, step_principal = keytab_node
+    assert step_principal == SERVICE
+    listed = subprocess.run(["klist", "-k", str(keytab)], capture_output=True, text=True,
+                            check=True).stdout  # fmt: skip
+    assert {line.split()[1] for line in listed.splitlines()[3:] if line.strip()} == {SERVICE}
+    assert subprocess.run(["stat", "-c", "%U %a", str(keytab)], capture_output=True, text=True,
+                          check=True).stdout.split() == [STEP_USER, "400"]  # fmt: skip
+    # kinit as the step user, with the krb5.conf of the cluster realm (readable by all).
     root, _ = configured
-    env = krb5_env(root, tmp_path)
-    subprocess.run(["kinit", "-kt", str(root / KEYTAB.lstrip("/")), SERVICE], env=env,
-                   capture_output=True, text=True, check=True)  # fmt: skip
-    tickets = subprocess.run(["klist"], env=env, capture_output=True, text=True, check=True).stdout
-    assert f"Default principal: {SERVICE}" in tickets
+    krb5 = node.root.parent / "krb5.conf"
+    krb5.write_text((root / "etc/krb5.conf").read_text())
+    krb5.chmod(0o644)
+    script = f"kinit -kt {keytab} {step_principal} && klist"
+    done = subprocess.run(
+        ["sudo", "-n", "-u", STEP_USER, "env", f"KRB5_CONFIG={krb5}",
+         f"KRB5CCNAME=FILE:/tmp/krb5cc_sensorpipe_test_{os.getpid()}", "bash", "-c", script],
+        capture_output=True, text=True, cwd="/",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"Default principal: {SERVICE}" in done.stdout
+    # Another user cannot read it.
+    denied = subprocess.run(["sudo", "-n", "-u", NO_SUDO_USER, "cat", str(keytab)],
+                            capture_output=True, text=True)  # fmt: skip
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
 
 
 def wrong_keytab(path: Path) -> Path:
@@ -157,9 +208,9 @@ def jvm_login(root: Path, keytab: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_jvm_logs_in_from_the_keytab_with_the_written_krb5_conf(configured, tmp_path):
+def test_jvm_logs_in_from_the_keytab_with_the_written_krb5_conf(configured, keytab_node, tmp_path):
     root, _ = configured
-    ok = jvm_login(root, root / KEYTAB.lstrip("/"))
+    ok = jvm_login(root, keytab_node[1])
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert f"krb5.conf: {root / 'etc/krb5.conf'}" in ok.stdout
     assert f"logged in as {SERVICE} kerberos: True" in ok.stdout
@@ -167,29 +218,35 @@ def test_jvm_logs_in_from_the_keytab_with_the_written_krb5_conf(configured, tmp_
     assert denied.returncode == 1 and "login failed" in denied.stdout
 
 
-def test_bootstrap_runs_twice_and_the_second_run_changes_nothing(realms, tmp_path):
+def test_krb5_conf_twice_and_the_second_run_changes_nothing(realms, tmp_path):
     cluster, corp = realms
     root = sandbox(tmp_path)
     before = file_tree(root)
     dry = bootstrap(root, cluster, corp, "--dry-run")
-    assert file_tree(root) == before  # a dry run writes nothing
-    assert "dry-run: would write" in dry.stderr and "dry-run: would export" in dry.stderr
+    assert file_tree(root) == before and "dry-run: would write" in dry.stderr
     bootstrap(root, cluster, corp)
     after_first = file_tree(root)
-    kvno = cluster.kadmin(f"getprinc sensorpipe/{HOST}@{CLUSTER}")
-    assert "etc/krb5.conf" in after_first and KEYTAB.lstrip("/") in after_first
+    assert "etc/krb5.conf" in after_first
     second = bootstrap(root, cluster, corp)
-    assert file_tree(root) == after_first
-    assert cluster.kadmin(f"getprinc sensorpipe/{HOST}@{CLUSTER}") == kvno  # key not rotated
-    assert "unchanged" in second.stderr and "holds the current key" in second.stderr
-    dry_again = bootstrap(root, cluster, corp, "--dry-run")
-    assert file_tree(root) == after_first and "would" not in dry_again.stderr
+    assert file_tree(root) == after_first and "unchanged" in second.stderr
 
 
-def test_a_core_node_gets_krb5_conf_but_no_principal_or_keytab(realms, tmp_path):
-    cluster, corp = realms
-    root = sandbox(tmp_path, master=False)
-    done = bootstrap(root, cluster, corp)
-    assert (root / "etc/krb5.conf").exists()
-    assert not (root / KEYTAB.lstrip("/")).exists()
-    assert "not the primary node" in done.stderr
+def test_keytab_step_twice_keeps_the_key_and_changes_nothing(realms, keytab_node):
+    cluster, _ = realms
+    node, keytab, _ = keytab_node
+    kvno = cluster.kadmin(f"getprinc {SERVICE}")
+    before = file_tree(node.root)
+    dry = run_keytab_step(node, cluster, STEP_USER, "--dry-run")
+    again = run_keytab_step(node, cluster)
+    assert dry.returncode == 0 and again.returncode == 0, again.stderr
+    assert file_tree(node.root) == before
+    assert cluster.kadmin(f"getprinc {SERVICE}") == kvno  # key not rotated
+    assert "holds the current key" in again.stderr and "would" not in dry.stderr
+
+
+def test_keytab_step_refuses_a_core_node_and_a_user_without_sudo(realms, emr_users):
+    cluster, _ = realms
+    core = run_keytab_step(make_node(primary=False), cluster)
+    assert core.returncode != 0 and "run this step there" in core.stderr
+    denied = run_keytab_step(make_node(primary=True), cluster, NO_SUDO_USER)
+    assert denied.returncode != 0 and "error: step 'principal" in denied.stderr
