@@ -2,6 +2,11 @@
 
     spark-submit --py-files dist/sensorpipe.zip jobs/compact_lake.py \
         --config conf/local.yaml --date 2026-11-01 [--input hdfs:///sensorpipe/staging/events]
+    ... jobs/compact_lake.py --config conf/emr.yaml --date 2026-11-01 \
+        --write-manifest s3://bucket/sensorpipe/staging/manifests/events/event_date=2026-11-01.txt
+
+--write-manifest writes the day's committed files (for S3DistCp's --srcPrefixesFile) and stops.
+Both refuse a day whose late-data horizon has not passed.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import argparse
 import sys
 from datetime import date
 
-from sensorpipe.compaction import run_compaction
+from sensorpipe.compaction import CompactionError, run_compaction, write_committed_manifest
 from sensorpipe.config import load_settings_for_job
 from sensorpipe.lineage import recorded_run
 from sensorpipe.session import build_session
@@ -21,6 +26,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", default="conf/local.yaml")
     parser.add_argument("--date", required=True, type=date.fromisoformat, help="YYYY-MM-DD")
     parser.add_argument("--input", help="events table to read (default: lake.events_path)")
+    parser.add_argument("--write-manifest", metavar="URI",
+                        help="write the day's committed files here, compact nothing")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -28,8 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = load_settings_for_job(args.config)
     spark = build_session(settings)
+    try:
+        if args.write_manifest:
+            count = write_committed_manifest(spark, settings, args.date, args.write_manifest)
+            print(f"{count} committed files of {args.date} listed in {args.write_manifest}")
+            return 0
+    except CompactionError as exc:
+        print(f"compaction: {exc}", file=sys.stderr)
+        return 2
     with recorded_run(settings.lineage, "compact_lake", {"date": args.date}) as run:
-        result = run_compaction(spark, settings, args.date, args.input)
+        try:
+            result = run_compaction(spark, settings, args.date, args.input)
+        except CompactionError as exc:
+            print(f"compaction: {exc}", file=sys.stderr)
+            return 2
         run.read("path", result.source, result.rows, event_date=str(args.date))
         run.wrote("path", f"{result.target}/event_date={args.date}", result.rows,
                   schema_fingerprint=None, zone="lake")  # fmt: skip

@@ -28,9 +28,7 @@ def test_scripts_are_shellcheck_clean_strict_and_have_a_dry_run():
         text = script.read_text()
         assert "euo pipefail" in text and "--dry-run" in text, script.name
         assert ">&2" in text, f"{script.name} logs to stderr"
-        assert "|| true" not in text, (
-            f"{script.name}: a failure must not be hidden"
-        )
+        assert "|| true" not in text, f"{script.name}: a failure must not be hidden"
 
 
 def test_a_missing_required_argument_is_named():

@@ -144,7 +144,12 @@ def test_kinesis_reader_options_use_the_connector_names():
     assert options["kinesis.startingPosition"] == "LATEST"
     assert options["kinesis.consumerType"] == "GetRecords"
     assert options["kinesis.maxFetchRecordsPerShard"] == "10000"
-    assert "kinesis.endpointUrl" not in options
+    # The connector has no default endpoint (issue 16): the regional one, set in conf/emr.yaml.
+    assert options["kinesis.endpointUrl"] == "https://kinesis.us-east-1.amazonaws.com"
+    with pytest.raises(ConfigError, match="^source.endpoint_url: required by the aws-kinesis"):
+        load_settings(
+            ROOT / "conf/emr.yaml", environ={**EMR_ENV, "SENSORPIPE__SOURCE__ENDPOINT_URL": ""}
+        )
 
 
 def test_shuffle_partitions_apply_on_emr_not_only_locally():
@@ -208,9 +213,10 @@ def test_emr_connections_require_verified_tls_and_local_ones_do_not(tmp_path):
     env = {
         "SENSORPIPE_METASTORE_KIND": "jdbc",
         "SENSORPIPE_METASTORE_JDBC_URL": "jdbc:postgresql://meta:5432/hive",
+        "SENSORPIPE_METASTORE_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:m",
         "LakeBucketName": "b",
         "ProtectedBucketName": "p",
-        "EmrSubnetId": "s",
+        "EmrSubnetId": "subnet-0abc",
         "EmrServiceRoleName": "r",
         "EmrInstanceProfileName": "i",
         "EmrKeyArn": "k",
@@ -219,7 +225,7 @@ def test_emr_connections_require_verified_tls_and_local_ones_do_not(tmp_path):
         "SENSORPIPE_RANGER_PLUGIN_ROLE_ARN": "a",
         "SENSORPIPE_RANGER_OTHER_SERVICES_ROLE_ARN": "a",
         "SENSORPIPE_RANGER_SPARK_SECRET_ARN": "a",
-        "SENSORPIPE_RANGER_HIVE_SECRET_ARN": "a",
+        "SENSORPIPE_RANGER_EMRFS_SECRET_ARN": "a",
         "SENSORPIPE_RANGER_AUDIT_LOG_GROUP_ARN": "a",
         "WarehouseWorkgroupName": "w",
         "WarehouseLoaderSecretArn": "s",

@@ -17,8 +17,20 @@ import boto3
 import botocore.session
 import pytest
 from botocore.validate import ParamValidator
-from sensorpipe.config import DeploySettings, load_settings
-from sensorpipe_tools.deploy import REDACTED, DeployError, build_plan, cli_steps_to_api, fill
+from sensorpipe.config import ConfigError, DeploySettings, load_settings
+from sensorpipe.config.deploy import RELEASE_APPLICATIONS
+from sensorpipe_tools.deploy import (
+    REDACTED,
+    STEPS_FILES,
+    STREAMING_STEP,
+    DeployError,
+    build_plan,
+    cli_steps_to_api,
+    fill,
+    placeholder_values,
+    plan_steps,
+    steps_to_add,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EMR_MODEL = botocore.session.get_session().get_service_model("emr")
@@ -146,22 +158,91 @@ def validate(operation: str, params: dict) -> None:
     assert not report.has_errors(), report.generate_report()
 
 
-def test_steps_file_converts_to_api_steps_the_model_accepts():
-    steps = json.loads((ROOT / "emr-steps.json").read_text())
-    names = " ".join(s["Name"] for s in steps)
-    for job in ("stream_sensor_anomalies", "batch_daily_rollup", "ingest_jdbc",
-                "patient_profile_snapshot", "compact_lake", "s3-dist-cp"):  # fmt: skip
-        assert job in names
-    filled = json.loads(fill(json.dumps(steps), {
-        "ARTIFACTS_URI": "s3://b/a", "BUCKET": "b", "DATE": "2026-11-01",
-        "CODE_VERSION": "v1", "JOBS_PRINCIPAL": "sensorpipe@R", "JOBS_KEYTAB": "/k",
-    }, "emr-steps.json"))  # fmt: skip
-    validate("AddJobFlowSteps", {"JobFlowId": "j-1", "Steps": cli_steps_to_api(filled)})
-    distcp = next(s for s in filled if "s3-dist-cp" in s["Name"])
-    compact = next(s for s in filled if "compact_lake" in s["Name"])
-    copied_to = distcp["Args"][distcp["Args"].index("--dest") + 1]
-    read_from = compact["Args"][compact["Args"].index("--input") + 1]
-    assert copied_to.startswith(read_from)  # compaction reads what S3DistCp put in HDFS
+def filled_steps(kind: str, **overrides: str) -> list[dict]:
+    values = placeholder_values(settings(), "v1", date(2026, 11, 1)) | overrides
+    return plan_steps(settings(), ROOT, values, kind)
+
+
+def test_steps_files_convert_to_api_steps_the_model_accepts():
+    batch, stream = filled_steps("batch"), filled_steps("stream")
+    names = [s["Name"] for s in batch]
+    assert names == [
+        "sensorpipe jobs keytab", "sensorpipe ingest_jdbc", "sensorpipe patient_profile_snapshot",
+        "sensorpipe batch_daily_rollup", "sensorpipe committed files of the day (for S3DistCp)",
+        "sensorpipe s3-dist-cp events to HDFS for compaction", "sensorpipe compact_lake",
+    ]  # fmt: skip
+    assert [s["Name"] for s in stream] == ["sensorpipe jobs keytab", STREAMING_STEP]
+    assert not any("stream_sensor_anomalies" in n for n in names)
+    for steps in (batch, stream):
+        validate("AddJobFlowSteps", {"JobFlowId": "j-1", "Steps": cli_steps_to_api(steps)})
+        assert "{{" not in json.dumps(steps)
+    # S3DistCp copies only the files the manifest step listed from the sink log, to where
+    # compaction reads.
+    manifest, distcp, compact = batch[4], batch[5], batch[6]
+    arg = lambda step, name: step["Args"][step["Args"].index(name) + 1]  # noqa: E731
+    assert arg(manifest, "--write-manifest") == arg(distcp, "--srcPrefixesFile")
+    assert arg(distcp, "--dest").startswith(arg(compact, "--input"))
+    assert "--srcPattern" not in distcp["Args"]
+
+
+def test_batch_steps_stop_at_the_first_failure_and_run_one_at_a_time(tmp_path):
+    """Order is the order of the file; CANCEL_AND_WAIT cancels what follows a failed step (an
+    ingest that failed is never followed by a snapshot of stale data)."""
+    batch = filled_steps("batch")
+    assert {s["ActionOnFailure"] for s in batch} == {"CANCEL_AND_WAIT"}
+    position = {s["Name"].split()[-1]: i for i, s in enumerate(batch)}
+    assert position["ingest_jdbc"] < position["patient_profile_snapshot"]
+    assert position["keytab"] == 0
+    assert position["S3DistCp)"] < position["compaction"] < position["compact_lake"]
+    plan = build_plan(settings(), project_copy(tmp_path), "v1", date(2026, 11, 1), "batch")
+    assert plan.run_job_flow["StepConcurrencyLevel"] == 1
+    assert [s["Name"] for s in plan.run_job_flow["Steps"]] == [s["Name"] for s in batch]
+
+
+def awscli_add_steps(steps_file: Path, release_label: str = "emr-spark-8.0.0") -> list[dict]:
+    """`aws emr add-steps --cluster-id j-1 --steps file://...` run by awscli's own code; the
+    network is stubbed at botocore's before-call event: DescribeCluster answers with the
+    release, AddJobFlowSteps is captured and answered (a mock: no EMR here)."""
+    from awscli.clidriver import create_clidriver
+    from botocore.awsrequest import AWSResponse
+
+    captured: dict = {}
+    ok = AWSResponse("https://elasticmapreduce.us-east-1.amazonaws.com/", 200, {}, None)
+
+    def capture(params, model, **_):  # the API parameters, before serialisation
+        if model.name == "AddJobFlowSteps":
+            captured.update(params)
+
+    def answer(model, **_):
+        if model.name == "DescribeCluster":
+            return ok, {"Cluster": {"Id": "j-1", "ReleaseLabel": release_label}}
+        return ok, {"StepIds": [f"s-{i}" for i in range(len(captured["Steps"]))]}
+
+    driver = create_clidriver()
+    driver.session.register("before-parameter-build.emr", capture)
+    driver.session.register("before-call.emr", answer)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/nonexistent",
+           "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        code = driver.main(["emr", "add-steps", "--cluster-id", "j-1",
+                            "--steps", f"file://{steps_file}"])  # fmt: skip
+    assert code == 0
+    return captured["Steps"]
+
+
+@pytest.mark.parametrize("kind", ["batch", "stream"])
+def test_the_steps_files_go_through_awscli_add_steps_as_deploy_converts_them(kind, tmp_path):
+    raw = ROOT / STEPS_FILES[kind]
+    # The file as committed (placeholders and all) is what users pass to the CLI.
+    by_cli = awscli_add_steps(raw)
+    assert by_cli == cli_steps_to_api(json.loads(raw.read_text()))
+    # And filled, as `sensorpipe deploy` sends it.
+    filled = tmp_path / "filled.json"
+    filled.write_text(json.dumps(filled_steps(kind)))
+    assert awscli_add_steps(filled) == cli_steps_to_api(filled_steps(kind))
 
 
 def test_an_unfilled_placeholder_is_named():
@@ -196,33 +277,118 @@ def test_security_configuration_uses_documented_fields_only():
     ]
 
 
+# The classifications of the release's applications this deployment uses (Spark, Delta), from
+# the EMR Release Guide's configuration classifications for Spark and Delta Lake.
+RELEASE_CLASSIFICATIONS = {"spark-defaults", "spark-env", "spark-hive-site", "spark-log4j2",
+                           "spark-metrics", "delta-defaults"}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["batch", "stream"])
 @pytest.mark.parametrize("metastore", ["glue", "jdbc"])
-def test_run_job_flow_request_passes_the_emr_model(metastore, tmp_path):
+def test_run_job_flow_request_passes_the_emr_model(kind, metastore, tmp_path):
     env = {
         **DEPLOY_ENV,
         "SENSORPIPE_METASTORE_KIND": metastore,
         "SENSORPIPE_METASTORE_JDBC_URL": "jdbc:postgresql://meta.test:5432/hive?sslmode=verify-full",
+        "SENSORPIPE_METASTORE_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:m",
     }
     deploy = load_settings(ROOT / "conf/deploy.yaml", environ=env, kind=DeploySettings)
     root = project_copy(tmp_path)
-    plan = build_plan(deploy, root, "v1", date(2026, 11, 1))
+    plan = build_plan(deploy, root, "v1", date(2026, 11, 1), kind)
     request = plan.run_job_flow
-    validate("RunJobFlow", {**request, "KerberosAttributes": {**request["KerberosAttributes"]}})
+    validate("RunJobFlow", request)
+    apps = {a["Name"] for a in request["Applications"]}
+    assert apps <= RELEASE_APPLICATIONS["emr-spark-8.0.0"] and "Spark" in apps
     classifications = {c["Classification"] for c in request["Configurations"]}
-    assert {"spark-defaults", "spark-env", "delta-defaults", "spark-hive-site", "hive-site"} <= (
-        classifications
-    )
+    assert classifications <= RELEASE_CLASSIFICATIONS
+    assert {"spark-defaults", "spark-env", "delta-defaults", "spark-hive-site"} <= classifications
     hive = next(c for c in request["Configurations"] if c["Classification"] == "spark-hive-site")
     if metastore == "jdbc":
-        assert hive["Properties"]["javax.jdo.option.ConnectionURL"].endswith(
+        properties = hive["Properties"]
+        assert properties["javax.jdo.option.ConnectionURL"].endswith(
             "meta.test:5432/hive?sslmode=verify-full"
         )
-        assert "javax.jdo.option.ConnectionPassword" not in json.dumps(request)
+        # EMR resolves the secret when it configures the nodes; the request holds its ARN only.
+        assert properties["javax.jdo.option.ConnectionPassword"] == (
+            "EMR.secret@arn:aws:secretsmanager:us-east-1:123456789012:secret:m"
+        )
     else:
         assert "AWSGlueDataCatalogHiveClientFactory" in json.dumps(hive)
     assert request["ReleaseLabel"] == "emr-spark-8.0.0"
+    assert request["Instances"]["Ec2SubnetId"] == "subnet-0abc"
     assert request["KerberosAttributes"]["KdcAdminPassword"] == REDACTED
+    assert request["StepConcurrencyLevel"] == 1
+    assert ("ManagedScalingPolicy" in request) == (kind == "batch")
+    assert ("AutoTerminationPolicy" in request) == (kind == "batch")
+    assert request["Name"] == f"sensorpipe-{kind}"
+    # No bootstrap action repeats the security configuration or waits for an application.
+    scripts = {a["ScriptBootstrapAction"]["Args"][0] for a in request["BootstrapActions"]}
+    assert scripts == {"user"}
     assert "{{" not in json.dumps(request)
+
+
+def test_configuration_refuses_what_the_release_or_the_network_cannot_give(tmp_path):
+    def load(text: str | None = None, **env: str) -> DeploySettings:
+        path = tmp_path / "deploy.yaml"
+        path.write_text(text or (ROOT / "conf/deploy.yaml").read_text())
+        return load_settings(path, environ={**DEPLOY_ENV, **env}, kind=DeploySettings)
+
+    with pytest.raises(ConfigError, match="^cluster.ec2_subnet_id: a private subnet id"):
+        load(EmrSubnetId="sg-0abc")
+    text = (ROOT / "conf/deploy.yaml").read_text()
+    for old, new, message in (
+        ("applications: Spark,Delta", "applications: Hadoop,Spark,Hive",
+         "^cluster.applications: Hadoop is not an application of emr-spark-8.0.0"),
+        ("release_label: emr-spark-8.0.0", "release_label: emr-7.12.0",
+         "^cluster.release_label: emr-7.12.0 is not a release this deployment knows"),
+    ):  # fmt: skip
+        assert old in text
+        with pytest.raises(ConfigError, match=message):
+            load(text.replace(old, new))
+    with pytest.raises(ConfigError, match="must share an architecture"):
+        load(SENSORPIPE_PRIMARY_INSTANCE_TYPE="m7g.xlarge")
+    with pytest.raises(ConfigError, match="security.ranger_admin_url: required"):
+        load(SENSORPIPE_RANGER_ADMIN_URL="")
+    assert load(SENSORPIPE_RANGER_ADMIN_URL="", SENSORPIPE_AUTHORIZATION="none")
+
+
+def test_the_archive_architecture_must_match_the_instances(tmp_path):
+    root = project_copy(tmp_path)
+    (root / "dist/BUILD-INFO.json").write_text('{"machine": "aarch64", "python": "3.11"}')
+    with pytest.raises(DeployError, match="built for arm64 but cluster.core_instance_type "
+                                          "m7i.xlarge is x86_64"):  # fmt: skip
+        build_plan(settings(), root, "v1", date(2026, 11, 1), "stream")
+    graviton = load_settings(
+        ROOT / "conf/deploy.yaml", kind=DeploySettings,
+        environ={**DEPLOY_ENV, "SENSORPIPE_PRIMARY_INSTANCE_TYPE": "m7g.xlarge",
+                 "SENSORPIPE_CORE_INSTANCE_TYPE": "m7g.2xlarge"},
+    )  # fmt: skip
+    plan = build_plan(graviton, root, "v1", date(2026, 11, 1), "stream")
+    assert plan.notes == ["dependency archive built for arm64"]
+
+
+def test_the_security_configuration_is_named_by_its_content(tmp_path):
+    root = project_copy(tmp_path)
+    first = build_plan(settings(), root, "v1", date(2026, 11, 1), "stream")
+    again = build_plan(settings(), root, "v2", date(2026, 11, 2), "batch")
+    assert first.security_configuration_name == again.security_configuration_name
+    assert first.run_job_flow["SecurityConfiguration"] == first.security_configuration_name
+    env = {**DEPLOY_ENV, "SENSORPIPE_CORP_REALM": "OTHER.CORP"}
+    changed = load_settings(ROOT / "conf/deploy.yaml", kind=DeploySettings, environ=env)
+    other = build_plan(changed, root, "v1", date(2026, 11, 1), "stream")
+    assert other.security_configuration_name != first.security_configuration_name
+    assert other.security_configuration_name.startswith("sensorpipe-")
+    without = load_settings(ROOT / "conf/deploy.yaml", kind=DeploySettings,
+                            environ={**DEPLOY_ENV, "SENSORPIPE_KERBEROS": "none",
+                                     "SENSORPIPE_AUTHORIZATION": "none"})  # fmt: skip
+    bare = build_plan(without, root, "v1", date(2026, 11, 1), "stream")
+    assert set(bare.security_configuration) == {"EncryptionConfiguration"}
+    assert (
+        "KerberosAttributes" not in bare.run_job_flow and not bare.run_job_flow["BootstrapActions"]
+    )
+    stream = bare.run_job_flow["Steps"][0]["HadoopJarStep"]["Args"]
+    assert bare.run_job_flow["Steps"][0]["Name"] == STREAMING_STEP
+    assert "--principal" not in stream and "--keytab" not in stream
 
 
 def project_copy(tmp: Path) -> Path:
@@ -231,7 +397,8 @@ def project_copy(tmp: Path) -> Path:
     root = tmp / "project"
     for name in ("jobs", "conf", "bootstrap"):
         shutil.copytree(ROOT / name, root / name)
-    shutil.copy(ROOT / "emr-steps.json", root)
+    for steps_file in STEPS_FILES.values():
+        shutil.copy(ROOT / steps_file, root)
     dist = root / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist),
                     str(ROOT)], check=True)  # fmt: skip
@@ -242,6 +409,7 @@ def project_copy(tmp: Path) -> Path:
     stand_in.write_text("stand-in for the venv-pack archive")
     with tarfile.open(dist / "sensorpipe-deps.tar.gz", "w:gz") as tar:
         tar.add(stand_in, "README")
+    (dist / "BUILD-INFO.json").write_text('{"machine": "x86_64", "python": "3.11"}')
     return root
 
 
@@ -260,62 +428,69 @@ def create_estate_stacks(endpoint: str) -> None:
          "Outputs": {"LakeBucketName": {"Value": "not-ours"}}}))  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def deployed(moto_server, tmp_path_factory):
-    """`sensorpipe deploy` creating a cluster, against moto's S3, EMR, IoT and CloudFormation
-    (the estate's outputs come from DescribeStacks, not from the environment)."""
-    root = project_copy(tmp_path_factory.mktemp("deploy"))
-    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_server)
-    s3.create_bucket(Bucket=OUTPUTS["LakeBucketName"])
-    create_estate_stacks(moto_server)
+def run_deploy(root: Path, *args: str) -> int:
     env = {**CORPORATE_ENV, "SENSORPIPE_ROOT": str(root), "AWS_REGION": "us-east-1"}
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
         from sensorpipe_tools.cli import main
 
-        code = main(["deploy", "--config", str(root / "conf/deploy.yaml"), "--skip-build",
-                     "--code-version", "v-test", "--date", "2026-11-01",
-                     "--endpoint-url", moto_server])  # fmt: skip
-    assert code == 0
+        return main(["deploy", "--config", str(root / "conf/deploy.yaml"), "--skip-build",
+                     "--code-version", "v-test", "--date", "2026-11-01", *args])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def deployed(moto_server, tmp_path_factory):
+    """`sensorpipe deploy` creating both clusters, against moto's S3, EMR, IoT and
+    CloudFormation (the estate's outputs come from DescribeStacks, not from the environment)."""
+    root = project_copy(tmp_path_factory.mktemp("deploy"))
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_server)
+    s3.create_bucket(Bucket=OUTPUTS["LakeBucketName"])
+    create_estate_stacks(moto_server)
     emr = boto3.client("emr", region_name="us-east-1", endpoint_url=moto_server)
-    (cluster,) = emr.list_clusters()["Clusters"]
-    return root, s3, emr, cluster["Id"]
+    ids = {}
+    for kind in ("stream", "batch"):
+        assert run_deploy(root, "--cluster", kind, "--endpoint-url", moto_server) == 0
+        (ids[kind],) = [c["Id"] for c in emr.list_clusters()["Clusters"]
+                        if c["Name"] == f"sensorpipe-{kind}"]  # fmt: skip
+    return root, s3, emr, ids
 
 
-def test_deploy_uploads_artifacts_and_bootstrap_scripts_moto_mock(deployed):
+def test_deploy_uploads_artifacts_and_node_scripts_moto_mock(deployed):
     root, s3, _, _ = deployed
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=OUTPUTS["LakeBucketName"])["Contents"]}
     prefix = "sensorpipe/artifacts/v-test"
     for needed in ("sensorpipe.zip", "sensorpipe-deps.tar.gz", "jars/postgresql.jar",
                    "jobs/ingest_jdbc.py", "jobs/compact_lake.py", "conf/emr.yaml",
-                   "conf/health-emr.yaml", "bootstrap/kerberos.sh", "bootstrap/metastore.sh",
-                   "bootstrap/install_dependencies.sh", "bootstrap/ranger_policies.py",
-                   "conf/ranger/phi-masks.json"):  # fmt: skip
+                   "conf/health-emr.yaml", "bootstrap/sensorpipe_node.sh",
+                   "bootstrap/ranger_policies.py", "conf/ranger/access.json"):  # fmt: skip
         assert f"{prefix}/{needed}" in keys
     assert any(k.startswith(f"{prefix}/sensorpipe-") and k.endswith(".whl") for k in keys)
 
 
-def test_created_cluster_carries_everything_moto_mock(deployed):
-    _, _, emr, cluster_id = deployed
-    cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
-    assert cluster["ReleaseLabel"] == "emr-spark-8.0.0"
-    assert cluster["SecurityConfiguration"] == "sensorpipe-kerberos-ranger-tls"
-    assert cluster["LogUri"] == "s3://sensorpipe-lake-test/emr-logs/"
-    assert {c["Classification"] for c in cluster["Configurations"]} >= {
-        "spark-defaults", "spark-env", "delta-defaults", "spark-hive-site", "hive-site",
-    }  # fmt: skip
-    assert cluster["KerberosAttributes"]["Realm"] == "SENSORPIPE.INTERNAL"
-    actions = emr.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]
-    scripts = [Path(a["ScriptPath"]).name for a in actions]
-    assert scripts == ["install_dependencies.sh", "kerberos.sh", "metastore.sh"]
-    kerberos = next(a for a in actions if a["ScriptPath"].endswith("kerberos.sh"))
-    assert "--trusted-realm" in kerberos["Args"]
-    steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
-    assert len(steps) == len(json.loads((ROOT / "emr-steps.json").read_text()))
-    stream = next(s for s in steps if "stream_sensor_anomalies" in s["Name"])
+def test_created_clusters_carry_everything_moto_mock(deployed):
+    _, _, emr, ids = deployed
+    for kind, cluster_id in ids.items():
+        cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+        assert cluster["ReleaseLabel"] == "emr-spark-8.0.0"
+        assert cluster["SecurityConfiguration"].startswith("sensorpipe-")
+        assert cluster["LogUri"] == "s3://sensorpipe-lake-test/emr-logs/"
+        assert {c["Classification"] for c in cluster["Configurations"]} == {
+            "spark-defaults", "spark-env", "delta-defaults", "spark-hive-site",
+        }  # fmt: skip
+        assert cluster["KerberosAttributes"]["Realm"] == "SENSORPIPE.INTERNAL"
+        assert cluster["Ec2InstanceAttributes"]["Ec2SubnetId"] == "subnet-0abc"
+        actions = emr.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]
+        assert [(Path(a["ScriptPath"]).name, a["Args"][0]) for a in actions] == [
+            ("sensorpipe_node.sh", "user")
+        ]
+        steps = emr.list_steps(ClusterId=cluster_id)["Steps"][::-1]  # newest first
+        assert [s["Name"] for s in steps] == [s["Name"] for s in filled_steps(kind)]
+    stream = emr.list_steps(ClusterId=ids["stream"])["Steps"][0]
     args = stream["Config"]["Args"]
+    assert stream["Name"] == STREAMING_STEP
     assert args[0] == "spark-submit" and "{{" not in " ".join(args)
+    assert args[args.index("--principal") + 1] == "sensorpipe@SENSORPIPE.INTERNAL"
     assert "spark.yarn.appMasterEnv.SENSORPIPE_REDSHIFT_WORKGROUP=wg" in args
     # From the stacks' outputs and IoT's DescribeEndpoint, none from the environment:
     assert (
@@ -327,34 +502,54 @@ def test_created_cluster_carries_everything_moto_mock(deployed):
         a.startswith("spark.yarn.appMasterEnv.SENSORPIPE_IOT_DATA_ENDPOINT=https://") for a in args
     )
     assert "spark.yarn.appMasterEnv.SENSORPIPE_STREAM_NAME=train-telemetry" in args
-    security = json.loads(
-        emr.describe_security_configuration(Name="sensorpipe-kerberos-ranger-tls")[
-            "SecurityConfiguration"
-        ]
-    )
-    assert security["AuthorizationConfiguration"]["RangerConfiguration"]["AdminServerURL"] == (
-        "https://ranger.corp.test:6182"
-    )
+    name = emr.describe_cluster(ClusterId=ids["stream"])["Cluster"]["SecurityConfiguration"]
+    security = json.loads(emr.describe_security_configuration(Name=name)["SecurityConfiguration"])
+    ranger = security["AuthorizationConfiguration"]["RangerConfiguration"]
+    assert ranger["AdminServerURL"] == "https://ranger.corp.test:6182"
+    assert [p["App"] for p in ranger["RangerPluginConfigurations"]] == ["Spark", "EMRFS"]
 
 
-def test_deploy_adds_steps_to_a_running_cluster_moto_mock(deployed, moto_server, capsys):
-    root, _, emr, cluster_id = deployed
-    before = len(emr.list_steps(ClusterId=cluster_id)["Steps"])
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in {**CORPORATE_ENV, "SENSORPIPE_ROOT": str(root),
-                           "AWS_REGION": "us-east-1"}.items():  # fmt: skip
-            patch.setenv(key, value)
-        from sensorpipe_tools.cli import main
+def test_a_second_deploy_adds_no_streaming_step_moto_mock(deployed, moto_server, capsys):
+    root, _, emr, ids = deployed
+    before = emr.list_steps(ClusterId=ids["stream"])["Steps"]
+    capsys.readouterr()
+    assert run_deploy(root, "--cluster", "stream", "--cluster-id", ids["stream"],
+                      "--endpoint-url", moto_server) == 0  # fmt: skip
+    after = emr.list_steps(ClusterId=ids["stream"])["Steps"]
+    assert len(after) == len(before)
+    out = capsys.readouterr().out
+    assert f"added 0 steps to cluster {ids['stream']}" in out
+    assert f"not added: {STREAMING_STEP}: already on the cluster" in out
+    # The batch cluster takes the day's batch steps again, in order; never the stream's.
+    batch_before = len(emr.list_steps(ClusterId=ids["batch"])["Steps"])
+    assert run_deploy(root, "--cluster", "batch", "--cluster-id", ids["batch"],
+                      "--endpoint-url", moto_server) == 0  # fmt: skip
+    added = emr.list_steps(ClusterId=ids["batch"])["Steps"][: -batch_before or None][::-1]
+    assert [s["Name"] for s in added] == [s["Name"] for s in filled_steps("batch")][1:]
+    # A stream deploy aimed at the batch cluster is refused.
+    assert run_deploy(root, "--cluster", "stream", "--cluster-id", ids["batch"],
+                      "--endpoint-url", moto_server) == 2  # fmt: skip
+    assert "is a batch cluster, not stream" in capsys.readouterr().err
+    assert len(emr.list_clusters()["Clusters"]) == 2
 
-        assert main(["deploy", "--config", str(root / "conf/deploy.yaml"), "--skip-build",
-                     "--code-version", "v-test", "--cluster-id", cluster_id,
-                     "--endpoint-url", moto_server]) == 0  # fmt: skip
-    assert len(emr.list_steps(ClusterId=cluster_id)["Steps"]) == 2 * before
-    assert f"added steps to cluster {cluster_id}" in capsys.readouterr().out
-    assert len(emr.list_clusters()["Clusters"]) == 1
+
+def test_steps_to_add_submits_the_stream_once_per_cluster(tmp_path):
+    plan = build_plan(settings(), project_copy(tmp_path), "v1", date(2026, 11, 1), "stream")
+
+    def on_cluster(*states):
+        return [{"Name": n, "Status": {"State": st}} for n, st in states]
+
+    keep, _ = steps_to_add(plan, [])
+    assert [s["Name"] for s in keep] == ["sensorpipe jobs keytab", STREAMING_STEP]
+    for state in ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"):
+        existing = on_cluster(("sensorpipe jobs keytab", "COMPLETED"), (STREAMING_STEP, state))
+        assert steps_to_add(plan, existing)[0] == []
+        restarted, _ = steps_to_add(plan, existing, restart_stream=True)
+        active = state in ("PENDING", "RUNNING")
+        assert [s["Name"] for s in restarted] == ([] if active else [STREAMING_STEP])
 
 
-def test_dry_run_takes_the_estates_outputs_from_a_file(tmp_path, capsys, monkeypatch):
+def test_dry_run_json_prints_requests_the_model_accepts(tmp_path, capsys, monkeypatch):
     root = project_copy(tmp_path)
     outputs = {**ESTATE_OUTPUTS, "manual": IOT_ENDPOINT}
     (tmp_path / "cdk-outputs.json").write_text(json.dumps(outputs))
@@ -363,18 +558,40 @@ def test_dry_run_takes_the_estates_outputs_from_a_file(tmp_path, capsys, monkeyp
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "no-account-here")  # nothing may be called
     from sensorpipe_tools.cli import main
 
-    assert main(["deploy", "--config", str(root / "conf/deploy.yaml"), "--dry-run",
-                 "--code-version", "v1", "--stack-outputs", str(tmp_path / "cdk-outputs.json"),
-                 "--endpoint-url", "http://127.0.0.1:9"]) == 0  # fmt: skip
-    out = capsys.readouterr().out
-    assert (
-        '"Ec2SubnetId": "subnet-0abc"' in out and '"ServiceRole": "sensorpipe-emr-service"' in out
-    )
+    for kind in ("stream", "batch"):
+        assert main(["deploy", "--config", str(root / "conf/deploy.yaml"), "--dry-run", "--json",
+                     "--cluster", kind, "--code-version", "v1",
+                     "--stack-outputs", str(tmp_path / "cdk-outputs.json"),
+                     "--endpoint-url", "http://127.0.0.1:9"]) == 0  # fmt: skip
+        out = capsys.readouterr().out
+        requests = json.loads(out)
+        assert set(requests) == {"CreateSecurityConfiguration", "RunJobFlow"}
+        for operation, params in requests.items():
+            validate(operation, params)
+        assert requests["RunJobFlow"]["Instances"]["Ec2SubnetId"] == "subnet-0abc"
+        assert requests["RunJobFlow"]["ServiceRole"] == "sensorpipe-emr-service"
+        for secret in ("kdc-admin-pw", "trust-pw"):
+            assert secret not in out
     del outputs["sensorpipe-network"]
     (tmp_path / "cdk-outputs.json").write_text(json.dumps(outputs))
     assert main(["deploy", "--config", str(root / "conf/deploy.yaml"), "--dry-run",
+                 "--cluster", "stream",
                  "--stack-outputs", str(tmp_path / "cdk-outputs.json")]) == 2  # fmt: skip
     assert "EmrSubnetId" in capsys.readouterr().err
+
+
+def test_dry_run_json_for_a_running_cluster_prints_add_job_flow_steps_moto_mock(
+    deployed, moto_server, capsys
+):
+    root, _, emr, ids = deployed
+    before = len(emr.list_steps(ClusterId=ids["batch"])["Steps"])
+    capsys.readouterr()
+    assert run_deploy(root, "--cluster", "batch", "--cluster-id", ids["batch"], "--dry-run",
+                      "--json", "--endpoint-url", moto_server) == 0  # fmt: skip
+    requests = json.loads(capsys.readouterr().out)
+    validate("AddJobFlowSteps", requests["AddJobFlowSteps"])
+    assert requests["AddJobFlowSteps"]["JobFlowId"] == ids["batch"]
+    assert len(emr.list_steps(ClusterId=ids["batch"])["Steps"]) == before  # nothing added
 
 
 def test_stack_outputs_come_from_the_estates_stacks_only_moto_mock(moto_server):

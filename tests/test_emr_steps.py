@@ -1,14 +1,20 @@
-"""emr-steps.json has the shape `aws emr add-steps --steps file://emr-steps.json` accepts."""
+"""emr-steps.json (the batch cluster) and emr-streaming-steps.json (the stream's) have the shape
+`aws emr add-steps --steps file://...` accepts (awscli's own parsing: test_emr_deploy.py)."""
 
 import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+STEPS_FILES = ("emr-steps.json", "emr-streaming-steps.json")
+
+
+def all_steps() -> list[dict]:
+    return [s for f in STEPS_FILES for s in json.loads((ROOT / f).read_text())]
 CLI_STEP_KEYS = {"Type", "Name", "ActionOnFailure", "Args", "Jar", "MainClass", "Properties"}
 
 
 def test_steps_use_the_cli_shape_not_the_api_shape():
-    steps = json.loads((ROOT / "emr-steps.json").read_text())
+    steps = all_steps()
     assert steps
     for step in steps:
         assert set(step) <= CLI_STEP_KEYS, f"{step['Name']}: {set(step) - CLI_STEP_KEYS}"
@@ -19,7 +25,7 @@ def test_steps_use_the_cli_shape_not_the_api_shape():
 
 
 def test_every_step_runs_a_job_that_exists_with_its_config():
-    for step in json.loads((ROOT / "emr-steps.json").read_text()):
+    for step in all_steps():
         if step["Type"] != "Spark":
             continue
         args = step["Args"]
@@ -39,7 +45,7 @@ def test_streaming_step_ships_the_connector_jar_emr_yaml_names():
     assert settings.source.kind == "aws-kinesis"
     step = next(
         s
-        for s in json.loads((ROOT / "emr-steps.json").read_text())
+        for s in json.loads((ROOT / "emr-streaming-steps.json").read_text())
         if "stream_sensor_anomalies" in s["Name"]
     )
     args = step["Args"]

@@ -1,6 +1,7 @@
-"""External Hive metastore on a real PostgreSQL: the bootstrap action writes hive-site.xml (the
-password from Secrets Manager, served by moto), then one Spark process writes a partitioned
-table and another sees it, partitions included."""
+"""External Hive metastore on a real PostgreSQL: the spark-hive-site classification of
+conf/emr/metastore-jdbc.json becomes hive-site.xml as EMR writes it (the password's
+EMR.secret@ ARN resolved from Secrets Manager, served by moto: EMR resolves it on AWS), then one
+Spark process writes a partitioned table and another sees it, partitions included."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import boto3
 import psycopg
 import pytest
 
-from tests.sandbox import file_tree
-
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "hive-metastore-s3cret"
 SECRET_ID = "sensorpipe/metastore"
+SECRET_ANNOTATION = "EMR.secret@"
 
 
 @pytest.fixture(scope="module")
@@ -36,72 +37,53 @@ def metastore_db(postgres):
 
 
 @pytest.fixture(scope="module")
-def secret(moto_server):
+def secret_arn(moto_server):
     client = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=moto_server)
-    client.create_secret(Name=SECRET_ID, SecretString=PASSWORD)
-    return moto_server
+    return client.create_secret(Name=SECRET_ID, SecretString=PASSWORD)["ARN"], client
 
 
-def run_bootstrap(root: Path, jdbc_url: str, moto: str, *extra: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "AWS_ENDPOINT_URL": moto,
-        # No aws CLI here: the script falls back to this Python's boto3.
-        "SENSORPIPE_BOOTSTRAP_PYTHON": sys.executable,
-        "PATH": "/usr/bin:/bin",
-    }
-    args = [
-        "bash", str(ROOT / "bootstrap/metastore.sh"), "--jdbc-url", jdbc_url, "--user", "hive",
-        "--password-secret-id", SECRET_ID, "--region", "us-east-1",
-        "--conf-dir", "/etc/spark/conf", "--root", str(root), *extra,
-    ]  # fmt: skip
-    return subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+def hive_site(jdbc_url: str, secret_arn: str, secrets, warehouse: Path) -> str:
+    """hive-site.xml from the deployment's spark-hive-site classification, as EMR writes it."""
+    (classification,) = json.loads((ROOT / "conf/emr/metastore-jdbc.json").read_text())
+    assert classification["Classification"] == "spark-hive-site"
+    values = {"METASTORE_JDBC_URL": jdbc_url, "METASTORE_USER": "hive",
+              "METASTORE_PASSWORD_SECRET_ARN": secret_arn, "BUCKET": "unused"}  # fmt: skip
+    properties = {}
+    for key, value in classification["Properties"].items():
+        for name, filled in values.items():
+            value = value.replace("{{" + name + "}}", filled)
+        if value.startswith(SECRET_ANNOTATION):
+            arn = value.removeprefix(SECRET_ANNOTATION)
+            value = secrets.get_secret_value(SecretId=arn)["SecretString"]
+        properties[key] = value
+    properties["hive.metastore.warehouse.dir"] = str(warehouse)
+    body = "".join(
+        f"<property><name>{escape(k)}</name><value>{escape(v)}</value></property>"
+        for k, v in properties.items()
+    )
+    return f"<configuration>{body}</configuration>\n"
 
 
 @pytest.fixture(scope="module")
-def node(metastore_db, secret, tmp_path_factory):
-    root = tmp_path_factory.mktemp("node")
-    conf = root / "etc/spark/conf"
-    conf.mkdir(parents=True)
-    # What EMR wrote from the spark-hive-site classification: kept by the merge.
+def spark_conf_dir(metastore_db, secret_arn, tmp_path_factory):
+    conf = tmp_path_factory.mktemp("spark-conf")
+    arn, client = secret_arn
     (conf / "hive-site.xml").write_text(
-        "<configuration><property><name>hive.metastore.connect.retries</name>"
-        "<value>15</value></property></configuration>\n"
+        hive_site(metastore_db, arn, client, tmp_path_factory.mktemp("warehouse"))
     )
-    dry = run_bootstrap(root, metastore_db, secret, "--dry-run")
-    first = run_bootstrap(root, metastore_db, secret)
-    return root, dry, first
+    return conf
 
 
-def test_hive_site_gets_the_jdbc_settings_and_the_password_which_no_log_shows(node):
-    root, dry, first = node
-    site = root / "etc/spark/conf/hive-site.xml"
-    text = site.read_text()
-    for needed in ("javax.jdo.option.ConnectionURL", "org.postgresql.Driver",
-                   "<value>hive</value>", "datanucleus.schema.autoCreateTables",
-                   "hive.metastore.connect.retries", PASSWORD):  # fmt: skip
-        assert needed in text
-    assert site.stat().st_mode & 0o777 == 0o640  # owner and group (hadoop) only
-    for output in (dry.stdout, dry.stderr, first.stdout, first.stderr):
-        assert PASSWORD not in output
-    assert "dry-run: would update" in dry.stderr and "updated" in first.stderr
+def test_the_classification_names_the_password_by_secret_arn_only(metastore_db, secret_arn):
+    text = (ROOT / "conf/emr/metastore-jdbc.json").read_text()
+    assert PASSWORD not in text and SECRET_ANNOTATION + "{{METASTORE_PASSWORD_SECRET_ARN}}" in text
+    arn, client = secret_arn
+    site = hive_site(metastore_db, arn, client, Path("/w"))
+    assert f"<value>{PASSWORD}</value>" in site and "javax.jdo.option.ConnectionURL" in site
 
 
-def test_second_run_changes_nothing(node, metastore_db, secret):
-    root, _, _ = node
-    before = file_tree(root)
-    again = run_bootstrap(root, metastore_db, secret)
-    assert file_tree(root) == before
-    assert "unchanged" in again.stderr
-
-
-def test_dry_run_on_a_fresh_node_writes_nothing(metastore_db, secret, tmp_path):
-    run_bootstrap(tmp_path, metastore_db, secret, "--dry-run")
-    assert file_tree(tmp_path) == {}
-
-
-def spark_process(root: Path, action: str, warehouse: Path) -> dict:
-    env = {**os.environ, "SPARK_CONF_DIR": str(root / "etc/spark/conf"),
+def spark_process(conf_dir: Path, action: str, warehouse: Path) -> dict:
+    env = {**os.environ, "SPARK_CONF_DIR": str(conf_dir),
            "PYSPARK_PYTHON": sys.executable}  # fmt: skip
     done = subprocess.run(
         [sys.executable, str(ROOT / "tests/metastore_client.py"), action, str(warehouse)],
@@ -113,12 +95,11 @@ def spark_process(root: Path, action: str, warehouse: Path) -> dict:
 
 @pytest.mark.slow
 def test_a_table_written_by_one_spark_process_is_visible_with_partitions_to_another(
-    node, postgres, tmp_path
+    spark_conf_dir, postgres, tmp_path
 ):
-    root, _, _ = node
     warehouse = tmp_path / "warehouse"
-    assert spark_process(root, "write", warehouse) == {"written": 3}
-    seen = spark_process(root, "read", warehouse)
+    assert spark_process(spark_conf_dir, "write", warehouse) == {"written": 3}
+    seen = spark_process(spark_conf_dir, "read", warehouse)
     assert seen == {
         "partitions": ["event_date=2026-11-01", "event_date=2026-11-02"],
         "rows": 3,

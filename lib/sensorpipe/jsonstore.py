@@ -27,7 +27,10 @@ class JsonStore:
         return f"{self._prefix}/{relative}" if self._prefix else relative
 
     def write(self, relative: str, data: dict[str, Any]) -> None:
-        body = json.dumps(data, sort_keys=True, default=str)
+        self.write_text(relative, json.dumps(data, sort_keys=True, default=str))
+
+    def write_text(self, relative: str, body: str) -> None:
+        """A text document, written whole or not at all."""
         if self._s3 is not None:
             self._s3.put_object(Bucket=self._bucket, Key=self._key(relative), Body=body.encode())
             return

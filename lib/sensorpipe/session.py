@@ -61,6 +61,9 @@ def build_session(settings: Settings | HealthSettings) -> SparkSession:
         builder = builder.master(settings.spark.master)
     for key, value in conf.items():
         builder = builder.config(key, value)
+    if settings.catalog.kind == "hive":
+        # Glue or the external metastore on EMR (spark-hive-site), hive-site.xml locally.
+        builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark

@@ -502,9 +502,7 @@ def execute(
     )
 
 
-def dry_run_requests(
-    plan: DeployPlan, add_steps: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def dry_run_requests(plan: DeployPlan, add_steps: dict[str, Any] | None = None) -> dict[str, Any]:
     """The requests a deploy would send, by API operation (`deploy --dry-run --json`),
     passwords redacted."""
     if add_steps is not None:

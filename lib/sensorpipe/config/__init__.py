@@ -30,6 +30,7 @@ from sensorpipe.config.stream import (
     AggregateSettings,
     AlertSettings,
     AnomalySettings,
+    CatalogSettings,
     DecodeSettings,
     LakeSettings,
     LineageSettings,
@@ -42,7 +43,8 @@ from sensorpipe.config.stream import (
 )
 
 __all__ = [
-    "ENV_PREFIX", "AggregateSettings", "AlertSettings", "AnomalySettings", "ClusterSettings",
+    "ENV_PREFIX", "AggregateSettings", "AlertSettings", "AnomalySettings", "CatalogSettings",
+    "ClusterSettings",
     "ConfigError", "DecodeSettings", "DeploySettings", "GeneralZoneSettings", "HealthSettings",
     "JdbcSourceSettings", "LakeSettings", "LineageSettings", "MetastoreSettings",
     "MetricsSettings", "ProtectedZoneSettings", "SecuritySettings", "Settings", "SourceSettings",

@@ -32,7 +32,7 @@ _INSTANCE_TYPE = re.compile(r"^([a-z]+)(\d+)([a-z-]*)\.[a-z0-9]+$")
 
 
 def instance_architecture(instance_type: str) -> str:
-    """"arm64" or "x86_64" for an EC2 instance type such as m7g.xlarge or m7i.xlarge."""
+    """ "arm64" or "x86_64" for an EC2 instance type such as m7g.xlarge or m7i.xlarge."""
     match = _INSTANCE_TYPE.match(instance_type)
     if not match:
         raise ConfigError(f"{instance_type!r} is not an EC2 instance type")
@@ -173,9 +173,6 @@ class MetastoreSettings:
     jdbc_url: str | None = None
     user: str | None = None
     password_secret_arn: str | None = None
-    # The catalog databases the jobs register their tables in.
-    database: str = "sensorpipe"
-    protected_database: str = "sensorpipe_phi"
 
     def __post_init__(self) -> None:
         if self.kind == "jdbc":

@@ -12,7 +12,7 @@ from sensorpipe.config.checks import (
     shared_path,
     verified_tls_jdbc_url,
 )
-from sensorpipe.config.stream import LineageSettings, SparkSettings
+from sensorpipe.config.stream import CatalogSettings, LineageSettings, SparkSettings
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class HealthSettings:
     protected: ProtectedZoneSettings
     general: GeneralZoneSettings
     lineage: LineageSettings = field(default_factory=LineageSettings)
+    catalog: CatalogSettings = field(default_factory=CatalogSettings)
     # The streaming job's anomalies table (device alerts in the patient snapshot).
     device_anomalies_path: str | None = None
 

@@ -3,6 +3,7 @@ conf/emr.yaml)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -181,6 +182,24 @@ class LineageSettings:
 
 
 @dataclass(frozen=True)
+class CatalogSettings:
+    # hive: every job registers the tables it writes (database, table, location, schema, and
+    # partitions as they commit) through Spark's Hive support, which on EMR is the Glue Data
+    # Catalog or the external metastore (spark-hive-site), locally a PostgreSQL-backed
+    # metastore named by $SPARK_CONF_DIR/hive-site.xml. none: paths only.
+    kind: Literal["none", "hive"] = "none"
+    database: str = "sensorpipe"  # the lake and the general zone
+    protected_database: str = "sensorpipe_phi"  # the hospital's protected zone
+
+    def __post_init__(self) -> None:
+        for name in ("database", "protected_database"):
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,127}", getattr(self, name)):
+                raise ConfigError(f"catalog.{name}: lower-case letters, digits and _ only")
+        if self.database == self.protected_database:
+            raise ConfigError("catalog.protected_database: must differ from catalog.database")
+
+
+@dataclass(frozen=True)
 class Settings:
     environment: Literal["local", "emr"]
     spark: SparkSettings
@@ -194,6 +213,7 @@ class Settings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     lineage: LineageSettings = field(default_factory=LineageSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    catalog: CatalogSettings = field(default_factory=CatalogSettings)
 
     def __post_init__(self) -> None:
         if self.alerts.kind != "none" and not self.lake.anomalies_path:

@@ -20,6 +20,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from sensorpipe.catalog import register_partition
 from sensorpipe.config import HealthSettings
 from sensorpipe.health.tables import SOURCE_TABLES, SourceTable
 from sensorpipe.jsonstore import JsonStore
@@ -228,6 +229,7 @@ def import_table(
         result.rows_valid = valid.count()
         result.rows_quarantined = result.rows_read - result.rows_valid
         result.schema_fingerprint = schema_fingerprint(valid)
+        valid_schema = valid.schema
         valid.write.mode("overwrite").parquet(f"{layout.table_path(table)}/{LOAD_COLUMN}={load_id}")
         if result.rows_quarantined:
             quarantine.write.mode("overwrite").parquet(
@@ -247,6 +249,10 @@ def import_table(
         },
     )
     result.load_id, result.high_water_mark = load_id, increment.high_water_mark
+    # In the catalog only once committed: a reader by name never sees an unfinished load.
+    catalog = settings.catalog
+    register_partition(spark, catalog, catalog.protected_database, table.output_name,
+                       layout.table_path(table), valid_schema, {LOAD_COLUMN: load_id})  # fmt: skip
     return result
 
 

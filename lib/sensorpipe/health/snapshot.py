@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from sensorpipe.catalog import register_partition
 from sensorpipe.config import HealthSettings
 from sensorpipe.health.ingest import (
     LOAD_COLUMN,
@@ -255,6 +256,12 @@ def run_snapshot(
             general = cross(df, name, tokenizer, settings.general.generalise_dates)
             general_path = write_general(general, settings.general, str(as_of))
             result.general_paths.append(general_path)
+            catalog, partition = settings.catalog, {"as_of": as_of.isoformat()}
+            register_partition(spark, catalog, catalog.protected_database, name,
+                               f"{protected_root}/{name}", df.schema, partition)  # fmt: skip
+            general_table = general_path.rsplit("/", 1)[0]
+            register_partition(spark, catalog, catalog.database, name, general_table,
+                               general.df.schema, partition)  # fmt: skip
             run.wrote(
                 "path", general_path, rows[name], schema_fingerprint(general.df), zone="general"
             )

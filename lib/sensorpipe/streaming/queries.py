@@ -22,6 +22,10 @@ from sensorpipe.sources import read_records
 DECODE_METRICS = "decode"
 
 
+# How the lake's tables are partitioned (directories, and the catalog's partition columns).
+EVENTS_PARTITIONS = ("event_date", "event_hour")
+QUARANTINE_PARTITIONS = ("arrival_date",)
+
 def decode_metrics() -> list[Column]:
     """Per-batch counts observed on decoded records: in, valid, and each quarantine reason."""
     return [
@@ -70,7 +74,7 @@ def start_events_query(
         one_batch=True,
         path=path,
         checkpoint=checkpoint,
-        partition_by=["event_date", "event_hour"],
+        partition_by=EVENTS_PARTITIONS,
         query_name=query_name,
         table_format=table_format,
         trigger=trigger,
@@ -91,7 +95,7 @@ def start_quarantine_query(
         decoded.transform(quarantined_records),
         path=path,
         checkpoint=checkpoint,
-        partition_by=["arrival_date"],
+        partition_by=QUARANTINE_PARTITIONS,
         query_name=query_name,
         table_format=table_format,
         trigger=trigger,

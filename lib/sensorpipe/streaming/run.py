@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
+from sensorpipe.catalog import CommittedPartitionsListener, register_table
 from sensorpipe.config import Settings
 from sensorpipe.metrics import WAREHOUSE_LOAD_FAILURES, commit_lag_listener, metrics_from_settings
 from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
@@ -22,6 +23,8 @@ from sensorpipe.sinks.alerts import AlertFastPath, AlertStats, shadow_store_from
 from sensorpipe.sinks.lake import AVAILABLE_NOW, committed_files, stream_table
 from sensorpipe.sinks.warehouse import MINUTE_AGGREGATES, LoadStats, warehouse_from_settings
 from sensorpipe.streaming.queries import (
+    EVENTS_PARTITIONS,
+    QUARANTINE_PARTITIONS,
     decoded_stream,
     start_aggregates_query,
     start_alerts_query,
@@ -104,6 +107,25 @@ def side_trigger(settings: Settings) -> str:
     return settings.stream.side_trigger or settings.stream.trigger
 
 
+def register_lake_tables(spark: SparkSession, settings: Settings) -> list[object]:
+    """The events and quarantine tables in the catalog, and a listener that adds each
+    committed micro-batch's partitions (none without a catalog)."""
+    catalog, lake = settings.catalog, settings.lake
+    if catalog.kind == "none":
+        return []
+    tables = {
+        "events": (lake.events_path, SCORED_EVENT_SCHEMA, EVENTS_PARTITIONS),
+        "quarantine": (lake.quarantine_path, QUARANTINE_SCHEMA, QUARANTINE_PARTITIONS),
+    }
+    for table, (path, schema, partitions) in tables.items():
+        register_table(spark, catalog, catalog.database, table, path, schema, partitions,
+                       lake.format)  # fmt: skip
+    if lake.format != "parquet":  # Delta keeps its partitions in its own log
+        return []
+    by_query = {_name(settings, t): (t, path) for t, (path, _, _) in tables.items()}
+    return [CommittedPartitionsListener(spark, catalog, catalog.database, by_query)]
+
+
 def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
     """Start a run: the lake queries, and in a continuous run the side queries too."""
     plan = RunPlan.of(settings)
@@ -124,6 +146,7 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
         )
         fast_path.attach(spark)
     listeners = [progress_printer(_name(settings, "events"))]
+    listeners += register_lake_tables(spark, settings)
     if plan.metrics:
         metrics = metrics_from_settings(settings.metrics)
         listeners.append(commit_lag_listener(metrics, _name(settings, "events")))
