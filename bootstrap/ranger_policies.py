@@ -4,10 +4,16 @@
     python bootstrap/ranger_policies.py --url https://ranger-admin:6182 --user admin \
         --password-env RANGER_ADMIN_PASSWORD [--policies conf/ranger] [--dry-run]
 
-Each file holds {"policies": [...]} in Ranger's policy JSON: access by role to the raw and
-aggregate databases, row filters by facility on clinical tables, masks on PHI columns. Every
-policy is built with the official client's model classes (apache-ranger) and checked before
-anything is sent. For each, the admin server is asked for the policy of that name in that
+Each file holds {"policies": [...]} in Ranger's policy JSON, for the services EMR's Ranger
+plugins enforce on this release: `amazon-emr-spark` (databases, tables, columns, table URLs)
+and `amazon-emr-emrfs` (S3 paths). Every policy is built with the official client's model
+classes (apache-ranger) and checked against its service's definition (conf/ranger/servicedefs/,
+AWS's published definitions) before anything is sent: its resources must be one of the
+definition's resource hierarchies, its access types the definition's, and its policy type one
+the definition supports (neither has masking or row filters: AWS documents that EMR's Spark
+plugin enforces neither). Which service a policy is for comes from the security configuration's
+RangerPluginConfigurations (conf/emr/security-configuration.json). For each policy, the admin
+server is asked for the policy of that name in that
 service: missing -> created; different -> updated by id; the same -> left alone. A second run
 therefore changes nothing. Needs `pip install apache-ranger`.
 """
@@ -33,15 +39,8 @@ POLICY_TYPES = {
     RangerPolicy.POLICY_TYPE_DATAMASK: "dataMaskPolicyItems",
     RangerPolicy.POLICY_TYPE_ROWFILTER: "rowFilterPolicyItems",
 }
-# Hive's masking functions, as Ranger's hive service definition names them.
-MASK_TYPES = {
-    "MASK", "MASK_SHOW_LAST_4", "MASK_SHOW_FIRST_4", "MASK_HASH", "MASK_NULL", "MASK_NONE",
-    "MASK_DATE_SHOW_YEAR", "CUSTOM",
-}  # fmt: skip
-HIVE_ACCESSES = {
-    "select", "update", "create", "drop", "alter", "index", "lock", "all", "read", "write",
-    "repladmin", "serviceadmin", "tempudfadmin", "refresh",
-}  # fmt: skip
+# The service definition each EMR plugin (the security configuration's "App") enforces.
+APP_SERVICE_TYPES = {"Spark": "amazon-emr-spark", "EMRFS": "amazon-emr-emrfs"}
 # The fields this project owns in a policy; Ranger adds id, guid, version, times and so on.
 MANAGED = (
     "service", "name", "policyType", "description", "isEnabled", "isAuditEnabled",
@@ -54,19 +53,87 @@ class PolicyError(ValueError):
     """A policy document is not valid; the message names the file and the policy."""
 
 
-def build_policy(doc: dict[str, Any], where: str) -> RangerPolicy:
-    """A RangerPolicy from its JSON, checked: resources, items and their types."""
+@dataclass
+class ServiceDef:
+    """What a Ranger service definition allows a policy to name."""
+
+    name: str
+    hierarchies: list[frozenset[str]]  # each root-to-leaf chain of resources
+    access_types: set[str]
+    policy_types: set[int]
+
+    @classmethod
+    def load(cls, path: Path) -> ServiceDef:
+        doc = json.loads(path.read_text())
+        resources = {r["name"]: r for r in doc["resources"]}
+        leaves = [n for n in resources if not any(r["parent"] == n for r in resources.values())]
+        hierarchies = []
+        for leaf in leaves:
+            chain, name = [], leaf
+            while name:
+                chain.append(name)
+                name = resources[name]["parent"]
+            hierarchies.append(frozenset(chain))
+        policy_types = {RangerPolicy.POLICY_TYPE_ACCESS}
+        if doc.get("dataMaskDef", {}).get("resources"):
+            policy_types.add(RangerPolicy.POLICY_TYPE_DATAMASK)
+        if doc.get("rowFilterDef", {}).get("resources"):
+            policy_types.add(RangerPolicy.POLICY_TYPE_ROWFILTER)
+        access = {a["name"] for a in doc["accessTypes"]}
+        return cls(doc["name"], hierarchies, access, policy_types)
+
+
+def load_services(folder: Path, security_configuration: Path) -> dict[str, ServiceDef]:
+    """Policy repository name -> its service definition, from the security configuration's
+    RangerPluginConfigurations and the definitions in <folder>/servicedefs/."""
+    definitions = {
+        d.name: d for d in map(ServiceDef.load, sorted((folder / "servicedefs").glob("*.json")))
+    }
+    config = json.loads(security_configuration.read_text())
+    plugins = config["AuthorizationConfiguration"]["RangerConfiguration"][
+        "RangerPluginConfigurations"
+    ]
+    services = {}
+    for plugin in plugins:
+        service_type = APP_SERVICE_TYPES.get(plugin["App"])
+        if service_type not in definitions:
+            raise PolicyError(
+                f"{security_configuration}: no service definition for plugin {plugin['App']} "
+                f"({service_type}) in {folder / 'servicedefs'}"
+            )
+        services[plugin["PolicyRepositoryName"]] = definitions[service_type]
+    return services
+
+
+def build_policy(doc: dict[str, Any], where: str, services: dict[str, ServiceDef]) -> RangerPolicy:
+    """A RangerPolicy from its JSON, checked against its service's definition."""
     policy = RangerPolicy(doc)
     policy.type_coerce_attrs()
     name = f"{where}: policy {policy.name!r}"
     if not policy.service or not policy.name:
         raise PolicyError(f"{where}: every policy needs service and name")
+    service = services.get(policy.service)
+    if service is None:
+        raise PolicyError(
+            f"{name}: service {policy.service!r} is no plugin's policy repository "
+            f"(the security configuration names {sorted(services)})"
+        )
     if policy.policyType not in POLICY_TYPES:
         raise PolicyError(f"{name}: policyType must be one of {sorted(POLICY_TYPES)}")
+    if policy.policyType not in service.policy_types:
+        raise PolicyError(
+            f"{name}: {service.name} supports policy types {sorted(service.policy_types)} only "
+            f"(no data masking or row filtering), not {policy.policyType}"
+        )
     if not policy.resources or not all(
         isinstance(r, RangerPolicyResource) and r.values for r in policy.resources.values()
     ):
         raise PolicyError(f"{name}: resources must name values")
+    if frozenset(policy.resources) not in service.hierarchies:
+        raise PolicyError(
+            f"{name}: resources {sorted(policy.resources)} are not a resource hierarchy of "
+            f"{service.name} ({sorted(sorted(h) for h in service.hierarchies)})"
+        )
     items = getattr(policy, POLICY_TYPES[policy.policyType]) or []
     if not items:
         raise PolicyError(f"{name}: needs {POLICY_TYPES[policy.policyType]}")
@@ -74,21 +141,20 @@ def build_policy(doc: dict[str, Any], where: str) -> RangerPolicy:
         if not (item.users or item.groups or item.roles):
             raise PolicyError(f"{name}: an item grants nobody (users, groups or roles)")
         for access in item.accesses or []:
-            if not isinstance(access, RangerPolicyItemAccess) or access.type not in HIVE_ACCESSES:
-                raise PolicyError(f"{name}: unknown access type {access.get('type')!r}")
-        if policy.policyType == RangerPolicy.POLICY_TYPE_DATAMASK:
-            mask = item.dataMaskInfo
-            if mask is None or mask.dataMaskType not in MASK_TYPES:
+            kind = access.type if isinstance(access, RangerPolicyItemAccess) else None
+            if kind not in service.access_types:
                 raise PolicyError(
-                    f"{name}: dataMaskInfo.dataMaskType must be one of {sorted(MASK_TYPES)}"
+                    f"{name}: access type {kind!r} is not one of {service.name}'s "
+                    f"{sorted(service.access_types)}"
                 )
-        if policy.policyType == RangerPolicy.POLICY_TYPE_ROWFILTER:
-            if item.rowFilterInfo is None or not item.rowFilterInfo.filterExpr:
-                raise PolicyError(f"{name}: rowFilterInfo.filterExpr is required")
     return policy
 
 
-def load_policies(folder: Path) -> list[RangerPolicy]:
+def load_policies(folder: Path, security_configuration: Path | None = None) -> list[RangerPolicy]:
+    security_configuration = security_configuration or (
+        folder.parent / "emr/security-configuration.json"
+    )
+    services = load_services(folder, security_configuration)
     policies, seen = [], set()
     for path in sorted(folder.glob("*.json")):
         try:
@@ -96,7 +162,7 @@ def load_policies(folder: Path) -> list[RangerPolicy]:
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise PolicyError(f'{path}: expected {{"policies": [...]}}: {exc}') from None
         for doc in docs:
-            policy = build_policy(doc, str(path))
+            policy = build_policy(doc, str(path), services)
             key = (policy.service, policy.name)
             if key in seen:
                 raise PolicyError(f"{path}: policy {policy.name!r} is defined twice")
@@ -164,11 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--policies", default=str(Path(__file__).resolve().parent.parent / "conf/ranger")
     )
+    parser.add_argument(
+        "--security-configuration",
+        help="the EMR security configuration JSON (default: conf/emr/ beside --policies)",
+    )
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--ca-bundle", help="TLS CA bundle for the admin server")
     args = parser.parse_args(argv)
     try:
-        policies = load_policies(Path(args.policies))
+        security = Path(args.security_configuration) if args.security_configuration else None
+        policies = load_policies(Path(args.policies), security)
     except PolicyError as exc:
         print(f"ranger_policies: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,8 @@ STEPS_FILES = ("emr-steps.json", "emr-streaming-steps.json")
 
 def all_steps() -> list[dict]:
     return [s for f in STEPS_FILES for s in json.loads((ROOT / f).read_text())]
+
+
 CLI_STEP_KEYS = {"Type", "Name", "ActionOnFailure", "Args", "Jar", "MainClass", "Properties"}
 
 

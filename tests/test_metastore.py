@@ -10,16 +10,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import boto3
 import psycopg
 import pytest
 
+from tests.metastore_site import SECRET_ANNOTATION, hive_site
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "hive-metastore-s3cret"
 SECRET_ID = "sensorpipe/metastore"
-SECRET_ANNOTATION = "EMR.secret@"
 
 
 @pytest.fixture(scope="module")
@@ -42,34 +42,12 @@ def secret_arn(moto_server):
     return client.create_secret(Name=SECRET_ID, SecretString=PASSWORD)["ARN"], client
 
 
-def hive_site(jdbc_url: str, secret_arn: str, secrets, warehouse: Path) -> str:
-    """hive-site.xml from the deployment's spark-hive-site classification, as EMR writes it."""
-    (classification,) = json.loads((ROOT / "conf/emr/metastore-jdbc.json").read_text())
-    assert classification["Classification"] == "spark-hive-site"
-    values = {"METASTORE_JDBC_URL": jdbc_url, "METASTORE_USER": "hive",
-              "METASTORE_PASSWORD_SECRET_ARN": secret_arn, "BUCKET": "unused"}  # fmt: skip
-    properties = {}
-    for key, value in classification["Properties"].items():
-        for name, filled in values.items():
-            value = value.replace("{{" + name + "}}", filled)
-        if value.startswith(SECRET_ANNOTATION):
-            arn = value.removeprefix(SECRET_ANNOTATION)
-            value = secrets.get_secret_value(SecretId=arn)["SecretString"]
-        properties[key] = value
-    properties["hive.metastore.warehouse.dir"] = str(warehouse)
-    body = "".join(
-        f"<property><name>{escape(k)}</name><value>{escape(v)}</value></property>"
-        for k, v in properties.items()
-    )
-    return f"<configuration>{body}</configuration>\n"
-
-
 @pytest.fixture(scope="module")
 def spark_conf_dir(metastore_db, secret_arn, tmp_path_factory):
     conf = tmp_path_factory.mktemp("spark-conf")
     arn, client = secret_arn
     (conf / "hive-site.xml").write_text(
-        hive_site(metastore_db, arn, client, tmp_path_factory.mktemp("warehouse"))
+        hive_site(metastore_db, "hive", arn, client, tmp_path_factory.mktemp("warehouse"))
     )
     return conf
 
@@ -78,7 +56,7 @@ def test_the_classification_names_the_password_by_secret_arn_only(metastore_db, 
     text = (ROOT / "conf/emr/metastore-jdbc.json").read_text()
     assert PASSWORD not in text and SECRET_ANNOTATION + "{{METASTORE_PASSWORD_SECRET_ARN}}" in text
     arn, client = secret_arn
-    site = hive_site(metastore_db, arn, client, Path("/w"))
+    site = hive_site(metastore_db, "hive", arn, client, Path("/w"))
     assert f"<value>{PASSWORD}</value>" in site and "javax.jdo.option.ConnectionURL" in site
 
 

@@ -143,20 +143,23 @@ def register_partition(
     add_partitions(spark, catalog, database, table, [partition])
 
 
+def partition_spec(directory: str) -> dict[str, str]:
+    """{"event_date": "2026-11-01", "event_hour": "5"} from "event_date=2026-11-01/event_hour=5"."""
+    return dict(part.split("=", 1) for part in directory.split("/") if "=" in part)
+
+
 def partitions_of_files(files: Iterable[str]) -> list[dict[str, str]]:
     """The Hive partitions (key=value directories) the given data files are in."""
     from sensorpipe.sinks.lake import partitions_of
 
-    return [
-        dict(part.split("=", 1) for part in directory.split("/"))
-        for directory in sorted(partitions_of(set(files)))
-        if directory
-    ]
+    return [partition_spec(d) for d in sorted(partitions_of(set(files))) if d]
 
 
 class CommittedPartitionsListener(StreamingQueryListener):
-    """Adds the partitions each committed micro-batch of a file-sink query wrote: after a
-    batch commits, its files are in the sink log, and progress events follow commits."""
+    """Adds the partitions each committed micro-batch of a file-sink query wrote, while a
+    continuous run runs: after a batch commits, its files are in the sink log, and progress
+    events follow commits. Events arrive asynchronously (the last ones of a run may come after
+    it ended), so a run also adds its partitions when it ends (`register_run_partitions`)."""
 
     def __init__(
         self,

@@ -286,8 +286,9 @@ def _uploads(settings: DeploySettings, root: Path, prefix: str, wheel: str) -> l
         if p.suffix in (".sh", ".py")
     ]
     uploads += [
-        Upload(p, f"{prefix}/conf/ranger/{p.name}")
-        for p in sorted((root / "conf/ranger").glob("*.json"))
+        Upload(p, f"{prefix}/{p.relative_to(root).as_posix()}")
+        for folder in ("conf/ranger", "conf/lakeformation", "conf/emr")
+        for p in sorted((root / folder).rglob("*.json"))
     ]
     missing = [str(u.local) for u in uploads if not u.local.is_file()]
     if missing:

@@ -26,6 +26,7 @@ DECODE_METRICS = "decode"
 EVENTS_PARTITIONS = ("event_date", "event_hour")
 QUARANTINE_PARTITIONS = ("arrival_date",)
 
+
 def decode_metrics() -> list[Column]:
     """Per-batch counts observed on decoded records: in, valid, and each quarantine reason."""
     return [

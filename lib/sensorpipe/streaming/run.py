@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from sensorpipe.catalog import CommittedPartitionsListener, register_table
+from sensorpipe.catalog import (
+    CommittedPartitionsListener,
+    add_partitions,
+    partition_spec,
+    register_table,
+)
 from sensorpipe.config import Settings
 from sensorpipe.metrics import WAREHOUSE_LOAD_FAILURES, commit_lag_listener, metrics_from_settings
 from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
@@ -253,11 +258,23 @@ def await_lake_run(run: LakeRun) -> None:
         run.stop()
 
 
+def register_run_partitions(spark: SparkSession, settings: Settings, summary: RunSummary) -> None:
+    """The partitions the run's committed files are in, in the catalog (the listener may not
+    have seen the last batches)."""
+    catalog = settings.catalog
+    if catalog.kind == "none" or settings.lake.format != "parquet":
+        return
+    for table, write in (("events", summary.events), ("quarantine", summary.quarantine)):
+        specs = [partition_spec(d) for d in write.partitions_written if d]
+        add_partitions(spark, catalog, catalog.database, table, specs)
+
+
 def summarize_lake_run(spark: SparkSession, settings: Settings, run: LakeRun) -> RunSummary:
     lake_part = lake_summary(
         spark, settings, run.events, run.quarantine,
         (run.events_before, run.quarantine_before), run.queries,
     )  # fmt: skip
+    register_run_partitions(spark, settings, lake_part)
     return lake_part + side_summary(
         run.aggregates, run.load_stats.rows, run.load_stats.batches,
         run.alert_stats.transitions, run.alert_stats.updates_sent,

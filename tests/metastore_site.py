@@ -1,0 +1,35 @@
+"""hive-site.xml as EMR writes it from the deployment's spark-hive-site classification
+(conf/emr/metastore-jdbc.json) for an external metastore on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET_ANNOTATION = "EMR.secret@"
+
+
+def hive_site(jdbc_url: str, user: str, secret_arn: str, secrets: Any, warehouse: Path) -> str:
+    """The classification's properties, filled; the password's EMR.secret@ ARN resolved with
+    `secrets` (a Secrets Manager client), as EMR resolves it when it configures the nodes."""
+    (classification,) = json.loads((ROOT / "conf/emr/metastore-jdbc.json").read_text())
+    assert classification["Classification"] == "spark-hive-site"
+    values = {"METASTORE_JDBC_URL": jdbc_url, "METASTORE_USER": user,
+              "METASTORE_PASSWORD_SECRET_ARN": secret_arn, "BUCKET": "unused"}  # fmt: skip
+    properties = {}
+    for key, value in classification["Properties"].items():
+        for name, filled in values.items():
+            value = value.replace("{{" + name + "}}", filled)
+        if value.startswith(SECRET_ANNOTATION):
+            arn = value.removeprefix(SECRET_ANNOTATION)
+            value = secrets.get_secret_value(SecretId=arn)["SecretString"]
+        properties[key] = value
+    properties["hive.metastore.warehouse.dir"] = str(warehouse)
+    body = "".join(
+        f"<property><name>{escape(k)}</name><value>{escape(v)}</value></property>"
+        for k, v in properties.items()
+    )
+    return f"<configuration>{body}</configuration>\n"
