@@ -43,6 +43,8 @@ TEST = [
     "aws-kinesis-agg>=1.2",
     # the detector speed benchmark's anchor
     "rrcf>=0.4",
+    # the AWS CLI's own `emr add-steps` parsing of the steps files (it vendors its botocore)
+    "awscli==1.46.3",
 ]
 
 # bootstrap/ranger_policies.py (run from an admin host or the primary node) and its tests.

@@ -463,7 +463,9 @@ def test_deploy_uploads_artifacts_and_node_scripts_moto_mock(deployed):
     for needed in ("sensorpipe.zip", "sensorpipe-deps.tar.gz", "jars/postgresql.jar",
                    "jobs/ingest_jdbc.py", "jobs/compact_lake.py", "conf/emr.yaml",
                    "conf/health-emr.yaml", "bootstrap/sensorpipe_node.sh",
-                   "bootstrap/ranger_policies.py", "conf/ranger/access.json"):  # fmt: skip
+                   "bootstrap/ranger_policies.py", "conf/ranger/spark-access.json",
+                   "conf/ranger/servicedefs/amazon-emr-spark.json",
+                   "conf/lakeformation/data-cells-filters.json"):  # fmt: skip
         assert f"{prefix}/{needed}" in keys
     assert any(k.startswith(f"{prefix}/sensorpipe-") and k.endswith(".whl") for k in keys)
 
@@ -603,3 +605,24 @@ def test_stack_outputs_come_from_the_estates_stacks_only_moto_mock(moto_server):
     assert stack_outputs(cfn, "sensorpipe") == OUTPUTS
     with pytest.raises(DeployError, match="no CloudFormation stack named nothing-"):
         stack_outputs(cfn, "nothing")
+
+
+def test_the_batch_compacts_a_day_whose_late_data_horizon_has_passed():
+    """The batch steps of day D compact day D - compaction_delay_days; by the start of D its
+    horizon (conf/emr.yaml's decode.max_event_lag_hours) has passed, so the step can run."""
+    from datetime import UTC, datetime
+
+    from sensorpipe.compaction import late_data_horizon
+
+    from tests.test_config import EMR_ENV
+
+    day = date(2026, 11, 28)
+    batch = plan_steps(settings(), ROOT, placeholder_values(settings(), "v1", day), "batch")
+    compact = next(s for s in batch if s["Name"] == "sensorpipe compact_lake")
+    compacted = date.fromisoformat(compact["Args"][compact["Args"].index("--date") + 1])
+    assert compacted == date(2026, 11, 20)
+    emr = load_settings(ROOT / "conf/emr.yaml", environ=EMR_ENV)
+    assert late_data_horizon(compacted, emr) <= datetime(2026, 11, 28, tzinfo=UTC)
+    others = [s for s in batch if s["Name"] in ("sensorpipe patient_profile_snapshot",
+                                                "sensorpipe batch_daily_rollup")]  # fmt: skip
+    assert all("2026-11-28" in " ".join(s["Args"]) for s in others)

@@ -435,6 +435,17 @@ def test_hospital_role_reaches_the_protected_zone(templates):
     assert "alias/sensorpipe-protected" in text
 
 
+def test_emr_service_role_may_read_the_metastore_password_secret_only(templates):
+    """EMR resolves spark-hive-site's EMR.secret@ ARN with the service role."""
+    found = [
+        s for _, logical, _, s in statements({"access": templates["access"]})
+        if "EmrServiceRole" in logical and "secretsmanager:GetSecretValue" in as_list(s["Action"])
+    ]  # fmt: skip
+    assert len(found) == 1
+    (resource,) = as_list(found[0]["Resource"])
+    assert resource.endswith(":secret:sensorpipe/metastore*")
+
+
 def test_bad_estate_settings_fail_naming_the_field(tmp_path):
     text = ESTATE_YAML.read_text().replace("${SENSORPIPE_ACCOUNT:-123456789012}", "12345")
     (tmp_path / "estate.yaml").write_text(text)

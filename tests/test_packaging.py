@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import tarfile
@@ -122,7 +123,7 @@ def test_readme_spark_submit_line_matches_make_run(tmp_path, kinesalite, postgre
 # package, and tools that must never reach a node.
 TOOL_MODULES = ("cli.py", "deploy.py", "local_services.py", "samples.py", "producer.py",
                 "plot.py", "health/synthetic.py", "synthetic_hospital.py")  # fmt: skip
-NEVER_ON_THE_CLUSTER = ("sensorpipe_tools", "aws_cdk", "checkov", "cfn_lint", "pyspark/")
+NEVER_ON_THE_CLUSTER = ("sensorpipe_tools", "aws_cdk", "checkov", "cfn_lint", "pyspark/", "awscli")
 
 
 @pytest.mark.slow
@@ -134,6 +135,9 @@ def test_cluster_artifacts_hold_the_runtime_package_and_no_tool(tmp_path):
         cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("sensorpipe-*.whl")
+    # What `sensorpipe deploy` checks the instances' architecture against.
+    build = json.loads((tmp_path / "dist/BUILD-INFO.json").read_text())
+    assert build == {"machine": platform.machine(), "python": "3.11"}
     listings = {
         "wheel": zipfile.ZipFile(wheel).namelist(),
         "zip": zipfile.ZipFile(tmp_path / "dist/sensorpipe.zip").namelist(),

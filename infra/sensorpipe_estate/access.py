@@ -69,6 +69,19 @@ class AccessStack(Stack):
                 conditions={"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
             )
         )
+        # An external metastore's password is given to EMR as a secret ARN (EMR.secret@ in
+        # spark-hive-site); EMR reads it with this role ("Store sensitive configuration data in
+        # AWS Secrets Manager", EMR Release Guide).
+        service.add_to_policy(
+            iam.PolicyStatement(
+                sid="MetastorePasswordSecret",
+                actions=["secretsmanager:GetSecretValue"],
+                resources=[
+                    f"arn:aws:secretsmanager:{settings.region}:{account}:secret:"
+                    f"{settings.name}/metastore*"
+                ],
+            )
+        )
         iam.CfnInstanceProfile(
             self,
             "EmrInstanceProfile",

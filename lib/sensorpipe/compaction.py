@@ -75,10 +75,12 @@ def one_day_by_hour(events: DataFrame, day: date) -> DataFrame:
     return events.where(F.col("event_date") == F.lit(day)).repartition("event_hour")
 
 
-def _check_copy(day_events: DataFrame, committed: list[str], source: str, day: date) -> None:
+def _check_copy(events: DataFrame, committed: list[str], source: str, day: date) -> None:
     """A copy of the table (S3DistCp's) must hold only files the sink log committed."""
     names = {f.rsplit("/", 1)[-1] for f in committed}
-    extra = sorted({f.rsplit("/", 1)[-1] for f in day_events.inputFiles()} - names)
+    marker = f"/event_date={day.isoformat()}/"
+    copied = {f.rsplit("/", 1)[-1] for f in events.inputFiles() if marker in f}
+    extra = sorted(copied - names)
     if extra:
         raise CompactionError(
             f"{source} holds {len(extra)} file(s) of {day} the sink log never committed "
@@ -109,10 +111,10 @@ def run_compaction(
     # copy S3DistCp made of the table. Either is read as every reader reads the lake.
     source = source or settings.lake.events_path
     events = read_table(spark, source, settings.lake.format, SCORED_EVENT_SCHEMA)
+    if source.rstrip("/") != settings.lake.events_path.rstrip("/"):
+        _check_copy(events, committed_day_files(spark, settings, day), source, day)
     day_events = one_day_by_hour(events, day).persist()
     try:
-        if source.rstrip("/") != settings.lake.events_path.rstrip("/"):
-            _check_copy(day_events, committed_day_files(spark, settings, day), source, day)
         rows = day_events.count()
         day_events.write.mode("overwrite").option("partitionOverwriteMode", "dynamic").partitionBy(
             *EVENTS_PARTITIONS

@@ -26,7 +26,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -166,6 +166,7 @@ def placeholder_values(settings: DeploySettings, code_version: str, day: date) -
         "PROTECTED_BUCKET": settings.protected_bucket,
         "REGION": settings.region,
         "DATE": day.isoformat(),
+        "COMPACTION_DATE": (day - timedelta(days=c.compaction_delay_days)).isoformat(),
         "CODE_VERSION": code_version,
         "JOBS_PRINCIPAL": f"{c.jobs_principal}@{c.kerberos_realm}",
         "JOBS_KEYTAB": c.jobs_keytab,

@@ -88,6 +88,10 @@ class ClusterSettings:
     batch_min_capacity: int = field(default=2, metadata=check(positive))
     batch_max_capacity: int = field(default=8, metadata=check(positive))
     batch_idle_timeout_seconds: int = field(default=3600, metadata=check(positive))
+    # The batch steps of day D compact day D - compaction_delay_days: a day is compacted only
+    # after its late-data horizon (end of day + decode.max_event_lag_hours, 168 h by default),
+    # so at least 1 + that many days.
+    compaction_delay_days: int = field(default=8, metadata=check(positive))
     # Install the sensorpipe wheel into each node's Python at boot. Off: the jobs' Python
     # comes with the dependency archive; on, pip needs a reachable index (a private
     # subnet has none unless SENSORPIPE_PIP_ARGS names a mirror).
