@@ -221,7 +221,7 @@ def test_general_zone_holds_no_identifier_from_the_manifest(spark, hospital):
 def test_general_zone_tokens_are_keyed_hmacs_and_dates_are_generalised(spark, hospital):
     general = spark.read.parquet(f"{hospital.settings.general.root}/patient_profile")
     patient = hospital.data.rows["clinical.patients"][0]
-    expected = token_of(hospital.key.encode(), "patient", patient["patient_id"])
+    expected = token_of(bytes.fromhex(hospital.key), "patient", patient["patient_id"])
     row = general.where(F.col("patient_token") == expected).first()
     assert row is not None and row.birth_year == patient["birth_date"].year
     assert "patient_id" not in general.columns and "birth_date" not in general.columns
@@ -229,8 +229,34 @@ def test_general_zone_tokens_are_keyed_hmacs_and_dates_are_generalised(spark, ho
         r.last_encounter_at is None or r.last_encounter_at.day == 1 for r in general.collect()
     )
     assert token_of(b"another key of at least 32 bytes!!", "patient", 1) != token_of(
-        hospital.key.encode(), "patient", 1
+        bytes.fromhex(hospital.key), "patient", 1
     )
+
+
+def test_token_key_length_is_counted_in_key_bytes_and_each_output_names_its_key(hospital):
+    """32 hex digits are 16 bytes: refused (they passed when characters were counted). Every
+    general-zone output records the key's id, so a rotation is visible."""
+    from sensorpipe.config import GeneralZoneSettings
+    from sensorpipe.lineage import load_runs
+    from sensorpipe.phi import token_key, token_key_id
+
+    def key_from(text: str) -> bytes:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SENSORPIPE_PHI_TOKEN_KEY", text)
+            return token_key(GeneralZoneSettings(root="/g"))
+
+    with pytest.raises(BoundaryError, match="at least 32 bytes \\(64 hex digits\\), got 16"):
+        key_from("ab" * 16)
+    with pytest.raises(BoundaryError, match="must be hex"):
+        key_from("a passphrase that is long enough in characters")
+    assert key_from(hospital.key) == bytes.fromhex(hospital.key) and len(key_from("cd" * 32)) == 32
+    (snapshot,) = [r for r in load_runs(hospital.settings.lineage)
+                   if r["job"] == "patient_profile_snapshot"]  # fmt: skip
+    general = [o for o in snapshot["outputs"] if o["zone"] == "general"]
+    assert general and {o["token_key_id"] for o in general} == {
+        token_key_id(bytes.fromhex(hospital.key))
+    }
+    assert hospital.key not in json.dumps(snapshot)
 
 
 def test_only_declared_crossings_reach_the_general_zone(spark, hospital):

@@ -135,14 +135,30 @@ CROSSINGS: dict[str, Crossing] = {
 
 
 def token_key(settings: GeneralZoneSettings) -> bytes:
-    key = secret_value(
+    """The token key's bytes. The key is hex (as `sensorpipe phi-key` writes it) and at least
+    MIN_KEY_BYTES once decoded: counting the hex text's characters would take a 16-byte key
+    written as 32 hex digits for a 32-byte one."""
+    text = secret_value(
         "general.token_key_env", settings.token_key_env, settings.token_key_secret_id
     )
-    if key is None or len(key.encode()) < MIN_KEY_BYTES:
+    try:
+        key = bytes.fromhex((text or "").strip())
+    except ValueError:
         raise BoundaryError(
-            f"general.token_key_env: the token key must be at least {MIN_KEY_BYTES} bytes"
+            "general.token_key_env: the token key must be hex (`sensorpipe phi-key` makes one)"
+        ) from None
+    if len(key) < MIN_KEY_BYTES:
+        raise BoundaryError(
+            f"general.token_key_env: the token key must be at least {MIN_KEY_BYTES} bytes "
+            f"({2 * MIN_KEY_BYTES} hex digits), got {len(key)}"
         )
-    return key.encode()
+    return key
+
+
+def token_key_id(key: bytes) -> str:
+    """A public name for a key (a hash of it, not the key): recorded with every general-zone
+    output, so a rotation shows which tokens came from which key."""
+    return hashlib.sha256(b"sensorpipe token key id|" + key).hexdigest()[:12]
 
 
 def token_of(key: bytes, domain: str, value: object) -> str:

@@ -21,7 +21,7 @@ from sensorpipe.health.ingest import (
 )
 from sensorpipe.health.tables import TABLES_BY_NAME
 from sensorpipe.lineage import LineageRun, schema_fingerprint
-from sensorpipe.phi import Tokenizer, cross, token_key, write_general
+from sensorpipe.phi import Tokenizer, cross, token_key, token_key_id, write_general
 
 ABNORMAL_LAB_DAYS = 90
 VITALS = ("heart_rate", "systolic_mmhg", "diastolic_mmhg", "temperature_c", "spo2_pct",
@@ -224,7 +224,8 @@ def run_snapshot(
     spark: SparkSession, settings: HealthSettings, as_of: date, run: LineageRun
 ) -> SnapshotResult:
     """Build both outputs for `as_of`, replacing that date's partition in each zone."""
-    tokenizer = Tokenizer(token_key(settings.general))  # fails early without a key
+    key = token_key(settings.general)  # fails early without a key
+    tokenizer, key_id = Tokenizer(key), token_key_id(key)
     tables = {
         name.split(".")[1]: _protected_table(spark, settings, name, run) for name in TABLES_BY_NAME
     }
@@ -263,8 +264,9 @@ def run_snapshot(
             register_partition(spark, catalog, catalog.database, name, general_table,
                                general.df.schema, partition)  # fmt: skip
             run.wrote(
-                "path", general_path, rows[name], schema_fingerprint(general.df), zone="general"
-            )
+                "path", general_path, rows[name], schema_fingerprint(general.df), zone="general",
+                token_key_id=key_id,
+            )  # fmt: skip
     finally:
         profile.unpersist()
         discrepancies.unpersist()
