@@ -432,3 +432,31 @@ def test_the_token_key_file_is_readable_by_its_owner_only(tmp_path):
     before = (tmp_path / "k").read_text()
     assert main(["phi-key", "--out", str(tmp_path / "k")]) == 0
     assert (tmp_path / "k").read_text() == before  # an existing key is kept
+
+
+def test_the_general_zone_is_safe_harbor_by_construction(spark, monkeypatch, tmp_path):
+    """Ages over 89 become 90 and such a person's birth year goes (it would give the age
+    away); every date element but the year goes; no setting keeps months."""
+    from datetime import date, datetime
+
+    from sensorpipe.phi import CROSSINGS, DATE, Crossing, Rule, birth_year, token
+
+    probe = Crossing("safe_harbor_probe", {
+        "patient_id": token("patient", "patient_token"), "birth_date": birth_year("birth_year"),
+        "age_years": Rule("age"), "seen_at": DATE,
+    })  # fmt: skip
+    monkeypatch.setitem(CROSSINGS, probe.name, probe)
+    rows = [(1, date(1930, 5, 2), 96, datetime(2026, 6, 15, 10, 30)),
+            (2, date(1980, 3, 4), 46, datetime(2026, 11, 28, 8, 0))]  # fmt: skip
+    df = spark.createDataFrame(rows, "patient_id long, birth_date date, age_years int, "
+                                     "seen_at timestamp")  # fmt: skip
+    general = cross(df, probe.name, Tokenizer(b"k" * 32)).df
+    got = sorted((tuple(r) for r in general.drop("patient_token").collect()), key=lambda r: r[1])
+    assert got == [(1980, 46, date(2026, 1, 1)), (None, 90, date(2026, 1, 1))]
+    with pytest.raises(Exception, match="general.generalise_dates: unknown field"):
+        text = (ROOT / "conf/health-local.yaml").read_text()
+        path = tmp_path / "health-months.yaml"
+        path.write_text(text.replace("general:\n", "general:\n  generalise_dates: month\n"))
+        from sensorpipe.config import load_settings
+
+        load_settings(path, kind=HealthSettings, environ={})

@@ -3,12 +3,20 @@
 The protected zone (config `protected.root`) holds identifiers. The general zone (config
 `general.root`) holds what crossed the boundary, and only through a declared crossing:
 
-    frame = cross(profile, "patient_profile", tokenizer, generalise="month")
+    frame = cross(profile, "patient_profile", tokenizer)
     write_general(frame, settings.general, as_of=date)
 
 A crossing (CROSSINGS below) has a rule for every column of its protected input: keep it, drop
 it, replace it by a keyed token (HMAC-SHA256 with a key from the environment or Secrets
-Manager), generalise a date, reduce a birth date to its year, cap an age. An input column with
+Manager), reduce a date to its year, reduce a birth date to its year unless the person is 90 or
+older, cap an age at 90.
+
+The general zone is HIPAA Safe Harbor (45 CFR 164.514(b)(2)) by construction, not by setting:
+names, addresses, phone numbers, SSNs, record and account numbers, device identifiers and free
+text are dropped; the identifiers the analyses join on are keyed tokens; every date element but
+the year is removed (dates become January 1st of their year); ages over 89 become 90 and the
+birth year of such a person is removed, since it would give the age away. The table in
+docs/hospital.md maps each identifier class to its rule. An input column with
 no rule, or a rule for a column that is not there, stops the job: a schema change must be
 decided here, in review, not leak silently. `write_general` accepts only what `cross` built.
 Free text has no rule but `drop`.
@@ -54,8 +62,9 @@ def token(domain: str, rename: str | None = None) -> Rule:
     return Rule("token", domain=domain, rename=rename)
 
 
-def birth_year(rename: str) -> Rule:
-    return Rule("birth_year", rename=rename)
+def birth_year(rename: str, age_column: str = "age_years") -> Rule:
+    """The year of a birth date, or null for a person aged 90 or more (by `age_column`)."""
+    return Rule("birth_year", domain=age_column, rename=rename)
 
 
 def array_of(**fields: Rule) -> Rule:
@@ -191,23 +200,21 @@ class GeneralFrame:
     df: DataFrame
 
 
-def _generalised(value: Column, generalise: str) -> Column:
-    if generalise == "none":
-        return value
-    return F.trunc(value.cast("date"), generalise)
+def _year_only(value: Column) -> Column:
+    """A date or time about a person, reduced to its year (as January 1st of that year)."""
+    return F.trunc(value.cast("date"), "year")
 
 
-def _apply(
-    rule: Rule, value: Column, dtype: object, where: str, tokenizer: Tokenizer, generalise: str
-) -> Column:
+def _apply(rule: Rule, value: Column, dtype: object, where: str, tokenizer: Tokenizer) -> Column:
     if rule.kind == "keep":
         return value
     if rule.kind == "token":
         return tokenizer.column(value, rule.domain or "value")
     if rule.kind == "date":
-        return _generalised(value, generalise)
+        return _year_only(value)
     if rule.kind == "birth_year":
-        return F.year(value)
+        # The age column is the protected input's, so the cap is applied before any rename.
+        return F.when(F.col(rule.domain or "age_years") < AGE_CAP, F.year(value))
     if rule.kind == "age":
         return F.least(value, F.lit(AGE_CAP))
     if rule.kind == "array":
@@ -219,9 +226,9 @@ def _apply(
         def each(x: Column) -> Column:
             return F.struct(
                 *[
-                    _apply(
-                        r, x[f.name], f.dataType, f"{where}.{f.name}", tokenizer, generalise
-                    ).alias(r.rename or f.name)
+                    _apply(r, x[f.name], f.dataType, f"{where}.{f.name}", tokenizer).alias(
+                        r.rename or f.name
+                    )
                     for f in element.fields
                     for r in [rule.fields[f.name]]
                     if r.kind != "drop"
@@ -244,18 +251,16 @@ def _check_rules(rules: Mapping[str, Rule], columns: list[str], where: str) -> N
         raise BoundaryError(f"{where}: rules for absent column(s) {', '.join(missing)}")
 
 
-def cross(
-    df: DataFrame, crossing_name: str, tokenizer: Tokenizer, generalise: str = "month"
-) -> GeneralFrame:
+def cross(df: DataFrame, crossing_name: str, tokenizer: Tokenizer) -> GeneralFrame:
     """The general-zone version of a protected DataFrame, by a declared crossing."""
     crossing = CROSSINGS.get(crossing_name)
     if crossing is None:
         raise BoundaryError(f"{crossing_name!r} is not a declared crossing (phi.CROSSINGS)")
     _check_rules(crossing.rules, df.columns, crossing_name)
     columns = [
-        _apply(
-            rule, F.col(f.name), f.dataType, f"{crossing_name}.{f.name}", tokenizer, generalise
-        ).alias(rule.rename or f.name)
+        _apply(rule, F.col(f.name), f.dataType, f"{crossing_name}.{f.name}", tokenizer).alias(
+            rule.rename or f.name
+        )
         for f in df.schema.fields
         for rule in [crossing.rules[f.name]]
         if rule.kind != "drop"

@@ -44,9 +44,8 @@ class GeneralZoneSettings:
     # Manager secret id (never the key itself).
     token_key_env: str | None = "SENSORPIPE_PHI_TOKEN_KEY"
     token_key_secret_id: str | None = None
-    # Dates about a person crossing the boundary are truncated to this (birth dates always
-    # become a year).
-    generalise_dates: Literal["none", "month", "year"] = "month"
+    # No setting generalises less: dates about a person always cross as their year only
+    # (HIPAA Safe Harbor, phi.py).
 
     def __post_init__(self) -> None:
         if not (self.token_key_env or self.token_key_secret_id):

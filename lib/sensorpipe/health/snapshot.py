@@ -254,7 +254,7 @@ def run_snapshot(
             df.write.mode("overwrite").parquet(path)
             result.protected_paths.append(path)
             run.wrote("path", path, rows[name], schema_fingerprint(df), zone="protected")
-            general = cross(df, name, tokenizer, settings.general.generalise_dates)
+            general = cross(df, name, tokenizer)
             general_path = write_general(general, settings.general, str(as_of))
             result.general_paths.append(general_path)
             catalog, partition = settings.catalog, {"as_of": as_of.isoformat()}
