@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from sensorpipe.config import HealthSettings, load_settings_for_job
-from sensorpipe.health.ingest import import_tables, record_lineage, render_imports
+from sensorpipe.health.ingest import import_tables, render_imports
 from sensorpipe.lineage import recorded_run
 from sensorpipe.session import build_session
 
@@ -30,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings_for_job(args.config, HealthSettings)
     spark = build_session(settings)
     with recorded_run(settings.lineage, "ingest_jdbc", {"tables": args.table or "all"}) as run:
-        imports = import_tables(spark, settings, run.run_id, args.table)
-        record_lineage(run, imports)
+        imports = import_tables(spark, settings, run, args.table)
         print(render_imports(imports))
         print(f"lineage run {run.run_id}: {run.rows_in} rows read, {run.rows_out} written, "
               f"{run.rows_quarantined} quarantined")  # fmt: skip

@@ -131,3 +131,44 @@ def test_compaction_rewrites_a_day_one_file_per_hour_and_is_recorded(spark, sens
     assert hours and all(len(list(h.glob("*.parquet"))) == 1 for h in hours)
     runs = [r for r in load_runs(lineage) if r["job"] == "compact_lake"]
     assert len(runs) == 2 and runs[-1]["rows_in"] == runs[-1]["rows_out"] == expected.count()
+
+
+def test_a_failed_table_is_recorded_and_the_other_tables_loads_are_too(postgres, tmp_path):
+    """One source table gone: the others are imported and on record, the failed one is
+    recorded with its error, and the run fails naming it."""
+    import psycopg
+
+    h = new_hospital(postgres, tmp_path, patients=10)
+    with psycopg.connect(h.dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE billing.claims")
+    with pytest.raises(Exception, match="1 table\\(s\\) failed.*billing.claims"):
+        h.ingest()
+    (run,) = load_runs(h.settings.lineage)
+    assert run["status"] == "failed"
+    assert [f["part"] for f in run["failures"]] == ["billing.claims"]
+    assert "claims" in run["failures"][0]["error"]
+    loaded = {o["name"].rsplit("/", 2)[-2] for o in run["outputs"] if not o["quarantine"]}
+    assert {"patients", "encounters", "vitals"} <= loaded and "claims" not in loaded
+
+
+def test_a_killed_run_leaves_its_record_with_what_it_had_committed(tmp_path):
+    """The record is written when a run starts and at each checkpoint: a process killed
+    after a commit (no finally runs) leaves a record saying so, status "running"."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "from sensorpipe.config import LineageSettings\n"
+        "from sensorpipe.lineage import recorded_run\n"
+        "with recorded_run(LineageSettings(sys.argv[1]), 'ingest_jdbc') as run:\n"
+        "    run.wrote('path', '/zone/patients/load_id=1', 10)\n"
+        "    run.checkpoint()\n"
+        "    os._exit(137)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "lineage")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 137
+    (run,) = load_runs(LineageSettings(str(tmp_path / "lineage")))
+    assert run["status"] == "running" and run["ended_at"] is None
+    assert [o["name"] for o in run["outputs"]] == ["/zone/patients/load_id=1"]

@@ -78,6 +78,8 @@ class LineageRun:
     rows_in: int = 0
     rows_out: int = 0
     rows_quarantined: int = 0
+    # Parts of the run that failed while the others went on (an ingest's tables).
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         now = datetime.now(UTC)
@@ -113,6 +115,16 @@ class LineageRun:
         else:
             self.rows_out += rows or 0
 
+    def failed(self, part: str, error: BaseException) -> None:
+        self.failures.append({"part": part, "error": f"{type(error).__name__}: {error}"[:2000]})
+
+    def checkpoint(self) -> None:
+        """Write the record as it stands (status "running"): what a run committed is on record
+        even if the process is killed before the run ends."""
+        store = getattr(self, "store", None)  # set by recorded_run; not part of the record
+        if store is not None:
+            store.write(f"runs/{self.run_id}.json", self.as_dict())
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -121,8 +133,12 @@ class LineageRun:
 def recorded_run(
     settings: LineageSettings, job: str, params: dict[str, Any] | None = None
 ) -> Iterator[LineageRun]:
-    """Yield a run to describe; its record is written when the block ends, failed or not."""
+    """Yield a run to describe. Its record is written when the run starts (status "running",
+    so a killed run leaves one), at each `checkpoint()`, and when the block ends, failed or
+    not."""
     run = LineageRun(job, {k: str(v) for k, v in (params or {}).items()})
+    run.store = JsonStore(settings.path)
+    run.checkpoint()
     try:
         yield run
         run.status = "succeeded"
@@ -131,7 +147,7 @@ def recorded_run(
         raise
     finally:
         run.ended_at = datetime.now(UTC).isoformat()
-        JsonStore(settings.path).write(f"runs/{run.run_id}.json", run.as_dict())
+        run.checkpoint()
 
 
 def load_runs(settings: LineageSettings) -> list[dict[str, Any]]:

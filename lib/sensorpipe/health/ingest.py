@@ -259,15 +259,35 @@ def import_table(
 def import_tables(
     spark: SparkSession,
     settings: HealthSettings,
-    run_id: str,
+    run: LineageRun,
     names: list[str] | None = None,
 ) -> list[TableImport]:
+    """Import each table; one table's failure does not stop the others. Each committed load is
+    on the run's record at once (a kill after a commit leaves it recorded); a failed table is
+    recorded with its error, and the run then fails naming the failed tables."""
     tables = [t for t in SOURCE_TABLES if not names or t.name in names]
     unknown = set(names or []) - {t.name for t in tables}
     if unknown:
         raise IngestError(f"unknown source table(s): {', '.join(sorted(unknown))}")
     options = jdbc_options(settings)
-    return [import_table(spark, settings, table, options, run_id) for table in tables]
+    imports, failed = [], []
+    for table in tables:
+        try:
+            result = import_table(spark, settings, table, options, run.run_id)
+        except Exception as exc:  # noqa: BLE001 - recorded, then the run fails below
+            run.failed(table.name, exc)
+            run.checkpoint()
+            failed.append(table.name)
+            continue
+        imports.append(result)
+        record_lineage(run, [result])
+        run.checkpoint()
+    if failed:
+        raise IngestError(
+            f"{len(failed)} table(s) failed, the others were imported: {', '.join(failed)} "
+            "(errors in the run's lineage record)"
+        )
+    return imports
 
 
 def read_protected(spark: SparkSession, settings: HealthSettings, table: SourceTable) -> DataFrame:
