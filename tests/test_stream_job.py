@@ -119,3 +119,53 @@ def test_events_are_partitioned_by_event_date_and_hour(spark, tmp_path, small_sa
     assert "event_date=2026-11-01/event_hour=0" in dirs
     assert len(dirs) == 7
     assert (Path(settings.lake.events_path) / "_spark_metadata").is_dir()
+
+
+@pytest.mark.slow
+def test_a_dead_side_query_stops_a_continuous_run_naming_it(
+    spark, small_samples, tmp_path, postgres, warehouse_db
+):
+    """The aggregates query dies (its warehouse goes away once the run is up) while the events
+    query would run for ever: the run stops, every query with it, and the error names the
+    query. (It waited on the events query alone, and the dead query went unnoticed.)"""
+    import threading
+
+    from pyspark.errors import StreamingQueryException
+
+    samples, _ = small_samples
+    settings = local_settings(
+        tmp_path,
+        SENSORPIPE__SOURCE__KIND="replay",
+        SENSORPIPE__SOURCE__REPLAY_PATH=str(samples / "telemetry"),
+        SENSORPIPE__WAREHOUSE__KIND="postgres",
+        SENSORPIPE__WAREHOUSE__PORT=str(postgres.port),
+        SENSORPIPE__WAREHOUSE__DATABASE=warehouse_db,
+        SENSORPIPE__STREAM__TRIGGER="1 second",
+        SENSORPIPE__STREAM__SIDE_TRIGGER="2 seconds",
+        SENSORPIPE__STREAM__QUERY_PREFIX="deadside",
+    )
+    run = start_lake_run(spark, settings)
+    postgres.pause()  # the side queries are up: their next loads fail
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            await_lake_run(run)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    try:
+        waiter.join(240)
+        still_running = waiter.is_alive()
+        if still_running:
+            run.stop()
+            waiter.join(60)
+    finally:
+        postgres.resume()
+    assert not still_running, "the run went on with its aggregates query dead"
+    (error,) = errors
+    assert isinstance(error, StreamingQueryException)
+    assert "deadside_aggregates" in str(error) and "unavailable" in str(error)
+    assert not any(q.isActive for q in run.queries)

@@ -249,11 +249,24 @@ def _wait_for_first_commit(spark: SparkSession, settings: Settings, events: Stre
         time.sleep(1.0)
 
 
-def await_lake_run(run: LakeRun) -> None:
-    """Wait for the queries; if one fails, stop the others and raise its error."""
+def await_lake_run(run: LakeRun, poll_seconds: float = 1.0) -> None:
+    """Wait for every query; the first that fails, whichever it is, stops the run and its
+    StreamingQueryException (which names the query) is raised: a dead aggregates or alerts
+    query must not go unnoticed beside an events query that runs for ever. The queries resume
+    from their checkpoints when the job is run again, so the step can be re-run as it is."""
     try:
-        for query in run.queries:
-            query.awaitTermination()
+        pending = list(run.queries)
+        while pending:
+            for query in list(pending):
+                if query.exception() is not None:
+                    query.awaitTermination()  # raises the query's failure
+                if not query.isActive:
+                    pending.remove(query)
+            if pending:
+                try:
+                    pending[0].awaitTermination(poll_seconds)
+                except Exception:  # noqa: BLE001 - read back through exception() above
+                    continue
     finally:
         run.stop()
 
