@@ -7,7 +7,14 @@ from datetime import datetime, timedelta
 import boto3
 import pandas as pd
 import pytest
-from sensorpipe.anomaly.incidents import CLOSE, ESCALATE, OPEN, IncidentState, advance
+from sensorpipe.anomaly.incidents import (
+    CLOSE,
+    ESCALATE,
+    OPEN,
+    IncidentState,
+    advance,
+    alert_id,
+)
 from sensorpipe.sinks.alerts import (
     ALERTS_KEY,
     FileOutbox,
@@ -20,6 +27,7 @@ from tests.fault_proxy import FaultProxy, first_shadow_updates_throttled
 
 QUIET = timedelta(minutes=30)
 T0 = datetime(2026, 11, 1, 8, 0)
+SPIKE = "axle_bearing_temp#20261101T081000Z"  # the key of an incident opened at 08:10 UTC
 
 
 def transitions(points):
@@ -39,7 +47,7 @@ def transitions(points):
                     "sensor": "axle_bearing_temp",
                     "event_time": moment,
                     "anomaly_score": score,
-                    "alert_id": f"train-01/axle_bearing_temp#{state.number}",
+                    "alert_id": alert_id("train-01", "axle_bearing_temp", state.number),
                     "alert_action": action,
                     "alert_severity": {1: "minor", 2: "major", 3: "critical"}[severity],
                 }
@@ -63,16 +71,27 @@ def test_a_long_anomaly_is_one_incident_escalated_once_not_one_alert_per_point()
     rows = transitions(normal(range(10)) + long_run + normal(range(70, 120)))
     assert list(rows["alert_action"]) == [OPEN, ESCALATE, CLOSE]
     patch = alert_patches(rows)
-    assert list(patch) == ["train-01"] and list(patch["train-01"]) == ["axle_bearing_temp#1"]
-    assert patch["train-01"]["axle_bearing_temp#1"]["status"] == "closed"
-    assert patch["train-01"]["axle_bearing_temp#1"]["severity"] == "major"
+    assert list(patch) == ["train-01"] and list(patch["train-01"]) == [SPIKE]
+    assert patch["train-01"][SPIKE]["status"] == "closed"
+    assert patch["train-01"][SPIKE]["severity"] == "major"
 
 
 def test_a_second_incident_gets_a_new_alert_id():
     rows = transitions([(0, True, 1.0)] + normal(range(1, 40)) + [(40, True, 1.0)])
-    assert list(rows["alert_id"]) == ["train-01/axle_bearing_temp#1"] * 2 + [
-        "train-01/axle_bearing_temp#2"
+    assert list(rows["alert_id"]) == ["train-01/axle_bearing_temp#20261101T080000Z"] * 2 + [
+        "train-01/axle_bearing_temp#20261101T084000Z"
     ]
+
+
+def test_an_incident_after_a_state_reset_does_not_reuse_a_closed_alert_id():
+    """State TTL or a new checkpoint start the incident state afresh: the next incident must
+    not take `#1` again, which the shadow holds closed (its updates would be dropped)."""
+    first = transitions(normal(range(10)) + [(10, True, 1.0)] + normal(range(11, 60)))
+    later = transitions(normal(range(600, 610)) + [(610, True, 1.0)] + normal(range(611, 660)))
+    assert set(first["alert_id"]).isdisjoint(later["alert_id"])
+    # A replay of the same points gives the same ids.
+    again = transitions(normal(range(10)) + [(10, True, 1.0)] + normal(range(11, 60)))
+    assert list(again["alert_id"]) == list(first["alert_id"])
 
 
 @pytest.fixture
@@ -99,8 +118,8 @@ def test_spike_is_one_alert_and_one_close_on_the_shadow_mock(iot):
     store = IotShadowStore(iot)
     assert spike_updates(store) == [True, True]
     doc = shadow(iot)
-    entry = doc["state"]["desired"][ALERTS_KEY]["axle_bearing_temp#1"]
-    assert entry["status"] == "closed" and entry["alert_id"] == "train-01/axle_bearing_temp#1"
+    entry = doc["state"]["desired"][ALERTS_KEY][SPIKE]
+    assert entry["status"] == "closed" and entry["alert_id"] == f"train-01/{SPIKE}"
     assert entry["event_time"] == "2026-11-01T08:10:00.000Z" and entry["severity"] == "critical"
     assert doc["version"] == 2 and len(store.sent) == 2
 
@@ -154,7 +173,7 @@ def test_version_conflict_is_merged_without_overwriting_another_writer_mock(iot)
     desired = shadow(iot)["state"]["desired"]
     assert desired["door_mode"] == "auto"  # the other writer's field survives
     assert desired[ALERTS_KEY]["vibration_rms#4"] == {"status": "open"}
-    assert desired[ALERTS_KEY]["axle_bearing_temp#1"]["status"] == "open"
+    assert desired[ALERTS_KEY][SPIKE]["status"] == "open"
     assert shadow(iot)["version"] == 3
 
 
@@ -175,7 +194,7 @@ def test_throttling_is_retried_mock(iot, moto_server):
     finally:
         proxy.close()
     assert proxy.faults == {"ThrottlingException": 2}
-    assert shadow(iot)["state"]["desired"][ALERTS_KEY]["axle_bearing_temp#1"]["status"] == "open"
+    assert shadow(iot)["state"]["desired"][ALERTS_KEY][SPIKE]["status"] == "open"
 
 
 def test_file_outbox_has_the_shadow_semantics(tmp_path):
@@ -184,7 +203,7 @@ def test_file_outbox_has_the_shadow_semantics(tmp_path):
     assert spike_updates(outbox) == [False, False]
     doc = json.loads((tmp_path / "train-01.json").read_text())
     assert doc["version"] == 2
-    assert doc["state"]["desired"][ALERTS_KEY]["axle_bearing_temp#1"]["status"] == "closed"
+    assert doc["state"]["desired"][ALERTS_KEY][SPIKE]["status"] == "closed"
     assert len((tmp_path / "updates.jsonl").read_text().splitlines()) == 2
 
 

@@ -2,14 +2,17 @@
 
 An incident opens at its first anomalous point, is escalated only when its severity rises, and
 closes at the first point that comes `quiet` after its last anomalous point. Each transition
-carries a stable alert id derived from the key and the incident's number, so a replayed batch
-yields the same transitions and the same documents.
+carries a stable alert id derived from the key and the time its incident opened
+(`<device>/<sensor>#<UTC opening time>`), so a replayed batch yields the same transitions and
+the same documents, and an incident after a state reset (TTL, new checkpoint) gets a new id
+instead of reusing `#1`, which the shadow already holds closed.
 """
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 OPEN, ESCALATE, CLOSE = "open", "escalate", "close"
 SEVERITIES = {1: "minor", 2: "major", 3: "critical"}
@@ -25,12 +28,20 @@ def severity_of(score: float) -> int:
 
 
 def alert_id(device_id: str, sensor: str, number: int) -> str:
-    return f"{device_id}/{sensor}#{number}"
+    """The id of the key's incident `number` (the epoch second it opened)."""
+    return f"{device_id}/{sensor}#{datetime.fromtimestamp(number, UTC):%Y%m%dT%H%M%SZ}"
+
+
+def _epoch_seconds(moment: datetime) -> int:
+    """Seconds since the epoch; a naive time is UTC, as the session's time zone is."""
+    return calendar.timegm(moment.utctimetuple())
 
 
 @dataclass
 class IncidentState:
     open: bool = False
+    # The epoch second the current (or last) incident opened: unique per key, since an
+    # incident closes at least `quiet` after it opened, and the same after a replay.
     number: int = 0
     severity: int = 0
     last_anomaly: datetime | None = None
@@ -53,7 +64,8 @@ def advance(
     if is_anomaly:
         severity = severity_of(score)
         if not state.open:
-            state.open, state.number, state.severity = True, state.number + 1, severity
+            number = max(state.number + 1, _epoch_seconds(event_time))
+            state.open, state.number, state.severity = True, number, severity
             state.last_anomaly = event_time
             return OPEN, severity
         state.last_anomaly = max(state.last_anomaly, event_time)
