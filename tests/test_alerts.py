@@ -228,3 +228,29 @@ def test_an_older_open_does_not_overwrite_a_newer_escalation(tmp_path):
     newest = dict(outbox.read("train-01")[0])
     assert deliver(outbox, "train-01", alert_patches(opened)["train-01"]) is False
     assert outbox.read("train-01")[0] == newest
+
+
+def spike_then_close(start: int) -> pd.DataFrame:
+    return transitions(normal(range(start, start + 10)) + [(start + 10, True, 1.0)]
+                       + normal(range(start + 11, start + 60)))  # fmt: skip
+
+
+def test_closed_alerts_leave_the_shadow_after_the_retention_and_do_not_come_back(tmp_path):
+    """The shadow must not only grow (past the document limit every update fails): an alert
+    closed more than closed_retention_hours before the newest one is removed, and a replay of
+    its transitions does not bring it back. Open alerts stay, however old."""
+    outbox = FileOutbox(tmp_path / "outbox", closed_retention_hours=24)
+    old, new = spike_then_close(0), spike_then_close(36 * 60)  # a day and a half later
+    assert deliver(outbox, "train-01", alert_patches(old)["train-01"])
+    long_open = transitions([(60, True, 0.9)])  # opens 09:00 and never closes
+    assert deliver(outbox, "train-01", alert_patches(long_open)["train-01"])
+    assert deliver(outbox, "train-01", alert_patches(new)["train-01"])
+    shadow_now = outbox.read("train-01")[0]
+    assert set(shadow_now) == {
+        "axle_bearing_temp#20261102T201000Z",  # the new one, closed
+        "axle_bearing_temp#20261101T090000Z",  # open since the first day: kept
+    }
+    # The old incident's batches replayed (a restart from an older checkpoint): nothing sent.
+    assert not deliver(outbox, "train-01", alert_patches(old)["train-01"])
+    assert not deliver(outbox, "train-01", alert_patches(old.iloc[:1])["train-01"])
+    assert outbox.read("train-01")[0] == shadow_now

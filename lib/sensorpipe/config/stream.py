@@ -107,6 +107,10 @@ class AlertSettings:
     endpoint_url: str | None = None
     region: str = "us-east-1"
     shadow_name: str | None = None  # a named shadow; the classic shadow if null
+    # Closed alerts stay on the shadow this long (event time) after the newest alert, then
+    # are removed: a shadow that only grew would pass the document size limit (8 KB for a
+    # classic shadow's state), after which every update fails.
+    closed_retention_hours: int = field(default=24, metadata=check(positive))
 
 
 @dataclass(frozen=True)

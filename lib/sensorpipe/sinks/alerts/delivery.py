@@ -68,18 +68,52 @@ def deliver(
         return _deliver(store, thing, patch, max_conflicts)
 
 
+def _opened_at(key: str) -> str | None:
+    """The opening time in an alert key (sensor#20261101T081000Z) as ISO-8601, if it has one."""
+    stamp = key.rsplit("#", 1)[-1]
+    if len(stamp) != 16 or stamp[8] != "T" or not stamp.endswith("Z"):
+        return None
+    return f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}"
+
+
+def _horizon(current: dict[str, Any], patch: dict[str, dict[str, Any]], hours: int) -> str:
+    """The event time before which closed alerts leave the shadow: `hours` before the newest
+    time the shadow and the patch know (ISO-8601 text, comparable as text)."""
+    times = [
+        t for entry in (*current.values(), *patch.values()) if isinstance(entry, dict)
+        for t in (entry.get("event_time"), entry.get("closed_at")) if t
+    ]  # fmt: skip
+    if not times:
+        return ""
+    newest = pd.Timestamp(max(times)).tz_localize(None)
+    return (newest - pd.Timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def _deliver(
     store: ShadowStore, thing: str, patch: dict[str, dict[str, Any]], max_conflicts: int
 ) -> bool:
+    hours = getattr(store, "closed_retention_hours", 24)
     for _ in range(max_conflicts):
         current, version = store.read(thing)
-        changes = {
-            key: entry for key, entry in patch.items() if _changes(current.get(key) or {}, entry)
+        horizon = _horizon(current, patch, hours)
+        changes: dict[str, Any] = {
+            key: entry
+            for key, entry in patch.items()
+            if _changes(current.get(key) or {}, entry)
+            # An alert that opened before the horizon and is no longer on the shadow was
+            # removed after it closed: a replay must not bring it back.
+            and (key in current or (_opened_at(key) or horizon) >= horizon)
         }
-        if not changes:
+        expired = {
+            key: None
+            for key, entry in current.items()
+            if key not in changes and isinstance(entry, dict)
+            and entry.get("status") == "closed" and entry.get("closed_at", "") < horizon
+        }  # fmt: skip
+        if not changes and not expired:
             return False
         try:
-            store.write(thing, changes, version)
+            store.write(thing, {**changes, **expired}, version)
             return True
         except VersionConflict:
             continue  # someone else wrote: read again and merge anew

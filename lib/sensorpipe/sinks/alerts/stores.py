@@ -34,6 +34,8 @@ class AlertDeliveryError(RuntimeError):
 
 
 class ShadowStore(Protocol):
+    closed_retention_hours: int
+
     def read(self, thing: str) -> tuple[dict[str, Any], int | None]: ...
 
     def write(self, thing: str, alerts: dict[str, Any], version: int | None) -> None: ...
@@ -45,6 +47,7 @@ class IotShadowStore:
 
     client: Any  # boto3 iot-data client
     shadow_name: str | None = None
+    closed_retention_hours: int = 24
     max_retries: int = 8
     retry_initial_s: float = 0.1
     sent: list[dict[str, Any]] = field(default_factory=list)
@@ -97,6 +100,7 @@ class FileOutbox:
     every update sent (`updates.jsonl`)."""
 
     root: Path
+    closed_retention_hours: int = 24
 
     def _path(self, thing: str) -> Path:
         # The thing name comes from the data (device_id): percent-encoded, a "/" or ".." in it
@@ -116,7 +120,10 @@ class FileOutbox:
             raise VersionConflict(thing)
         merged = {k: dict(v) for k, v in current.items()}
         for key, entry in alerts.items():
-            merged.setdefault(key, {}).update(entry)
+            if entry is None:  # as the device shadow does: null removes the key
+                merged.pop(key, None)
+            else:
+                merged.setdefault(key, {}).update(entry)
         doc = {"version": (current_version or 0) + 1, "state": {"desired": {ALERTS_KEY: merged}}}
         path = self._path(thing)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,12 +147,12 @@ class FileOutbox:
 def shadow_store_from_settings(settings: Any) -> ShadowStore:
     """The configured shadow store (`settings` is config.AlertSettings)."""
     if settings.kind == "outbox":
-        return FileOutbox(Path(settings.outbox_path))
+        return FileOutbox(Path(settings.outbox_path), settings.closed_retention_hours)
     if settings.kind == "iot":
         import boto3
 
         client = boto3.client(
             "iot-data", region_name=settings.region, endpoint_url=settings.endpoint_url
         )
-        return IotShadowStore(client, settings.shadow_name)
+        return IotShadowStore(client, settings.shadow_name, settings.closed_retention_hours)
     raise AlertDeliveryError("alerts.kind is none: no shadow store configured")
