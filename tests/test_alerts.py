@@ -254,3 +254,39 @@ def test_closed_alerts_leave_the_shadow_after_the_retention_and_do_not_come_back
     assert not deliver(outbox, "train-01", alert_patches(old)["train-01"])
     assert not deliver(outbox, "train-01", alert_patches(old.iloc[:1])["train-01"])
     assert outbox.read("train-01")[0] == shadow_now
+
+
+def test_one_trains_permanent_refusal_is_dead_lettered_and_the_others_are_served_mock(
+    iot, moto_server, tmp_path
+):
+    """The shadow of train-02 refuses its update for good (too large): the batch goes on,
+    train-01 gets its update, train-02's update is a dead letter with the reason, counted.
+    (One train's refusal failed the whole batch, again on every re-run.)"""
+    from sensorpipe.jsonstore import JsonStore
+    from sensorpipe.sinks.alerts import AlertStats
+    from sensorpipe.sinks.alerts.delivery import deliver_batch
+
+    def refuse_train_02(method: str, path: str, target: str):
+        if method == "POST" and "/things/train-02/shadow" in path:
+            return 413, "RequestEntityTooLargeException"
+        return None
+
+    proxy = FaultProxy(int(moto_server.rsplit(":", 1)[1]), refuse_train_02)
+    try:
+        client = boto3.client("iot-data", endpoint_url=proxy.endpoint_url,
+                              region_name="us-east-1")  # fmt: skip
+        store = IotShadowStore(client, retry_initial_s=0.01)
+        rows = transitions([(10, True, 1.0)])
+        patch = alert_patches(rows)["train-01"]
+        patches = {"train-01": patch, "train-02": patch}
+        stats, seen = AlertStats(), []
+        dead = JsonStore(str(tmp_path / "anomalies/_dead_letters"))
+        deliver_batch(store, patches, dead, 7, stats, on_dead_letter=lambda: seen.append(1))
+    finally:
+        proxy.close()
+    assert stats.updates_sent == 1 and stats.dead_letters == 1 and seen == [1]
+    assert shadow(iot)["state"]["desired"][ALERTS_KEY][SPIKE]["status"] == "open"
+    letter = json.loads((tmp_path / "anomalies/_dead_letters/batch=7/train-02.json").read_text())
+    assert letter["thing"] == "train-02" and "RequestEntityTooLargeException" in letter["error"]
+    assert letter["update"] == json.loads(json.dumps(patch))
+    assert proxy.faults == {"RequestEntityTooLargeException": 1}  # not retried

@@ -15,6 +15,7 @@ from sensorpipe.config import MetricsSettings
 
 WAREHOUSE_LOAD_FAILURES = "WarehouseLoadFailures"
 LAKE_COMMIT_LAG = "LakeCommitLagSeconds"
+ALERT_DEAD_LETTERS = "AlertDeadLetters"  # trains' shadow updates refused for good
 
 log = logging.getLogger(__name__)
 

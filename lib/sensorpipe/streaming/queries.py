@@ -144,6 +144,7 @@ def start_alerts_query(
     checkpoint: str,
     trigger: str,
     query_name: str,
+    on_dead_letter: Callable[[], None] | None = None,
 ) -> StreamingQuery:
     """Anomalies and incident transitions from the lake -> anomalies table and train shadows.
     The filter on anomalous rows runs inside the batch function: pushed into a file stream over
@@ -151,6 +152,6 @@ def start_alerts_query(
     writer = (
         lake_events.writeStream.queryName(query_name)
         .option("checkpointLocation", checkpoint)
-        .foreachBatch(foreach_batch_alerts(make_store, anomalies_path, stats))
+        .foreachBatch(foreach_batch_alerts(make_store, anomalies_path, stats, on_dead_letter))
     )
     return with_trigger(writer, trigger).start()

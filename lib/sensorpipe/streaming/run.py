@@ -22,7 +22,12 @@ from sensorpipe.catalog import (
     register_table,
 )
 from sensorpipe.config import Settings
-from sensorpipe.metrics import WAREHOUSE_LOAD_FAILURES, commit_lag_listener, metrics_from_settings
+from sensorpipe.metrics import (
+    ALERT_DEAD_LETTERS,
+    WAREHOUSE_LOAD_FAILURES,
+    commit_lag_listener,
+    metrics_from_settings,
+)
 from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
 from sensorpipe.sinks.alerts import AlertFastPath, AlertStats, shadow_store_from_settings
 from sensorpipe.sinks.lake import AVAILABLE_NOW, committed_files, stream_table
@@ -227,7 +232,7 @@ def start_side_queries(
             query_name=_name(settings, "aggregates"),
         )
     if plan.alerts:
-        alert_settings = settings.alerts
+        alert_settings, metrics_settings = settings.alerts, settings.metrics
         run.alerts = start_alerts_query(
             lake_events(),
             make_store=lambda: shadow_store_from_settings(alert_settings),
@@ -236,6 +241,9 @@ def start_side_queries(
             checkpoint=_checkpoint(settings, "alerts"),
             trigger=settings.stream.trigger,
             query_name=_name(settings, "alerts"),
+            on_dead_letter=lambda: metrics_from_settings(metrics_settings).put(
+                ALERT_DEAD_LETTERS, 1, "Count"
+            ),
         )
 
 

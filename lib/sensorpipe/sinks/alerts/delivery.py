@@ -7,11 +7,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 
+from sensorpipe.jsonstore import JsonStore
 from sensorpipe.sinks.alerts.stores import (
     AlertDeliveryError,
+    PermanentDeliveryError,
     ShadowStore,
     VersionConflict,
 )
@@ -126,6 +129,7 @@ class AlertStats:
     transitions: int = 0
     updates_sent: int = 0
     fast_path_updates: int = 0  # of updates_sent, those the fast path sent first
+    dead_letters: int = 0  # trains' updates the shadow refused for good
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add_update(self, fast_path: bool = False) -> None:
@@ -134,8 +138,38 @@ class AlertStats:
             self.fast_path_updates += fast_path
 
 
+def deliver_batch(
+    store: ShadowStore,
+    patches: dict[str, dict[str, dict[str, Any]]],
+    dead_letters: JsonStore,
+    batch_id: int,
+    stats: AlertStats,
+    on_dead_letter: Callable[[], None] | None = None,
+) -> None:
+    """One update per train. A train whose update the shadow refuses for good is written to
+    the dead letters (`<anomalies>/_dead_letters/batch=<id>/<train>.json`, with the reason and
+    the update) and counted; the other trains are served and the batch succeeds. Throttling
+    and outages still fail the batch, which is re-run."""
+    for thing, patch in patches.items():
+        try:
+            if deliver(store, thing, patch):
+                stats.add_update()
+        except PermanentDeliveryError as exc:
+            dead_letters.write(
+                f"batch={batch_id}/{quote(thing, safe='')}.json",
+                {"thing": thing, "batch_id": batch_id, "error": str(exc), "update": patch},
+            )
+            with stats._lock:
+                stats.dead_letters += 1
+            if on_dead_letter is not None:
+                on_dead_letter()
+
+
 def foreach_batch_alerts(
-    make_store: Callable[[], ShadowStore], anomalies_path: str, stats: AlertStats
+    make_store: Callable[[], ShadowStore],
+    anomalies_path: str,
+    stats: AlertStats,
+    on_dead_letter: Callable[[], None] | None = None,
 ) -> Callable[[Any, int], None]:
     """foreachBatch: anomalous events and transitions to the lake's anomalies table (one folder
     per batch id, overwritten on a replay), then one shadow update per train."""
@@ -147,9 +181,10 @@ def foreach_batch_alerts(
         frame = rows.to_pandas()
         transitions = frame[frame["alert_action"].notna()]
         store = make_store()
-        for thing, patch in alert_patches(transitions).items():
-            if deliver(store, thing, patch):
-                stats.add_update()
+        dead_letters = JsonStore(f"{anomalies_path}/_dead_letters")
+        deliver_batch(
+            store, alert_patches(transitions), dead_letters, batch_id, stats, on_dead_letter
+        )
         if rows.num_rows:
             spark = batch.sparkSession
             spark.createDataFrame(rows.to_pandas(), schema=batch.schema).write.mode(

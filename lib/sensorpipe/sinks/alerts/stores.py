@@ -33,6 +33,23 @@ class AlertDeliveryError(RuntimeError):
     """A shadow update failed after the bounded retries; the batch fails and is re-run."""
 
 
+class PermanentDeliveryError(AlertDeliveryError):
+    """The shadow refuses this train's update for good (invalid, too large, no such thing,
+    not allowed): re-running the batch cannot help, so the train's update is dead-lettered and
+    the other trains are still served."""
+
+
+# AWS IoT Data Plane errors that a retry or a re-run cannot cure.
+PERMANENT = {
+    "InvalidRequestException",
+    "RequestEntityTooLargeException",
+    "ResourceNotFoundException",
+    "UnauthorizedException",
+    "MethodNotAllowedException",
+    "UnsupportedDocumentEncodingException",
+}
+
+
 class ShadowStore(Protocol):
     closed_retention_hours: int
 
@@ -67,6 +84,11 @@ class IotShadowStore:
             )
         except RetriesExhausted as exc:
             raise AlertDeliveryError(str(exc)) from None
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code in PERMANENT and what.startswith("UpdateThingShadow"):
+                raise PermanentDeliveryError(f"{what}: {code}: {exc}") from None
+            raise
 
     def read(self, thing: str) -> tuple[dict[str, Any], int | None]:
         try:
