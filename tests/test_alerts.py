@@ -281,12 +281,14 @@ def test_one_trains_permanent_refusal_is_dead_lettered_and_the_others_are_served
         patches = {"train-01": patch, "train-02": patch}
         stats, seen = AlertStats(), []
         dead = JsonStore(str(tmp_path / "anomalies/_dead_letters"))
-        deliver_batch(store, patches, dead, 7, stats, on_dead_letter=lambda: seen.append(1))
+        deliver_batch(store, patches, dead, "load_batch=7", 7, stats, lambda: seen.append(1))
     finally:
         proxy.close()
     assert stats.updates_sent == 1 and stats.dead_letters == 1 and seen == [1]
     assert shadow(iot)["state"]["desired"][ALERTS_KEY][SPIKE]["status"] == "open"
-    letter = json.loads((tmp_path / "anomalies/_dead_letters/batch=7/train-02.json").read_text())
+    letter = json.loads(
+        (tmp_path / "anomalies/_dead_letters/load_batch=7/train-02.json").read_text()
+    )
     assert letter["thing"] == "train-02" and "RequestEntityTooLargeException" in letter["error"]
     assert letter["update"] == json.loads(json.dumps(patch))
     assert proxy.faults == {"RequestEntityTooLargeException": 1}  # not retried

@@ -362,3 +362,25 @@ def test_redshift_failed_statement_raises_a_clear_error_mock(moto_server):
         expect_batch(stubber, ["STARTED", "FAILED"], error="ERROR: permission denied")
         with pytest.raises(WarehouseError, match="loading batch 3 of q FAILED: ERROR: permission"):
             wh.upsert(MINUTE_AGGREGATES, rows, "q", 3)
+
+
+def test_a_new_aggregates_checkpoint_loads_its_batches_though_their_ids_restart(
+    spark, tmp_path, postgres, warehouse_db
+):
+    """Rebuilding the warehouse from the lake: the aggregates table emptied and the query's
+    checkpoint removed. The new checkpoint's batch ids start at 0 again; the load log must not
+    take them for the old checkpoint's batches and skip them (the table stayed empty)."""
+    import shutil
+
+    settings = settings_for(tmp_path, postgres, warehouse_db)
+    run_lake_job(spark, settings)
+    assert_warehouse_equals_lake(spark, settings, postgres, warehouse_db)
+    first_log = load_log(postgres, warehouse_db)
+    with psycopg.connect(f"{postgres.dsn.rsplit(' ', 1)[0]} dbname={warehouse_db}") as conn:
+        conn.execute("DELETE FROM sensor_minute_aggregates")
+    shutil.rmtree(Path(settings.lake.checkpoint_root) / "aggregates")
+    run_lake_job(spark, settings)
+    assert_warehouse_equals_lake(spark, settings, postgres, warehouse_db)
+    log = load_log(postgres, warehouse_db)
+    assert len(log) > len(first_log)  # the new checkpoint's batches, not skipped
+    assert len({r[0] for r in log}) == 2  # one log name per checkpoint

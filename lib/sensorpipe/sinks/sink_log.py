@@ -27,3 +27,15 @@ def sink_log_of(table_path: str) -> Any:
     from sensorpipe.jsonstore import JsonStore
 
     return JsonStore(f"{table_path.rstrip('/')}/_spark_metadata")
+
+
+def checkpoint_query_id(checkpoint: str) -> str:
+    """The id Spark gave the query of this checkpoint (`<checkpoint>/metadata`): the same for
+    every restart on the checkpoint, new with a new checkpoint, whose batch ids restart at 0.
+    What a batch function keys its own bookkeeping by, with the batch id."""
+    from sensorpipe.jsonstore import JsonStore
+
+    metadata = JsonStore(checkpoint).read("metadata")
+    if not metadata or "id" not in metadata:
+        raise RuntimeError(f"{checkpoint}/metadata: no query id (the query has not started)")
+    return str(metadata["id"])

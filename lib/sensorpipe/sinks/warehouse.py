@@ -20,6 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from sensorpipe.sinks.sink_log import checkpoint_query_id
+
 LOAD_LOG = "sensorpipe_load_log"
 STAGE = "sensorpipe_stage"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.\-]{0,127}$")
@@ -374,17 +376,24 @@ def foreach_batch_loader(
     query_name: str,
     stats: LoadStats,
     on_failure: Callable[[], None] = lambda: None,
+    checkpoint: str | None = None,
 ) -> Callable[[Any, int], None]:
     """A foreachBatch function loading each micro-batch of `table` rows idempotently.
 
     The rows of one micro-batch (the windows it updated) come to the driver as Arrow: they are
     bounded by keys x open windows, not by events. A failed load calls `on_failure` (the
-    WarehouseLoadFailures metric) and fails the batch, which a restart loads again."""
+    WarehouseLoadFailures metric) and fails the batch, which a restart loads again. The load
+    log keys a batch by the query's checkpoint id too: a new checkpoint restarts batch ids at
+    0, and its batches must not pass for ones already loaded."""
+    ids: list[str] = []
 
     def load(batch: Any, batch_id: int) -> None:
+        if checkpoint is not None and not ids:
+            ids.append(f"{query_name}:{checkpoint_query_id(checkpoint)}")
+        log_name = ids[0] if ids else query_name
         rows = batch.toArrow()
         try:
-            make_warehouse().upsert(table, rows, query_name, batch_id)
+            make_warehouse().upsert(table, rows, log_name, batch_id)
         except Exception:
             on_failure()
             raise

@@ -128,8 +128,13 @@ def start_aggregates_query(
         .option("checkpointLocation", checkpoint)
         .foreachBatch(
             foreach_batch_loader(
-                make_warehouse, MINUTE_AGGREGATES, query_name, stats, on_failure=on_load_failure
-            )
+                make_warehouse,
+                MINUTE_AGGREGATES,
+                query_name,
+                stats,
+                on_failure=on_load_failure,
+                checkpoint=checkpoint,
+            )  # fmt: skip
         )
     )
     return with_trigger(writer, trigger).start()
@@ -152,6 +157,8 @@ def start_alerts_query(
     writer = (
         lake_events.writeStream.queryName(query_name)
         .option("checkpointLocation", checkpoint)
-        .foreachBatch(foreach_batch_alerts(make_store, anomalies_path, stats, on_dead_letter))
+        .foreachBatch(
+            foreach_batch_alerts(make_store, anomalies_path, stats, on_dead_letter, checkpoint)
+        )
     )
     return with_trigger(writer, trigger).start()

@@ -18,6 +18,7 @@ from sensorpipe.sinks.alerts.stores import (
     ShadowStore,
     VersionConflict,
 )
+from sensorpipe.sinks.sink_log import checkpoint_query_id
 
 # Both delivery paths run in the driver process; one at a time per process keeps a file
 # outbox's read-check-write whole (the IoT shadow's version check covers other writers).
@@ -142,12 +143,13 @@ def deliver_batch(
     store: ShadowStore,
     patches: dict[str, dict[str, dict[str, Any]]],
     dead_letters: JsonStore,
+    folder: str,
     batch_id: int,
     stats: AlertStats,
     on_dead_letter: Callable[[], None] | None = None,
 ) -> None:
     """One update per train. A train whose update the shadow refuses for good is written to
-    the dead letters (`<anomalies>/_dead_letters/batch=<id>/<train>.json`, with the reason and
+    the dead letters (`<anomalies>/_dead_letters/<batch folder>/<train>.json`, with the reason and
     the update) and counted; the other trains are served and the batch succeeds. Throttling
     and outages still fail the batch, which is re-run."""
     for thing, patch in patches.items():
@@ -156,7 +158,7 @@ def deliver_batch(
                 stats.add_update()
         except PermanentDeliveryError as exc:
             dead_letters.write(
-                f"batch={batch_id}/{quote(thing, safe='')}.json",
+                f"{folder}/{quote(thing, safe='')}.json",
                 {"thing": thing, "batch_id": batch_id, "error": str(exc), "update": patch},
             )
             with stats._lock:
@@ -170,9 +172,18 @@ def foreach_batch_alerts(
     anomalies_path: str,
     stats: AlertStats,
     on_dead_letter: Callable[[], None] | None = None,
+    checkpoint: str | None = None,
 ) -> Callable[[Any, int], None]:
     """foreachBatch: anomalous events and transitions to the lake's anomalies table (one folder
-    per batch id, overwritten on a replay), then one shadow update per train."""
+    per batch, overwritten on a replay), then one shadow update per train. A batch's folder is
+    named by the query's checkpoint id and the batch id: a new checkpoint restarts batch ids at
+    0 and must not overwrite what the old one wrote."""
+    ids: list[str] = []
+
+    def batch_folder(batch_id: int) -> str:
+        if checkpoint is not None and not ids:
+            ids.append(checkpoint_query_id(checkpoint))
+        return f"query_id={ids[0]}/load_batch={batch_id}" if ids else f"load_batch={batch_id}"
 
     def write(batch: Any, batch_id: int) -> None:
         # Bounded: anomalous rows and transitions, not all events. One read of the lake files
@@ -181,15 +192,17 @@ def foreach_batch_alerts(
         frame = rows.to_pandas()
         transitions = frame[frame["alert_action"].notna()]
         store = make_store()
+        folder = batch_folder(batch_id)
         dead_letters = JsonStore(f"{anomalies_path}/_dead_letters")
         deliver_batch(
-            store, alert_patches(transitions), dead_letters, batch_id, stats, on_dead_letter
-        )
+            store, alert_patches(transitions), dead_letters, folder, batch_id, stats,
+            on_dead_letter,
+        )  # fmt: skip
         if rows.num_rows:
             spark = batch.sparkSession
             spark.createDataFrame(rows.to_pandas(), schema=batch.schema).write.mode(
                 "overwrite"
-            ).parquet(f"{anomalies_path}/load_batch={batch_id}")
+            ).parquet(f"{anomalies_path}/{folder}")
         stats.batches += 1
         stats.transitions += len(transitions)
 
