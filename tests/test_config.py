@@ -244,8 +244,25 @@ def test_emr_connections_require_verified_tls_and_local_ones_do_not(tmp_path):
 def test_on_emr_lineage_goes_to_a_shared_location_not_the_yarn_container(tmp_path):
     env = {**REDSHIFT_ENV, "SENSORPIPE_BUCKET": "b"}
     assert load_settings(ROOT / "conf/emr.yaml", environ=env).lineage.path == "s3://b/lineage"
-    with pytest.raises(ConfigError, match="^lineage.path: on EMR expected an s3:// or hdfs://"):
-        load_settings(
-            ROOT / "conf/emr.yaml", environ={**env, "SENSORPIPE__LINEAGE__PATH": "build/lineage"}
-        )
+    for path in ("build/lineage", "hdfs:///sensorpipe/lineage"):
+        with pytest.raises(ConfigError, match="^lineage.path: on EMR expected an s3:// location"):
+            load_settings(
+                ROOT / "conf/emr.yaml", environ={**env, "SENSORPIPE__LINEAGE__PATH": path}
+            )
+
+
+def test_the_document_store_refuses_a_scheme_it_would_take_for_a_folder(tmp_path, monkeypatch):
+    """hdfs:// or gs:// became a local folder named "hdfs:"; s3a:// is S3 (issue 13, item 12)."""
+    from sensorpipe.jsonstore import JsonStore
+
+    monkeypatch.chdir(tmp_path)
+    for root in ("hdfs:///sensorpipe/kinesis-metadata", "gs://bucket/prefix"):
+        with pytest.raises(ValueError, match="is not supported here; use s3://"):
+            JsonStore(root)
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    assert JsonStore("s3a://bucket/prefix")._bucket == "bucket"
+    local = JsonStore(f"file://{tmp_path}/docs")
+    local.write("a.json", {"x": 1})
+    assert local.read("a.json") == {"x": 1}
     assert load_settings(ROOT / "conf/local.yaml", environ={}).lineage.path == "build/lineage"

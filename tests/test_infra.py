@@ -356,6 +356,7 @@ ALARMS = (
     "TelemetryWriteThrottling",
     "HospitalWriteThrottling",
     "WarehouseLoadFailures",
+    "AlertDeadLetters",
     "LakeCommitLag",
     "IotRuleFailures",
 )
@@ -376,6 +377,7 @@ def test_every_alarm_exists_and_notifies_the_topic(templates):
         == "GetRecords.IteratorAgeMilliseconds"
     )
     assert alarms["sensorpipe-WarehouseLoadFailures"]["Namespace"] == "sensorpipe"
+    assert alarms["sensorpipe-AlertDeadLetters"]["MetricName"] == "AlertDeadLetters"
     t.has_resource_properties(
         "AWS::Events::Rule",
         {

@@ -15,7 +15,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
-from sensorpipe.metrics import LAKE_COMMIT_LAG, WAREHOUSE_LOAD_FAILURES
+from sensorpipe.metrics import ALERT_DEAD_LETTERS, LAKE_COMMIT_LAG, WAREHOUSE_LOAD_FAILURES
 
 from sensorpipe_estate.settings import EstateSettings
 
@@ -94,6 +94,14 @@ class MonitoringStack(Stack):
             ),
             1,
             "a warehouse load failed (the streaming job retries the batch on restart)",
+        )
+        alarm(
+            "AlertDeadLetters",
+            cloudwatch.Metric(
+                namespace=ns, metric_name=ALERT_DEAD_LETTERS, period=five, statistic="Sum"
+            ),
+            1,
+            "a train's shadow refused an alert update for good (lake.anomalies_path/_dead_letters)",
         )
         alarm(
             "LakeCommitLag",

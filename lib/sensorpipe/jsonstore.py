@@ -17,11 +17,19 @@ class JsonStore:
     def __init__(self, root: str) -> None:
         self.root = root.rstrip("/")
         self._s3 = None
-        if self.root.startswith("s3://"):
+        scheme, sep, rest = self.root.partition("://")
+        if sep and scheme in ("s3", "s3a", "s3n"):
             import boto3
 
-            bucket, _, prefix = self.root[5:].partition("/")
+            bucket, _, prefix = rest.partition("/")
             self._s3, self._bucket, self._prefix = boto3.client("s3"), bucket, prefix
+        elif scheme == "file" and sep:
+            self.root = "/" + rest.lstrip("/") if rest else "/"  # file:///x and file:/x alike
+        elif sep:
+            # Anything else would be taken for a local folder named "hdfs:" (or "gs:", ...).
+            raise ValueError(
+                f"{root}: {scheme}:// is not supported here; use s3:// or a local path"
+            )
 
     def _key(self, relative: str) -> str:
         return f"{self._prefix}/{relative}" if self._prefix else relative

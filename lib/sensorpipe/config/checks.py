@@ -59,7 +59,8 @@ def verified_tls_jdbc_url(name: str, url: str) -> None:
         )
 
 
-SHARED_SCHEMES = ("s3://", "s3a://", "hdfs://")
+# What lib/sensorpipe/jsonstore.py can write and every node and later step can read.
+SHARED_SCHEMES = ("s3://", "s3a://")
 
 
 def shared_path(name: str, path: str) -> None:
@@ -67,6 +68,7 @@ def shared_path(name: str, path: str) -> None:
     YARN container, gone with it."""
     if not path.startswith(SHARED_SCHEMES):
         raise ConfigError(
-            f"{name}: on EMR expected an s3:// or hdfs:// location, got {path!r} (a local "
-            "folder lives in the YARN container and is lost with it)"
+            f"{name}: on EMR expected an s3:// location, got {path!r} (a local folder lives in "
+            "the YARN container and is lost with it; hdfs:// is not written by the job's "
+            "document store)"
         )
