@@ -40,20 +40,18 @@ def main(argv: list[str] | None = None) -> int:
             count = write_committed_manifest(spark, settings, args.date, args.write_manifest)
             print(f"{count} committed files of {args.date} listed in {args.write_manifest}")
             return 0
+        # A refused day (horizon not passed, an uncommitted file in the copy) ends the recorded
+        # run as failed, with the reason.
+        with recorded_run(settings.lineage, "compact_lake", {"date": args.date}) as run:
+            result = run_compaction(spark, settings, args.date, args.input)
+            run.read("path", result.source, result.rows, event_date=str(args.date))
+            run.wrote("path", f"{result.target}/event_date={args.date}", result.rows,
+                      schema_fingerprint=None, zone="lake")  # fmt: skip
+            print(f"compacted {result.rows} events of {result.day} from {result.source} "
+                  f"into {result.target}/event_date={result.day}")  # fmt: skip
     except CompactionError as exc:
         print(f"compaction: {exc}", file=sys.stderr)
         return 2
-    with recorded_run(settings.lineage, "compact_lake", {"date": args.date}) as run:
-        try:
-            result = run_compaction(spark, settings, args.date, args.input)
-        except CompactionError as exc:
-            print(f"compaction: {exc}", file=sys.stderr)
-            return 2
-        run.read("path", result.source, result.rows, event_date=str(args.date))
-        run.wrote("path", f"{result.target}/event_date={args.date}", result.rows,
-                  schema_fingerprint=None, zone="lake")  # fmt: skip
-        print(f"compacted {result.rows} events of {result.day} from {result.source} "
-              f"into {result.target}/event_date={result.day}")  # fmt: skip
     return 0
 
 

@@ -106,3 +106,16 @@ def test_a_day_is_compacted_only_after_its_late_data_horizon(spark, lake):
         write_committed_manifest(spark, settings, DAY, str(tmp / "early.txt"), now=early)
     assert not (tmp / "early.txt").exists()
     assert run_compaction(spark, settings, DAY, now=horizon).rows > 0
+
+
+def test_the_job_refuses_a_day_too_early_and_records_the_run_as_failed(lake, capsys):
+    from sensorpipe.lineage import load_runs
+
+    settings, tmp, _ = lake
+    environ = {**lake_environ(tmp), "SENSORPIPE__LAKE__COMPACTED_PATH": str(tmp / "compacted")}
+    today = datetime.now(UTC).date().isoformat()
+    argv = ["--config", "conf/local.yaml", "--date", today]
+    assert run_job("compact_lake", argv, environ) == 2
+    assert "late-data horizon" in capsys.readouterr().err
+    runs = [r for r in load_runs(settings.lineage) if r["job"] == "compact_lake"]
+    assert runs and runs[-1]["status"] == "failed" and "CompactionError" in runs[-1]["error"]
