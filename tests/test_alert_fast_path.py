@@ -83,3 +83,33 @@ def test_continuous_run_delivers_through_the_fast_path_without_duplicates(spark,
     # What the fast path reads is what the lake committed.
     files = sorted(str(p) for p in (tmp_path / "lake/events").rglob("*.parquet"))
     assert len(transitions_in([f"file://{f}" for f in files])) == len(transitions)
+
+
+def test_sink_log_files_as_of_a_batch_from_its_compaction_and_the_batches_after(tmp_path):
+    from sensorpipe.sinks.sink_log import SinkLogGap, files_through
+
+    log = tmp_path / "_spark_metadata"
+    log.mkdir()
+
+    def entry(name: str, size: int = 1) -> str:
+        return json.dumps({"path": f"file:///lake/{name}", "size": size, "action": "add",
+                           "modificationTime": 1, "isDir": False})  # fmt: skip
+
+    (log / "9.compact").write_text("v1\n" + entry("a") + "\n" + entry("b", 7) + "\n")
+    (log / "10").write_text("v1\n" + entry("c") + "\n")
+    (log / "11").write_text("v1\n")  # an empty batch
+    (log / "12").write_text("v1\n" + entry("d") + "\n")
+    store = JsonStore(str(log))
+    assert files_through(store, 9) == {"file:///lake/a": 1, "file:///lake/b": 7}
+    assert set(files_through(store, 12)) == {f"file:///lake/{n}" for n in "abcd"}
+    assert files_through(store, -1) == {}
+    # A compaction's own batch: the files it added are those not there as of the batch before.
+    (log / "13").unlink(missing_ok=True)
+    (log / "19.compact").write_text("v1\n" + "\n".join(entry(n) for n in "abcde") + "\n")
+    for batch in range(13, 19):
+        (log / str(batch)).write_text("v1\n")
+    assert batch_files(store, 19, started_ms=0) == ["file:///lake/e"]
+    # Batches before the compaction whose log files are gone cannot be rebuilt: said, not guessed.
+    (log / "9.compact").unlink()
+    with pytest.raises(SinkLogGap, match="no log file for batch 0"):
+        files_through(store, 12)

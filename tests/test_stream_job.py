@@ -9,7 +9,7 @@ from sensorpipe.anomaly.evaluation import evaluate
 from sensorpipe.streaming import await_lake_run, start_lake_run, summarize_lake_run
 from sensorpipe_tools.samples import SampleSpec, generate
 
-from tests.local_settings import ROOT, local_settings
+from tests.local_settings import ROOT, lake_environ, local_settings
 
 
 def settings_for(tmp: Path, samples: Path, **extra):
@@ -169,3 +169,74 @@ def test_a_dead_side_query_stops_a_continuous_run_naming_it(
     assert isinstance(error, StreamingQueryException)
     assert "deadside_aggregates" in str(error) and "unavailable" in str(error)
     assert not any(q.isActive for q in run.queries)
+
+
+def test_crash_recovery_run_reconciles_per_query_and_fails_when_a_committed_file_is_gone(
+    spark, tmp_path, small_samples
+):
+    """After a crash the two lake queries stand at different batches. The recovery run is
+    reconciled per query (it compared the events query's records with the quarantine query's
+    and exited 1 although the lake was exact), and it exits 1 when a committed file is gone."""
+    from tests.local_settings import run_job as run_job_main  # the job's main(), exit code
+
+    samples, manifest = small_samples
+    counts = manifest["counts"]
+    settings = settings_for(tmp_path, samples)
+    environ = {
+        **lake_environ(tmp_path),
+        "SENSORPIPE__SOURCE__KIND": "replay",
+        "SENSORPIPE__SOURCE__REPLAY_PATH": str(samples / "telemetry"),
+    }
+    out = tmp_path / "summary.json"
+    argv = ["--config", str(ROOT / "conf/local.yaml"), "--summary-json", str(out),
+            "--summary-text", str(tmp_path / "summary.txt")]  # fmt: skip
+    assert run_job_main("stream_sensor_anomalies", argv, environ) == 0
+    checkpoints = Path(settings.lake.checkpoint_root)
+
+    def forget(folder: Path, first: int, keep: int | None = None) -> None:
+        """A log's entries from batch `first` on (each with Hadoop's checksum beside it)."""
+        for entry in folder.iterdir():
+            batch = entry.name.strip(".").removesuffix(".crc")
+            if batch.isdigit() and int(batch) >= first and int(batch) != keep:
+                entry.unlink()
+
+    # 1. The quarantine query died inside batch 0: it has planned batch 0 and committed
+    # nothing; the files batch 0 wrote are orphans. The events query had committed batch 0.
+    quarantine = checkpoints / "quarantine"
+    forget(quarantine / "commits", 0)
+    forget(quarantine / "offsets", 0, keep=0)
+    forget(quarantine / "sources" / "0", 1)
+    forget(Path(settings.lake.quarantine_path) / "_spark_metadata", 0)
+    assert run_job_main("stream_sensor_anomalies", argv, environ) == 0
+    summary = json.loads(out.read_text())
+    assert summary["reconciled"] and summary["problems"] == [], summary["problems"]
+    assert summary["records_in"] == 0
+    assert summary["quarantine_query_records_in"] == counts["records"]
+    assert summary["quarantined_total"] == sum(counts["quarantined"].values())
+    assert spark.read.parquet(settings.lake.quarantine_path).count() == summary["quarantined_total"]
+
+    # 2. The events query died after its sink committed batch 0, before its commit log: the
+    # re-run of batch 0 writes nothing (the sink skips it); the lake is exact.
+    def events_died_after_the_sink_committed_batch_0() -> None:
+        events = checkpoints / "events"
+        forget(events / "commits", 0)
+        forget(events / "offsets", 1)
+        forget(events / "sources" / "0", 1)
+        forget(Path(settings.lake.events_path) / "_spark_metadata", 1)
+
+    events_died_after_the_sink_committed_batch_0()
+    assert run_job_main("stream_sensor_anomalies", argv, environ) == 0
+    summary = json.loads(out.read_text())
+    assert summary["reconciled"] and summary["problems"] == [], summary["problems"]
+    assert spark.read.parquet(settings.lake.events_path).count() == counts["valid"]
+
+    # 3. The same, with one of batch 0's committed files gone: the lake is not exact.
+    events_died_after_the_sink_committed_batch_0()
+    victim = sorted(Path(settings.lake.events_path).rglob("part-*.parquet"))[0]
+    victim.unlink()
+    assert run_job_main("stream_sensor_anomalies", argv, environ) == 1
+    summary = json.loads(out.read_text())
+    assert not summary["reconciled"]
+    (problem,) = summary["problems"]
+    assert "_events" in problem and "committed file is damaged" in problem, problem
+    assert victim.name in problem and "gone" in problem

@@ -41,7 +41,14 @@ from sensorpipe.streaming.queries import (
     start_events_query,
     start_quarantine_query,
 )
-from sensorpipe.streaming.summary import RunSummary, lake_summary, progress_printer, side_summary
+from sensorpipe.streaming.summary import (
+    LakeStart,
+    RunSummary,
+    lake_start,
+    lake_summary,
+    progress_printer,
+    side_summary,
+)
 
 
 @dataclass(frozen=True)
@@ -74,8 +81,8 @@ class LakeRun:
 
     events: StreamingQuery
     quarantine: StreamingQuery
-    events_before: set[str]
-    quarantine_before: set[str]
+    events_start: LakeStart | None
+    quarantine_start: LakeStart | None
     aggregates: StreamingQuery | None = None
     load_stats: LoadStats = field(default_factory=LoadStats)
     alerts: StreamingQuery | None = None
@@ -140,10 +147,12 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
     """Start a run: the lake queries, and in a continuous run the side queries too."""
     plan = RunPlan.of(settings)
     lake = settings.lake
-    before = (
-        committed_files(spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA),
-        committed_files(spark, lake.quarantine_path, lake.format, QUARANTINE_SCHEMA),
-    )
+    starts = (
+        lake_start(spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA,
+                   _checkpoint(settings, "events")),
+        lake_start(spark, lake.quarantine_path, lake.format, QUARANTINE_SCHEMA,
+                   _checkpoint(settings, "quarantine")),
+    )  # fmt: skip
     alert_stats = AlertStats()
     fast_path = None
     if plan.continuous and plan.alerts:
@@ -188,7 +197,7 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
             spark.streams.removeListener(listener)
         raise
     run = LakeRun(
-        events, quarantine, *before, alert_stats=alert_stats, alert_fast_path=fast_path,
+        events, quarantine, *starts, alert_stats=alert_stats, alert_fast_path=fast_path,
         listeners=[(spark, listener) for listener in listeners],
     )  # fmt: skip
     if plan.continuous and plan.side_queries:
@@ -293,7 +302,7 @@ def register_run_partitions(spark: SparkSession, settings: Settings, summary: Ru
 def summarize_lake_run(spark: SparkSession, settings: Settings, run: LakeRun) -> RunSummary:
     lake_part = lake_summary(
         spark, settings, run.events, run.quarantine,
-        (run.events_before, run.quarantine_before), run.queries,
+        (run.events_start, run.quarantine_start), run.queries,
     )  # fmt: skip
     register_run_partitions(spark, settings, lake_part)
     return lake_part + side_summary(
@@ -322,7 +331,7 @@ def run_lake_job(spark: SparkSession, settings: Settings) -> RunSummary:
             break
     if plan.side_queries:
         # The lake queries have ended: waiting on the run waits for the side queries.
-        side = LakeRun(run.events, run.quarantine, set(), set())
+        side = LakeRun(run.events, run.quarantine, None, None)
         try:
             start_side_queries(spark, settings, plan, side)
         except Exception:

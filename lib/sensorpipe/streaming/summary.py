@@ -17,6 +17,14 @@ from sensorpipe.decode import REASONS
 from sensorpipe.lineage import LineageRun, schema_fingerprint
 from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
 from sensorpipe.sinks.lake import committed_files, partitions_of
+from sensorpipe.sinks.sink_log import (
+    SinkLogGap,
+    damaged_files,
+    files_through,
+    latest_batch,
+    next_batch_id,
+    sink_log_of,
+)
 from sensorpipe.sinks.warehouse import MINUTE_AGGREGATES
 from sensorpipe.streaming.queries import DECODE_METRICS
 
@@ -50,6 +58,12 @@ class RunSummary:
     shadow_updates: int = 0
     events: TableWrite | None = None
     quarantine: TableWrite | None = None
+    # The quarantine query reads the source on its own: what it read (equal to records_in
+    # unless a crash left the two queries at different batches).
+    quarantine_query_records_in: int = 0
+    # Why the run does not reconcile: each lake query's records in = valid + quarantined and
+    # equal to what the source gave it, and its table holding exactly its batches' rows.
+    problems: list[str] = field(default_factory=list)
     # Which copy of the code ran (the wheel, the --py-files zip, a checkout): worth knowing on EMR.
     code: str = field(
         default_factory=lambda: f"sensorpipe {__version__} from {Path(__file__).parents[1]}"
@@ -77,7 +91,7 @@ class RunSummary:
 
     @property
     def reconciled(self) -> bool:
-        return self.records_in == self.valid + self.quarantined_total
+        return not self.problems
 
     def as_dict(self) -> dict:
         return {
@@ -112,6 +126,12 @@ class RunSummary:
                 f"  alerts      {self.alert_transitions} incident transitions, "
                 f"{self.shadow_updates} shadow updates sent"
             )
+        if self.quarantine_query_records_in != self.records_in:
+            lines.append(
+                f"  (the quarantine query read {self.quarantine_query_records_in} records: it "
+                "resumed at another batch than the events query)"
+            )
+        lines += [f"  NOT RECONCILED: {problem}" for problem in self.problems]
         lines.append(f"  reconciled (in = valid + quarantined): {self.reconciled}")
         lines.append(f"  code: {self.code}")
         return "\n".join(lines)
@@ -137,35 +157,167 @@ def observed_batches(query: StreamingQuery) -> list[dict[str, int]]:
     return rows
 
 
+@dataclass(frozen=True)
+class LakeStart:
+    """Where a lake query stood when the run started: the first batch it runs (a crash's
+    unfinished batch is run again), the files its table's log listed before that batch, and
+    all it listed at the start (a re-run batch that the sink had committed is not executed
+    again: the sink skips it, so its files are the crashed run's)."""
+
+    first_batch: int
+    before_first: dict[str, int]
+    at_start: dict[str, int]
+    error: str = ""  # the log could not be read back as of the run's start
+
+
+def lake_start(spark: SparkSession, path: str, table_format: str, schema: Any,
+               checkpoint: str) -> LakeStart:  # fmt: skip
+    first = next_batch_id(checkpoint)
+    if table_format != "parquet":
+        files = dict.fromkeys(committed_files(spark, path, table_format, schema), -1)
+        return LakeStart(first, files, files)
+    log = sink_log_of(path)
+    try:
+        return LakeStart(first, files_through(log, first - 1),
+                         files_through(log, latest_batch(log)))  # fmt: skip
+    except SinkLogGap as exc:
+        return LakeStart(first, {}, {}, error=str(exc))
+
+
+@dataclass
+class QueryAccount:
+    """One lake query's part of a run, from its own progress: what it read from the source,
+    how its decoder classed it, and what its table's log committed for those batches."""
+
+    name: str
+    batches: list[int]
+    source_rows: int
+    records_in: int
+    valid: int
+    quarantined: dict[str, int]
+    files: set[str]  # written by this run's batches
+    lake_rows: int | None  # rows in them; None: see problems
+    damaged: list[str] = field(default_factory=list)
+    lake_error: str = ""
+    lake_checked: bool = True
+
+    def problems(self, expected_lake_rows: int, what: str) -> list[str]:
+        out = []
+        span = f"batches {self.batches[0]}-{self.batches[-1]}" if self.batches else "no batch"
+        quarantined = sum(self.quarantined.values())
+        if self.source_rows != self.records_in:
+            out.append(f"{self.name} ({span}): the source gave {self.source_rows} records, "
+                       f"the decoder saw {self.records_in}")  # fmt: skip
+        if self.records_in != self.valid + quarantined:
+            out.append(f"{self.name} ({span}): {self.records_in} records in, {self.valid} valid "
+                       f"+ {quarantined} quarantined")  # fmt: skip
+        if not self.lake_checked:
+            return out
+        out += [f"{self.name} ({span}): a committed file is damaged: {d}" for d in self.damaged]
+        if self.lake_error:
+            out.append(f"{self.name} ({span}): {self.lake_error}")
+        elif self.lake_rows != expected_lake_rows and not self.damaged:
+            out.append(f"{self.name} ({span}): the table holds {self.lake_rows} rows for these "
+                       f"batches, {expected_lake_rows} {what} records")  # fmt: skip
+        return out
+
+
+def _rows_in(spark: SparkSession, files: set[str]) -> tuple[int | None, str]:
+    """Rows in the given Parquet files, or None and why."""
+    if not files:
+        return 0, ""
+    try:
+        return spark.read.parquet(*sorted(files)).count(), ""
+    except Exception as exc:  # noqa: BLE001 - reported as a reconciliation failure
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, f"a committed file cannot be read ({first[:300]})"
+
+
+def query_account(
+    spark: SparkSession, query: StreamingQuery, path: str, table_format: str, schema: Any,
+    start: LakeStart,
+) -> QueryAccount:  # fmt: skip
+    """The query's batches of this run (from its progress) against its table's log.
+
+    A batch that ran its plan observed its decode counts, and the files the log gained from the
+    start of the run hold exactly its rows. A batch re-run after a crash whose files the sink
+    had already committed runs nothing (the sink skips it): no counts, but its files, and every
+    file the log lists from the run's first batch on, must still be there at their logged size.
+    """
+    executed = [p for p in query.recentProgress if "addBatch" in p.durationMs]
+    batches = sorted({p.batchId for p in executed})
+    observed = [p.observedMetrics[DECODE_METRICS].asDict() for p in executed
+                if p.observedMetrics.get(DECODE_METRICS) is not None]  # fmt: skip
+    account = QueryAccount(
+        name=query.name or str(query.id),
+        batches=batches,
+        source_rows=sum(p.numInputRows for p in executed),
+        records_in=sum(b["records_in"] for b in observed),
+        valid=sum(b["valid"] for b in observed),
+        quarantined={r: sum(b[r] for b in observed) for r in REASONS},
+        files=set(),
+        lake_rows=0,
+    )
+    if table_format != "parquet":
+        # Delta commits each batch atomically with its (query id, batch id) in its own log;
+        # the per-query checks stand, the per-batch file check is the file sink's.
+        account.files = committed_files(spark, path, table_format, schema) - set(start.at_start)
+        account.lake_checked = False
+        return account
+    if start.error:
+        account.lake_rows, account.lake_error = None, start.error
+        return account
+    if not batches:
+        return account
+    log = sink_log_of(path)
+    try:
+        now = files_through(log, batches[-1])
+        # Only the last batches are in the progress of a very long continuous run.
+        before_first = (
+            start.before_first
+            if batches[0] <= start.first_batch
+            else files_through(log, batches[0] - 1)
+        )
+    except SinkLogGap as exc:
+        account.lake_rows, account.lake_error = None, str(exc)
+        return account
+    account.files = set(now) - set(start.at_start)
+    account.damaged = damaged_files({f: n for f, n in now.items() if f not in before_first})
+    if not account.damaged:
+        account.lake_rows, account.lake_error = _rows_in(spark, account.files)
+    return account
+
+
 def lake_summary(
     spark: SparkSession,
     settings: Settings,
     events: StreamingQuery,
     quarantine: StreamingQuery,
-    files_before: tuple[set[str], set[str]],
+    starts: tuple[LakeStart, LakeStart],
     queries: list[StreamingQuery],
 ) -> RunSummary:
-    """The events and quarantine queries' part of a run."""
+    """The events and quarantine queries' part of a run, each reconciled on its own: after a
+    crash the two may stand at different batches, so the events query's records are never
+    compared with the quarantine query's."""
     lake = settings.lake
-    events_batches = observed_batches(events)
-    quarantine_batches = observed_batches(quarantine)
-    events_new = (
-        committed_files(spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA) - files_before[0]
-    )
-    quarantine_new = (
-        committed_files(spark, lake.quarantine_path, lake.format, QUARANTINE_SCHEMA)
-        - files_before[1]
-    )
+    ev = query_account(spark, events, lake.events_path, lake.format, SCORED_EVENT_SCHEMA,
+                       starts[0])  # fmt: skip
+    qu = query_account(spark, quarantine, lake.quarantine_path, lake.format, QUARANTINE_SCHEMA,
+                       starts[1])  # fmt: skip
+    problems = ev.problems(ev.valid, "valid") + qu.problems(sum(qu.quarantined.values()),
+                                                            "quarantined")  # fmt: skip
     return RunSummary(
-        records_in=sum(b["records_in"] for b in events_batches),
-        valid=sum(b["valid"] for b in events_batches),
-        quarantined={r: sum(b[r] for b in quarantine_batches) for r in REASONS},
-        batches=len(events_batches),
+        records_in=ev.records_in,
+        valid=ev.valid,
+        quarantined=qu.quarantined,
+        batches=len(ev.batches),
         input_rows=sum(p.numInputRows for q in queries for p in q.recentProgress),
-        events=TableWrite(lake.events_path, len(events_new), sorted(partitions_of(events_new))),
+        events=TableWrite(lake.events_path, len(ev.files), sorted(partitions_of(ev.files))),
         quarantine=TableWrite(
-            lake.quarantine_path, len(quarantine_new), sorted(partitions_of(quarantine_new))
+            lake.quarantine_path, len(qu.files), sorted(partitions_of(qu.files))
         ),
+        quarantine_query_records_in=qu.records_in,
+        problems=problems,
     )
 
 
