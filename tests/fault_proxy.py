@@ -13,10 +13,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 Rule = Callable[[str, str, str], tuple[int, str] | None]
 
 
+class JsonRewrite:
+    """A mock of one part of an AWS JSON API: `answer` may reply to a request itself (a JSON
+    document, or None to forward it), `rewrite` may change the upstream's reply."""
+
+    def answer(self, target: str, request: dict) -> dict | None:
+        return None
+
+    def rewrite(self, target: str, request: dict, reply: dict) -> dict:
+        return reply
+
+
 class FaultProxy:
-    def __init__(self, upstream_port: int, rule: Rule) -> None:
+    def __init__(self, upstream_port: int, rule: Rule, rewrite: JsonRewrite | None = None) -> None:
         self.upstream_port = upstream_port
         self.rule = rule
+        self.json = rewrite or JsonRewrite()
         self.faults: dict[str, int] = {}
         self._lock = threading.Lock()
         proxy = self
@@ -42,12 +54,27 @@ class FaultProxy:
                         payload,
                     )
                     return
+                target = self.headers.get("X-Amz-Target", "")
+                request = json.loads(body) if target and body else {}
+                mocked = proxy.json.answer(target, request) if target else None
+                if mocked is not None:
+                    headers = [("Content-Type", "application/x-amz-json-1.1")]
+                    self._reply(200, headers, json.dumps(mocked).encode())
+                    return
+                if target and "ShardIterator" in request:
+                    request = proxy.json.rewrite(target + ":request", request, request)
+                    body = json.dumps(request).encode()
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "content-length")}  # fmt: skip
+                headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body or None, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 conn.close()
+                if target and resp.status == 200 and data:
+                    reply = proxy.json.rewrite(target, request, json.loads(data))
+                    data = json.dumps(reply).encode()
                 kept = [
                     (k, v)
                     for k, v in resp.getheaders()
@@ -114,3 +141,37 @@ def first_shadow_updates_throttled(count: int) -> Rule:
         return None
 
     return rule
+
+
+class KinesisGap(JsonRewrite):
+    """A mock of a stretch of a shard with no records: every iterator GetShardIterator hands
+    out first meets `empty` empty GetRecords answers, still behind (MillisBehindLatest > 0),
+    as Kinesis answers over a gap, before it reaches the shard's records. The iterators the
+    proxy hands out say how far through the gap they are."""
+
+    PREFIX = "gap:"
+
+    def __init__(self, empty: int) -> None:
+        self.empty = empty
+        self.empty_answers = 0
+
+    def rewrite(self, target: str, request: dict, reply: dict) -> dict:
+        if target.endswith(".GetShardIterator"):
+            return {**reply, "ShardIterator": f"{self.PREFIX}0:{reply['ShardIterator']}"}
+        if target.endswith(".GetRecords:request"):
+            iterator = request["ShardIterator"]
+            if iterator.startswith(self.PREFIX):  # through the gap: the real iterator
+                request = {**request, "ShardIterator": iterator.split(":", 2)[2]}
+            return request
+        return reply
+
+    def answer(self, target: str, request: dict) -> dict | None:
+        iterator = request.get("ShardIterator", "")
+        if not (target.endswith(".GetRecords") and iterator.startswith(self.PREFIX)):
+            return None
+        _, walked, real = iterator.split(":", 2)
+        if int(walked) >= self.empty:
+            return None  # forwarded, with the real iterator
+        self.empty_answers += 1
+        return {"Records": [], "MillisBehindLatest": 60000,
+                "NextShardIterator": f"{self.PREFIX}{int(walked) + 1}:{real}"}  # fmt: skip

@@ -59,11 +59,13 @@ def put(client, stream: str, records: list[UserRecord], aggregate: int = 0) -> N
 def settings_for(tmp: Path, endpoint: str, stream: str, **extra: str):
     return local_settings(
         tmp,
-        SENSORPIPE__SOURCE__KIND="kinesis",
-        SENSORPIPE__SOURCE__ENDPOINT_URL=endpoint,
-        SENSORPIPE__SOURCE__STREAM_NAME=stream,
-        SENSORPIPE__SOURCE__STARTING_POSITION="TRIM_HORIZON",
-        **extra,
+        **{
+            "SENSORPIPE__SOURCE__KIND": "kinesis",
+            "SENSORPIPE__SOURCE__ENDPOINT_URL": endpoint,
+            "SENSORPIPE__SOURCE__STREAM_NAME": stream,
+            "SENSORPIPE__SOURCE__STARTING_POSITION": "TRIM_HORIZON",
+            **extra,
+        },
     )
 
 

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,12 @@ def test_kinesis_reader_options_use_the_connector_names():
     assert options["kinesis.maxFetchRecordsPerShard"] == "10000"
     # The connector has no default endpoint (issue 16): the regional one, set in conf/emr.yaml.
     assert options["kinesis.endpointUrl"] == "https://kinesis.us-east-1.amazonaws.com"
+    # LATEST is pinned once for both lake queries, written as the connector takes a moment.
+    pinned = replace(settings.source, starting_position="AT_TIMESTAMP",
+                     starting_timestamp="2026-12-01T06:40:05.123Z")  # fmt: skip
+    options = kinesis_reader_options(pinned, "s3://b/checkpoints/x/kinesis")
+    assert options["kinesis.startingPosition"] == "AT_TIMESTAMP 2026-12-01T06:40:05Z"
+    assert "kinesis.startingTimestamp" not in options
     with pytest.raises(ConfigError, match="^source.endpoint_url: required by the aws-kinesis"):
         load_settings(
             ROOT / "conf/emr.yaml", environ={**EMR_ENV, "SENSORPIPE__SOURCE__ENDPOINT_URL": ""}
@@ -266,3 +273,22 @@ def test_the_document_store_refuses_a_scheme_it_would_take_for_a_folder(tmp_path
     local.write("a.json", {"x": 1})
     assert local.read("a.json") == {"x": 1}
     assert load_settings(ROOT / "conf/local.yaml", environ={}).lineage.path == "build/lineage"
+
+
+def test_the_document_store_creates_a_document_once_locally_and_on_s3_moto(
+    tmp_path, moto_server, monkeypatch
+):
+    """create() is the first-writer-wins write the Kinesis source's end files and the LATEST
+    pin rely on: a hard link locally, S3's conditional write (If-None-Match) on S3 (moto, a
+    mock: the real S3 is not reachable here)."""
+    import boto3
+    from sensorpipe.jsonstore import JsonStore
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    boto3.client("s3").create_bucket(Bucket="meta")
+    for store in (JsonStore(str(tmp_path / "docs")), JsonStore("s3://meta/prefix")):
+        assert store.create("batches/1/s.json", {"records": 10})
+        assert not store.create("batches/1/s.json", {"records": 15})
+        assert store.read("batches/1/s.json") == {"records": 10}
+        assert store.children("batches/1") == ["s.json"]

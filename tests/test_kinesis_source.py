@@ -233,3 +233,120 @@ def test_options_are_validated_naming_the_option():
                 "kinesis.startingPosition": "AT_TIMESTAMP",
             }
         )
+
+
+def _one_shard_options(tmp_path, stream: str, endpoint: str) -> KinesisOptions:
+    return KinesisOptions(
+        stream_name=stream,
+        metadata_path=str(tmp_path / "meta"),
+        endpoint_url=endpoint,
+        starting_position="TRIM_HORIZON",
+        retry_initial_ms=5,
+    )
+
+
+def test_a_stretch_of_empty_answers_while_behind_is_crossed_batch_by_batch_mock_gap(
+    tmp_path, kinesis, kinesalite
+):
+    """Kinesis may answer GetRecords empty while behind, over a stretch of the shard with no
+    records (mocked in front of kinesalite: 12 such answers for any new iterator). A batch
+    ends after 5 of them; it must keep the advanced iterator, or every batch walks the same
+    5 answers from the same position and the shard stalls for good."""
+    from tests.fault_proxy import KinesisGap
+
+    stream = new_stream(kinesis, 1)
+    produced = events(0, 20)
+    put(kinesis, stream, produced)
+    shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+    gap = KinesisGap(empty=12)
+    proxy = FaultProxy(kinesalite.port, lambda *_: None, rewrite=gap)
+    try:
+        options = _one_shard_options(tmp_path, stream, proxy.endpoint_url)
+        store = MetadataStore(options.metadata_path)
+        position, seen = Position("TRIM_HORIZON"), []
+        for batch in range(1, 8):
+            part = ShardPartition(shard, position, batch, options)
+            rows = [r[3] for r in read_shard(part, store)]
+            # A re-execution of a batch reads exactly what it read, iterator or not.
+            assert [r[3] for r in read_shard(part, store)] == rows
+            seen += rows
+            position = Position.from_json(store.read(f"batches/{batch}/{shard}.json")["position"])
+            if len(seen) >= len(produced):
+                break
+    finally:
+        proxy.close()
+    assert len(seen) == len(produced) == len(set(seen)), f"read {len(seen)} of {len(produced)}"
+    assert batch == 3  # 5 + 5 empty answers, then the last 2 and the records
+    assert gap.empty_answers >= 12
+
+
+def test_two_attempts_of_one_shard_task_keep_the_first_end_recorded(
+    tmp_path, kinesis, kinesalite
+):
+    """A speculative or zombie attempt of a batch's task may read further than the attempt
+    Spark commits. The end recorded first wins; an attempt that read otherwise fails instead
+    of overwriting it (the next batch would start after records the lake never got)."""
+    from sensorpipe.sources.kinesis import KinesisReadError
+
+    stream = new_stream(kinesis, 1)
+    put(kinesis, stream, events(0, 10))
+    shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+    options = _one_shard_options(tmp_path, stream, kinesalite.endpoint_url)
+    store = MetadataStore(options.metadata_path)
+    part = ShardPartition(shard, Position("TRIM_HORIZON"), 1, options)
+    slow = read_shard(part, store)
+    next(slow)  # the slow attempt is under way: no end recorded yet when it started
+    fast = [r[3] for r in read_shard(part, store)]  # the attempt Spark will commit
+    put(kinesis, stream, events(10, 5))  # more arrive before the slow attempt ends
+    with pytest.raises(KinesisReadError, match="another attempt of batch 1 recorded its end"):
+        list(slow)
+    end = store.read(f"batches/1/{shard}.json")
+    assert end["records"] == len(fast) == 10
+    assert end["last"][0] == fast[-1]
+
+
+def test_both_lake_queries_start_from_one_pin_of_latest(
+    spark, tmp_path, kinesis, kinesalite, monkeypatch
+):
+    """With LATEST, each query pinned "now" when it first started: a record arriving between
+    the events query's start and the quarantine query's reached the events query only (here
+    a malformed one, which no quarantine query then kept)."""
+    import time
+    from pathlib import Path
+
+    from sensorpipe.sources.kpl import UserRecord
+    from sensorpipe.streaming import run as run_module
+
+    stream = new_stream(kinesis, 1)
+    put(kinesis, stream, events(0, 5))  # before the start: LATEST leaves them
+    settings = settings_for(tmp_path, kinesalite.endpoint_url, stream,
+                            SENSORPIPE__SOURCE__STARTING_POSITION="LATEST")  # fmt: skip
+    plan = Path(settings.lake.checkpoint_root) / "events/kinesis/batches/0/_offset.json"
+    start_events_query = run_module.start_events_query
+    start_quarantine_query = run_module.start_quarantine_query
+    first_run = [True]
+
+    def events_after_some_arrive(*args, **kwargs):  # noqa: ANN202
+        if first_run[0]:
+            time.sleep(0.05)
+            put(kinesis, stream, events(5, 3))  # after this run's start (kinesalite never
+            # answers GetShardIterator AT_TIMESTAMP past the last record: one is there)
+        return start_events_query(*args, **kwargs)
+
+    def quarantine_after_a_record_arrives(*args, **kwargs):  # noqa: ANN202
+        if first_run[0]:
+            first_run[0] = False
+            deadline = time.monotonic() + 60
+            while not plan.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)  # the events query has started and planned its first batch
+            time.sleep(1.5)
+            put(kinesis, stream, [UserRecord("train-01", b"{not json")])
+        return start_quarantine_query(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "start_events_query", events_after_some_arrive)
+    monkeypatch.setattr(run_module, "start_quarantine_query", quarantine_after_a_record_arrives)
+    summary = run_lake_job(spark, settings)
+    assert summary.reconciled, summary.problems
+    assert spark.read.parquet(settings.lake.events_path).count() == 3
+    quarantined = spark.read.parquet(settings.lake.quarantine_path)
+    assert [r.reason for r in quarantined.select("reason").collect()] == ["not_json"]

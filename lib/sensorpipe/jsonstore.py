@@ -49,6 +49,38 @@ class JsonStore:
             f.write(body)
         os.replace(tmp, path)  # readers see the whole file or none
 
+    def create(self, relative: str, data: dict[str, Any]) -> bool:
+        """Write a document only if there is none yet; False if one was there (the first
+        writer wins: S3's conditional write `If-None-Match: *`, or a hard link locally)."""
+        body = json.dumps(data, sort_keys=True, default=str)
+        if self._s3 is not None:
+            from botocore.exceptions import ClientError
+
+            try:
+                self._s3.put_object(
+                    Bucket=self._bucket, Key=self._key(relative), Body=body.encode(),
+                    IfNoneMatch="*",
+                )  # fmt: skip
+            except ClientError as exc:
+                # 412: there is one; 409: another conditional write of it is under way.
+                if exc.response["Error"]["Code"] in ("PreconditionFailed",
+                                                     "ConditionalRequestConflict"):  # fmt: skip
+                    return False
+                raise
+            return True
+        path = os.path.join(self.root, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}-{random.randrange(1 << 30)}"
+        with open(tmp, "w") as f:
+            f.write(body)
+        try:
+            os.link(tmp, path)  # atomic, and fails if the name exists
+        except FileExistsError:
+            return False
+        finally:
+            os.remove(tmp)
+        return True
+
     def read(self, relative: str) -> dict[str, Any] | None:
         text = self.text(relative)
         return None if text is None else json.loads(text)

@@ -4,6 +4,9 @@ same code whichever is configured."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
+
 from pyspark.sql import DataFrame, SparkSession
 
 from sensorpipe.config import SourceSettings
@@ -11,6 +14,28 @@ from sensorpipe.schemas import KINESIS_RECORD_SCHEMA
 from sensorpipe.sources.replay import read_replay
 
 EMR_CONNECTOR = "aws-kinesis"
+
+
+PIN_DOCUMENT = "source-start.json"
+
+
+def pin_starting_position(source: SourceSettings, checkpoint_root: str) -> SourceSettings:
+    """LATEST resolved once for every query of the job: each query reading the stream would
+    otherwise take "now" when it first starts, and records arriving between the two starts
+    would reach one query and not the other. The first start writes the moment (whole seconds,
+    UTC, to the millisecond) under the checkpoint root; later starts, and the other queries,
+    read it back."""
+    if source.kind == "replay" or source.starting_position != "LATEST":
+        return source
+    from sensorpipe.jsonstore import JsonStore
+
+    store = JsonStore(checkpoint_root)
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    pin = {"stream_name": source.stream_name, "starting_timestamp": now}
+    if not store.create(PIN_DOCUMENT, pin):
+        pin = store.read(PIN_DOCUMENT) or pin
+    return replace(source, starting_position="AT_TIMESTAMP",
+                   starting_timestamp=pin["starting_timestamp"])  # fmt: skip
 
 
 def kinesis_reader_options(source: SourceSettings, metadata_path: str) -> dict[str, str]:
@@ -25,7 +50,16 @@ def kinesis_reader_options(source: SourceSettings, metadata_path: str) -> dict[s
     if source.endpoint_url:
         options["kinesis.endpointUrl"] = source.endpoint_url
     if source.starting_timestamp:
-        options["kinesis.startingTimestamp"] = source.starting_timestamp
+        if source.kind == EMR_CONNECTOR:
+            # The connector takes the moment inside the option, to the second: "AT_TIMESTAMP
+            # YYYY-MM-DDTHH:MM:SSZ" (awslabs/spark-sql-kinesis-connector, README,
+            # kinesis.startingPosition). Rounded down: a few records before it, never fewer.
+            moment = datetime.fromisoformat(source.starting_timestamp.replace("Z", "+00:00"))
+            options["kinesis.startingPosition"] = (
+                f"AT_TIMESTAMP {moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+            )
+        else:
+            options["kinesis.startingTimestamp"] = source.starting_timestamp
     return {**options, **source.options}
 
 

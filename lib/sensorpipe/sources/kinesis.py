@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +48,9 @@ THROTTLING = {
     "ThrottlingException",
 }
 _GET_RECORDS_MAX = 10000
+# Empty GetRecords answers while behind after which a task ends its batch (keeping the
+# advanced iterator for the next batch).
+EMPTY_POLLS_BEHIND = 5
 
 
 class KinesisReadError(RuntimeError):
@@ -173,6 +176,10 @@ class Position:
     skip: int = 0
     timestamp: float | None = None
     closed: bool = False  # the shard has been read to its end
+    # A shard iterator already advanced past empty answers beyond the position (a stretch of
+    # the shard with no records, while still behind): the next batch continues from it rather
+    # than walking the same stretch again. It expires after 5 minutes; the position stands.
+    iterator: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, 0, False)}
@@ -386,8 +393,10 @@ def read_shard(part: ShardPartition, store: MetadataStore) -> Iterator[tuple]:
             **pos.iterator_args(),
         )["ShardIterator"]
 
-    iterator = iterator_from(position)
+    iterator = position.iterator or iterator_from(position)
+    position = replace(position, iterator=None)
     empty_polls = 0
+    advanced: str | None = None  # an iterator past empty answers, while behind
     done = False
     while not done:
         try:
@@ -399,7 +408,8 @@ def read_shard(part: ShardPartition, store: MetadataStore) -> Iterator[tuple]:
                 Limit=min(_GET_RECORDS_MAX, max(1, limit - count)),
             )
         except client.exceptions.ExpiredIteratorException:
-            iterator = iterator_from(position)  # after the last record fully read
+            # After the last record fully read (a kept iterator older than 5 minutes, too).
+            iterator = iterator_from(position)
             continue
         for record in resp["Records"]:
             seq = record["SequenceNumber"]
@@ -436,21 +446,49 @@ def read_shard(part: ShardPartition, store: MetadataStore) -> Iterator[tuple]:
         if not resp["Records"]:
             empty_polls += 1
             caught_up = resp.get("MillisBehindLatest", 0) == 0
-            # Two empty answers in a row: the end of a closed shard can take a second call
-            # to show (NextShardIterator null), and an open shard is then caught up.
-            if bound_last is None and ((caught_up and empty_polls >= 2) or empty_polls >= 5):
-                break
-            if bound_last is not None and empty_polls >= 50:
+            # Kinesis may answer empty while records lie further on ("it might take multiple
+            # calls to get to a portion of the shard that contains records", GetRecords, the
+            # Kinesis API Reference): behind, an empty answer still moves the iterator on.
+            advanced = None if caught_up else next_iterator
+            if bound_last is None:
+                # Two empty answers in a row: the end of a closed shard can take a second call
+                # to show (NextShardIterator null), and an open shard is then caught up. While
+                # behind, a few, then the batch ends keeping the advanced iterator.
+                if (caught_up and empty_polls >= 2) or empty_polls >= EMPTY_POLLS_BEHIND:
+                    break
+            elif (caught_up and empty_polls >= 50) or empty_polls >= 10000:
                 raise KinesisReadError(f"{what}: could not re-read up to {bound_last}")
         else:
             empty_polls = 0
+            advanced = None
     if bound is not None and bound["position"].get("closed") and not closed:
         closed = last == bound_last
-    final = Position(**{**asdict(position), "closed": closed})
-    store.write(
-        _end_file(part.batch, part.shard_id),
-        {"position": final.to_json(), "last": list(last) if last else None, "records": count},
-    )
+    final = replace(position, closed=closed, iterator=None if closed else advanced)
+    end = {"position": final.to_json(), "last": list(last) if last else None, "records": count}
+    if bound is not None:
+        store.write(_end_file(part.batch, part.shard_id), end)
+    elif not store.create(_end_file(part.batch, part.shard_id), end):
+        _check_same_end(store.read(_end_file(part.batch, part.shard_id)), end, what, part.batch)
+
+
+def _check_same_end(first: dict[str, Any] | None, mine: dict[str, Any], what: str,
+                    batch: int) -> None:  # fmt: skip
+    """Two attempts of one task (a speculative copy, a zombie) may read different amounts:
+    the first to record its end wins, and an attempt that read otherwise fails, so the batch
+    Spark commits and the end the next batch starts from are the same attempt's."""
+
+    def where(end: dict[str, Any] | None) -> Any:
+        if end is None:
+            return None
+        position = {k: v for k, v in end["position"].items() if k != "iterator"}
+        return position, end["last"], end["records"]
+
+    if where(first) != where(mine):
+        raise KinesisReadError(
+            f"{what}: another attempt of batch {batch} recorded its end first "
+            f"(last record {first and first['last']}, this attempt {mine['last']}); this "
+            "attempt fails so that the batch keeps one end"
+        )
 
 
 class KinesisDataSource(DataSource):

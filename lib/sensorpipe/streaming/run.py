@@ -32,6 +32,7 @@ from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
 from sensorpipe.sinks.alerts import AlertFastPath, AlertStats, shadow_store_from_settings
 from sensorpipe.sinks.lake import AVAILABLE_NOW, committed_files, stream_table
 from sensorpipe.sinks.warehouse import MINUTE_AGGREGATES, LoadStats, warehouse_from_settings
+from sensorpipe.sources import pin_starting_position
 from sensorpipe.streaming.queries import (
     EVENTS_PARTITIONS,
     QUARANTINE_PARTITIONS,
@@ -171,8 +172,9 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
         listeners.append(commit_lag_listener(metrics, _name(settings, "events")))
     for listener in listeners:
         spark.streams.addListener(listener)
+    source = pin_starting_position(settings.source, lake.checkpoint_root)
     events = start_events_query(
-        decoded_stream(spark, settings.source, settings.decode, _checkpoint(settings, "events")),
+        decoded_stream(spark, source, settings.decode, _checkpoint(settings, "events")),
         settings.anomaly,
         path=lake.events_path,
         checkpoint=_checkpoint(settings, "events"),
@@ -182,9 +184,7 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
     )
     try:
         quarantine = start_quarantine_query(
-            decoded_stream(
-                spark, settings.source, settings.decode, _checkpoint(settings, "quarantine")
-            ),
+            decoded_stream(spark, source, settings.decode, _checkpoint(settings, "quarantine")),
             path=lake.quarantine_path,
             checkpoint=_checkpoint(settings, "quarantine"),
             table_format=lake.format,
