@@ -462,3 +462,43 @@ def test_the_general_zone_is_safe_harbor_by_construction(spark, monkeypatch, tmp
         from sensorpipe.config import load_settings
 
         load_settings(path, kind=HealthSettings, environ={})
+
+
+def test_ingest_finds_rows_committed_late_with_an_older_version_and_quarantines_null_versions(
+    spark, postgres, tmp_path
+):
+    """A transaction that commits after an import, with an updated_at older than the mark
+    that import took, and a row with no updated_at: both were missed for ever by
+    `updated_at > mark`. The overlap window finds the first; the second is quarantined, once;
+    rows the window reads again are not imported twice."""
+    h = new_hospital(postgres, tmp_path, patients=20)
+    assert h.ingest() == 0
+    late_id, early_id = 3, 4
+    slow = psycopg.connect(h.dsn)  # a transaction still open across the next import
+    slow.execute("UPDATE clinical.patients SET address = 'committed late', updated_at = now() "
+                 "WHERE patient_id = %s", (late_id,))  # fmt: skip
+    time.sleep(0.05)
+    with psycopg.connect(h.dsn, autocommit=True) as fast:
+        fast.execute("UPDATE clinical.patients SET address = 'committed at once', "
+                     "updated_at = now() WHERE patient_id = %s", (early_id,))  # fmt: skip
+    assert h.ingest() == 0  # finds the early one; its mark is later than the slow update
+    slow.commit()
+    slow.close()
+    with psycopg.connect(h.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO clinical.patients (patient_id, mrn, facility_id, updated_at) "
+                     "VALUES (999, 'MRN-NULL', 'F1', NULL)")  # fmt: skip
+    assert h.ingest() == 0
+    patients = read_table(spark, h, "clinical.patients")
+    address = {r.patient_id: r.address for r in patients.collect()}
+    assert address[late_id] == "committed late"
+    assert address[early_id] == "committed at once"
+    assert 999 not in address and patients.count() == 20
+    root = Path(h.settings.protected.root)
+    load_3 = spark.read.parquet(str(root / "patients" / "load_id=3"))
+    assert [r.patient_id for r in load_3.collect()] == [late_id]  # not the early one again
+    quarantined = spark.read.parquet(str(root / "_quarantine" / "patients"))
+    nulls = quarantined.where("reason = 'null_updated_at'")
+    assert [r.source_key for r in nulls.collect()] == [999]
+    files = sorted(str(p) for p in root.rglob("*") if p.is_file())
+    assert h.ingest() == 0  # the window reads them all again: nothing new, nothing written
+    assert sorted(str(p) for p in root.rglob("*") if p.is_file()) == files

@@ -27,6 +27,11 @@ class JdbcSourceSettings:
     # Parallel reads per table (split on the table's numeric key).
     num_partitions: int = field(default=4, metadata=check(positive))
     fetch_size: int = field(default=10000, metadata=check(positive))
+    # Each import re-reads rows versioned up to this long before the last high-water mark: a
+    # transaction that commits after a read with an older updated_at is found next time (it
+    # must commit within this window). Rows already imported (same key and version) are
+    # skipped. At least the source's longest transaction.
+    overlap_minutes: int = field(default=60, metadata=check(positive))
 
 
 @dataclass(frozen=True)

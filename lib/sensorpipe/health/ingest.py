@@ -1,7 +1,9 @@
 """Incremental import of the hospital's tables over JDBC into the protected zone.
 
-Per table and run: rows with `updated_at` in (last high-water mark, the source's current max]
-are read in parallel (split on the table's numeric key), checked, and written as a new load:
+Per table and run: rows with `updated_at` in (last high-water mark - `source.overlap_minutes`,
+the source's current max], and rows with no `updated_at`, are read in parallel (split on the
+table's numeric key), checked, and those not in a committed load already (same key and
+version; for quarantined rows, the same record) are written as a new load:
 
     <protected>/<table>/load_id=N/            rows that passed the checks
     <protected>/_quarantine/<table>/load_id=N/  rows that did not, with reason and detail
@@ -15,8 +17,10 @@ reading the same rows again. A run with no new source rows writes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -58,17 +62,29 @@ class Increment:
     high_water_mark: str | None  # UTC, microseconds; None when there is nothing new
 
 
-def _since(table: SourceTable, after: str | None) -> str:
-    return f"WHERE {table.updated_column} > '{after}+00'" if after else ""
+def lower_bound(after: str | None, overlap_minutes: int) -> str | None:
+    """Where a read starts: `overlap_minutes` before the last high-water mark."""
+    if after is None:
+        return None
+    mark = datetime.strptime(after, "%Y-%m-%d %H:%M:%S.%f")
+    return f"{mark - timedelta(minutes=overlap_minutes):%Y-%m-%d %H:%M:%S.%f}"
+
+
+def _changed_since(table: SourceTable, lower: str | None) -> str:
+    """Rows versioned after `lower`, and rows with no version (they are quarantined)."""
+    column = table.updated_column
+    if lower is None:
+        return ""
+    return f"WHERE ({column} > '{lower}+00' OR {column} IS NULL)"
 
 
 def find_increment(
-    spark: SparkSession, options: dict[str, str], table: SourceTable, after: str | None
+    spark: SparkSession, options: dict[str, str], table: SourceTable, lower: str | None
 ) -> Increment:
-    """How many rows changed since `after`, their key range and the new high-water mark."""
+    """How many rows changed since `lower`, their key range and the new high-water mark."""
     query = (
         f"SELECT count(*) AS n, min({table.key}) AS lo, max({table.key}) AS hi, "
-        f"max({table.updated_column}) AS hwm FROM {table.name} {_since(table, after)}"
+        f"max({table.updated_column}) AS hwm FROM {table.name} {_changed_since(table, lower)}"
     )
     row = (
         spark.read.format("jdbc")
@@ -87,13 +103,17 @@ def read_increment(
     spark: SparkSession,
     options: dict[str, str],
     table: SourceTable,
-    after: str | None,
+    lower: str | None,
     increment: Increment,
     num_partitions: int,
 ) -> DataFrame:
-    """The rows in (after, increment.high_water_mark], read by up to `num_partitions` tasks."""
-    upper = f"{table.updated_column} <= '{increment.high_water_mark}+00'"
-    where = f"{_since(table, after)} AND {upper}" if after else f"WHERE {upper}"
+    """The rows in (lower, increment.high_water_mark] and those with no version, read by up to
+    `num_partitions` tasks."""
+    column = table.updated_column
+    versions = f"{column} <= '{increment.high_water_mark}+00'" if increment.high_water_mark else ""
+    since = f"{column} > '{lower}+00'" if lower else ""
+    changed = " AND ".join(c for c in (since, versions) if c) or "TRUE"
+    where = f"WHERE ({changed}) OR {column} IS NULL"
     columns = ", ".join(name for name, _ in table.columns)
     return (
         spark.read.format("jdbc")
@@ -111,7 +131,7 @@ def with_rejection(df: DataFrame, table: SourceTable) -> DataFrame:
     """Adds `reject_reason` and `reject_detail`: the first failing check, or nulls."""
     reason: Any = F.lit(None).cast("string")
     detail: Any = F.lit(None).cast("string")
-    for check in reversed(table.checks):
+    for check in reversed(table.all_checks):
         failed = check.detail()
         reason = F.when(failed.isNotNull(), F.lit(check.reason)).otherwise(reason)
         detail = F.when(failed.isNotNull(), failed).otherwise(detail)
@@ -189,10 +209,43 @@ class TableImport:
     rows_read: int = 0
     rows_valid: int = 0
     rows_quarantined: int = 0
+    # Read again by the overlap window, already in a committed load.
+    rows_already_imported: int = 0
     output_path: str = ""
     quarantine_path: str = ""
     schema_fingerprint: str | None = None
     cleaned_up: tuple[str, ...] = ()
+
+
+def _committed_loads(spark: SparkSession, base: str, committed: int) -> DataFrame | None:
+    """What the committed loads under `base` hold (None before the first)."""
+    if committed == 0:
+        return None
+    try:
+        loads = spark.read.option("basePath", base).parquet(base)
+    except AnalysisException as exc:
+        if exc.getCondition() == "PATH_NOT_FOUND":
+            return None  # a table whose loads never quarantined anything
+        raise
+    return loads.where(F.col(LOAD_COLUMN) <= committed)
+
+
+def not_yet_imported(
+    spark: SparkSession, layout: ProtectedLayout, table: SourceTable, committed: int,
+    lower: str | None, valid: DataFrame, quarantine: DataFrame,
+) -> tuple[DataFrame, DataFrame]:  # fmt: skip
+    """The overlap re-reads rows the committed loads hold: keep only new versions (key and
+    updated_at) and rows not quarantined before (key and the record as it was)."""
+    loads = _committed_loads(spark, layout.table_path(table), committed)
+    if loads is not None and lower is not None:
+        version = [table.key, table.updated_column]
+        known = loads.where(F.col(table.updated_column) > F.to_timestamp(F.lit(lower)))
+        valid = valid.join(known.select(*version).distinct(), version, "left_anti")
+    rejected = _committed_loads(spark, layout.quarantine_path(table), committed)
+    if rejected is not None:
+        same = ["source_key", "record"]
+        quarantine = quarantine.join(rejected.select(*same).distinct(), same, "left_anti")
+    return valid, quarantine
 
 
 def import_table(
@@ -207,7 +260,10 @@ def import_table(
     committed, after = int(state["load_id"]), state["high_water_mark"]
     cleaned = _delete_loads_after(spark, layout.table_path(table), committed)
     cleaned += _delete_loads_after(spark, layout.quarantine_path(table), committed)
-    increment = find_increment(spark, options, table, after)
+    # Read from before the mark: a transaction may commit rows older than it after the last
+    # read. What was imported already is skipped below.
+    lower = lower_bound(after, settings.source.overlap_minutes)
+    increment = find_increment(spark, options, table, lower)
     result = TableImport(
         table.name,
         None,
@@ -221,13 +277,22 @@ def import_table(
         return result
     load_id = committed + 1
     rows = read_increment(
-        spark, options, table, after, increment, settings.source.num_partitions
+        spark, options, table, lower, increment, settings.source.num_partitions
     ).persist()
+    valid = quarantine = None
     try:
         valid, quarantine = split_rows(rows, table)
+        valid, quarantine = not_yet_imported(spark, layout, table, committed, lower, valid,
+                                             quarantine)  # fmt: skip
+        valid, quarantine = valid.persist(), quarantine.persist()
         result.rows_read = rows.count()
         result.rows_valid = valid.count()
-        result.rows_quarantined = result.rows_read - result.rows_valid
+        result.rows_quarantined = quarantine.count()
+        result.rows_already_imported = (
+            result.rows_read - result.rows_valid - result.rows_quarantined
+        )
+        if result.rows_valid + result.rows_quarantined == 0:
+            return result  # only what the overlap re-read: nothing new, nothing written
         result.schema_fingerprint = schema_fingerprint(valid)
         valid_schema = valid.schema
         valid.write.mode("overwrite").parquet(f"{layout.table_path(table)}/{LOAD_COLUMN}={load_id}")
@@ -236,19 +301,22 @@ def import_table(
                 f"{layout.quarantine_path(table)}/{LOAD_COLUMN}={load_id}"
             )
     finally:
-        rows.unpersist()
+        for frame in (rows, valid, quarantine):
+            if frame is not None:
+                frame.unpersist()
+    high_water_mark = max(m for m in (after, increment.high_water_mark) if m is not None)
     layout.state.write(
         f"{table.name}.json",
         {
             "load_id": load_id,
-            "high_water_mark": increment.high_water_mark,
+            "high_water_mark": high_water_mark,
             "previous_high_water_mark": after,
             "rows_valid": result.rows_valid,
             "rows_quarantined": result.rows_quarantined,
             "run_id": run_id,
         },
     )
-    result.load_id, result.high_water_mark = load_id, increment.high_water_mark
+    result.load_id, result.high_water_mark = load_id, high_water_mark
     # In the catalog only once committed: a reader by name never sees an unfinished load.
     catalog = settings.catalog
     register_partition(spark, catalog, catalog.protected_database, table.output_name,
@@ -304,7 +372,9 @@ def read_protected(spark: SparkSession, settings: HealthSettings, table: SourceT
 def record_lineage(run: LineageRun, imports: list[TableImport]) -> None:
     """What an ingest run read (tables, with their high-water marks) and wrote (loads)."""
     for t in imports:
-        run.read("jdbc", t.table, t.rows_read, after=t.after, high_water_mark=t.high_water_mark)
+        # Rows new to the zone; those the overlap window read again are counted beside.
+        run.read("jdbc", t.table, t.rows_read - t.rows_already_imported, after=t.after,
+                 high_water_mark=t.high_water_mark, read_again=t.rows_already_imported)  # fmt: skip
         if t.load_id is None:
             continue
         run.wrote("path", f"{t.output_path}/{LOAD_COLUMN}={t.load_id}", t.rows_valid,
@@ -321,7 +391,9 @@ def render_imports(imports: list[TableImport]) -> str:
             f"  (removed an unfinished load: {', '.join(t.cleaned_up)})" if t.cleaned_up else ""
         )
         lines.append(
-            f"{t.table:26} load {t.load_id or '-':>3}  read {t.rows_read:6}  "
+            f"{t.table:26} load {t.load_id or '-':>3}  "
+            f"read {t.rows_read - t.rows_already_imported:6} new "
+            f"({t.rows_already_imported} again)  "
             f"valid {t.rows_valid:6}  quarantined {t.rows_quarantined:4}  "
             f"high-water mark {t.high_water_mark}{cleaned}"
         )

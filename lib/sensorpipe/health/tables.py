@@ -65,6 +65,14 @@ def _impossible_vitals() -> Check:
     return Check("impossible_vital", detail)
 
 
+NULL_VERSION = "null_updated_at"
+
+
+def _null_version(column: str) -> Check:
+    """A row with no version: an incremental read by `updated_at` would never find it."""
+    return Check(NULL_VERSION, lambda: F.when(F.col(column).isNull(), F.lit(f"{column} is null")))
+
+
 @dataclass(frozen=True)
 class SourceTable:
     name: str  # schema.table in the source database
@@ -72,6 +80,11 @@ class SourceTable:
     columns: tuple[tuple[str, str], ...]  # (name, PostgreSQL type), key first, updated_at last
     checks: tuple[Check, ...] = ()
     updated_column: str = "updated_at"
+
+    @property
+    def all_checks(self) -> tuple[Check, ...]:
+        """The table's checks, after the one every table has: a version to read it by."""
+        return (_null_version(self.updated_column), *self.checks)
 
     @property
     def output_name(self) -> str:
