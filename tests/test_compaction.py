@@ -5,6 +5,7 @@ includes a killed micro-batch's files; and only once the day's late-data horizon
 from __future__ import annotations
 
 import shutil
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -119,3 +120,50 @@ def test_the_job_refuses_a_day_too_early_and_records_the_run_as_failed(lake, cap
     assert "late-data horizon" in capsys.readouterr().err
     runs = [r for r in load_runs(settings.lineage) if r["job"] == "compact_lake"]
     assert runs and runs[-1]["status"] == "failed" and "CompactionError" in runs[-1]["error"]
+
+
+def test_the_sink_log_forgets_old_files_and_readers_take_those_days_from_the_compacted_table(
+    spark, tmp_path
+):
+    """The file sink's log listed every file the stream ever wrote (each of its compactions,
+    and each side-query batch, read them all). With `lake.sink_log_retention` it forgets files
+    committed longer ago; the batch readers (`read_events`) then take those days from the
+    compacted table, whose compaction ran before the raw files left the log."""
+    from sensorpipe.sinks.lake import compacted_days, read_events
+    from sensorpipe.sinks.sink_log import files_through, latest_batch, sink_log_of
+    from sensorpipe.streaming import run_lake_job
+
+    from tests.conftest import spark_conf
+
+    samples = tmp_path / "samples"
+    generate(SampleSpec(trains=1, hours=2, anomalies_per_train=0, malformed_per_kind=0,
+                        oversize_records=0), samples)  # fmt: skip
+    settings = local_settings(
+        tmp_path,
+        SENSORPIPE__SOURCE__KIND="replay",
+        SENSORPIPE__SOURCE__REPLAY_PATH=str(samples / "telemetry"),
+        SENSORPIPE__LAKE__COMPACTED_PATH=str(tmp_path / "compacted"),
+        SENSORPIPE__LAKE__SINK_LOG_RETENTION="2s",
+    )
+    lake = settings.lake
+    # Every batch a compaction of the sink log, so the test sees one without ten batches.
+    with spark_conf(spark, spark__sql__streaming__fileSink__log__compactInterval="1"):
+        first = run_lake_job(spark, settings)
+        assert run_compaction(spark, settings, DAY).rows == first.valid
+        time.sleep(3)  # day 1's files are now older than the retention
+        later = date(2026, 11, 5)
+        generate(SampleSpec(trains=1, hours=2, anomalies_per_train=0, malformed_per_kind=0,
+                            oversize_records=0, start=f"{later}T00:00:00+00:00"),
+                 samples)  # fmt: skip
+        second = run_lake_job(spark, settings)
+    assert second.reconciled, second.problems
+    log = sink_log_of(lake.events_path)
+    listed = files_through(log, latest_batch(log))
+    assert listed and not [f for f in listed if f"event_date={DAY}" in f], "the log kept day 1"
+    raw = read_table(spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA)
+    assert raw.where(F.col("event_date") == F.lit(DAY)).count() == 0
+    assert compacted_days(lake.compacted_path) == [DAY.isoformat()]
+    events = read_events(spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA,
+                         lake.compacted_path)  # fmt: skip
+    by_day = {r.event_date: r["count"] for r in events.groupBy("event_date").count().collect()}
+    assert by_day == {DAY: first.valid, later: second.valid}

@@ -292,3 +292,13 @@ def test_the_document_store_creates_a_document_once_locally_and_on_s3_moto(
         assert not store.create("batches/1/s.json", {"records": 15})
         assert store.read("batches/1/s.json") == {"records": 10}
         assert store.children("batches/1") == ["s.json"]
+
+
+def test_on_emr_the_sink_log_retention_is_required_and_outlasts_the_compaction():
+    """The events sink's log forgets files after lake.sink_log_retention; shorter than a
+    day's late-data horizon plus a week, a day could leave it before it is compacted."""
+    load_settings(ROOT / "conf/emr.yaml", environ=EMR_ENV)  # 30d
+    for value, message in (("3d", "at least 360 hours"), ("a month", "expected a duration")):
+        environ = {**EMR_ENV, "SENSORPIPE__LAKE__SINK_LOG_RETENTION": value}
+        with pytest.raises(ConfigError, match=f"^lake.sink_log_retention: {message}"):
+            load_settings(ROOT / "conf/emr.yaml", environ=environ)

@@ -25,7 +25,7 @@ from sensorpipe.catalog import add_partitions, register_table
 from sensorpipe.config import ConfigError, Settings
 from sensorpipe.jsonstore import JsonStore
 from sensorpipe.schemas import SCORED_EVENT_SCHEMA
-from sensorpipe.sinks.lake import committed_files, read_table
+from sensorpipe.sinks.lake import committed_files, mark_compacted, read_table
 from sensorpipe.streaming.queries import EVENTS_PARTITIONS
 
 
@@ -116,12 +116,22 @@ def run_compaction(
     day_events = one_day_by_hour(events, day).persist()
     try:
         rows = day_events.count()
+        if rows == 0:
+            # Marked compacted, an empty day would hide the raw table's rows from every
+            # reader; a day past the sink log's retention is no longer listed there at all.
+            raise CompactionError(
+                f"{source} lists no committed events of {day} (none arrived, or the day is "
+                "past the sink log's retention: lake.sink_log_retention)"
+            )
         day_events.write.mode("overwrite").option("partitionOverwriteMode", "dynamic").partitionBy(
             *EVENTS_PARTITIONS
         ).parquet(target)
         hours = [r.event_hour for r in day_events.select("event_hour").distinct().collect()]
     finally:
         day_events.unpersist()
+    # The day's commit: readers take the day from the compacted table from now on.
+    mark_compacted(target, day.isoformat(), {"rows": rows, "hours": sorted(hours),
+                                             "source": source})  # fmt: skip
     catalog = settings.catalog
     register_table(spark, catalog, catalog.database, "compacted_events", target,
                    SCORED_EVENT_SCHEMA, EVENTS_PARTITIONS)  # fmt: skip

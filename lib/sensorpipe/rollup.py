@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from sensorpipe.aggregates import daily_aggregates
 from sensorpipe.config import Settings
 from sensorpipe.schemas import SCORED_EVENT_SCHEMA
-from sensorpipe.sinks.lake import read_table
+from sensorpipe.sinks.lake import read_events
 from sensorpipe.sinks.warehouse import DAILY_AGGREGATES, warehouse_from_settings
 
 
@@ -42,7 +42,8 @@ def run_daily_rollup(
 ) -> RollupResult:
     """Recompute [first, last] (every day in the lake if None) and replace it in the warehouse."""
     lake = settings.lake
-    events = read_table(spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA)
+    events = read_events(spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA,
+                         lake.compacted_path)  # fmt: skip
     if first is None:
         bounds = events.agg(F.min("event_date"), F.max("event_date")).first()  # bounded: 1 row
         first, last = bounds[0], bounds[1]

@@ -48,6 +48,23 @@ def interval(name: str, value: str) -> None:
         raise ConfigError(f"{name}: expected an interval such as '1 minute', got {value!r}")
 
 
+_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(name: str, value: str) -> int:
+    """A duration as Spark's options write it ("30d", "12h", "90s"), in seconds."""
+    match = _DURATION.match(value)
+    if not match:
+        raise ConfigError(f"{name}: expected a duration such as '30d' or '12h', got {value!r}")
+    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+def optional_duration(name: str, value: str | None) -> None:
+    if value is not None:
+        duration_seconds(name, value)
+
+
 def verified_tls_jdbc_url(name: str, url: str) -> None:
     """A PostgreSQL JDBC URL that requires TLS and verifies the server's certificate and name
     (`sslmode=verify-full`): what the EMR configurations need for the hospital's database and

@@ -10,7 +10,9 @@ from typing import Literal
 from sensorpipe.config.checks import (
     ConfigError,
     check,
+    duration_seconds,
     interval,
+    optional_duration,
     optional_trigger,
     positive,
     shared_path,
@@ -81,6 +83,12 @@ class LakeSettings:
     anomalies_path: str | None = None
     # The events table rewritten one file per (day, hour) by jobs/compact_lake.py.
     compacted_path: str | None = None
+    # How long the file sink's log lists a committed file ("30d"; Spark's `retention` option of
+    # the events and quarantine sinks). Without it the log lists every file for ever and each
+    # compaction of it, and each micro-batch of the side queries, reads all of them. Days older
+    # than this are read from the compacted table, so it must outlast the compaction's delay
+    # (required on EMR: at least the late-data horizon plus a week to re-run a compaction).
+    sink_log_retention: str | None = field(default=None, metadata=check(optional_duration))
 
 
 @dataclass(frozen=True)
@@ -203,6 +211,10 @@ class CatalogSettings:
             raise ConfigError("catalog.protected_database: must differ from catalog.database")
 
 
+# A compaction that failed can be re-run for this long before its day leaves the sink log.
+COMPACTION_RERUN_DAYS = 7
+
+
 @dataclass(frozen=True)
 class Settings:
     environment: Literal["local", "emr"]
@@ -224,6 +236,7 @@ class Settings:
             raise ConfigError("lake.anomalies_path: required when alerts.kind is not none")
         if self.environment == "emr":
             shared_path("lineage.path", self.lineage.path)
+            self._check_sink_log_retention()
         if (
             self.environment == "emr"
             and self.warehouse.kind == "postgres"
@@ -233,3 +246,22 @@ class Settings:
                 "warehouse.sslmode: on EMR the warehouse connection must require verified TLS "
                 f"(verify-full), got {self.warehouse.sslmode!r}"
             )
+
+    def _check_sink_log_retention(self) -> None:
+        name = "lake.sink_log_retention"
+        if self.lake.format != "parquet":
+            return  # Delta keeps its own log (and checkpoints it)
+        if self.lake.sink_log_retention is None:
+            raise ConfigError(f"{name}: required on EMR (e.g. '30d'): without it the sink's log "
+                              "lists every file the stream ever wrote")  # fmt: skip
+        needed = (self.decode.max_event_lag_hours + 24) * 3600 + COMPACTION_RERUN_DAYS * 86400
+        if duration_seconds(name, self.lake.sink_log_retention) < needed:
+            raise ConfigError(
+                f"{name}: at least {needed // 3600} hours (a day's late-data horizon, "
+                f"decode.max_event_lag_hours={self.decode.max_event_lag_hours}, plus "
+                f"{COMPACTION_RERUN_DAYS} days to compact it), got "
+                f"{self.lake.sink_log_retention!r}"
+            )
+        if not self.lake.compacted_path:
+            raise ConfigError("lake.compacted_path: required with lake.sink_log_retention "
+                              "(older days are read from the compacted table)")  # fmt: skip

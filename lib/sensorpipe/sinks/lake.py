@@ -27,8 +27,10 @@ def start_lake_query(
     query_name: str,
     trigger: str,
     one_batch: bool = False,
+    sink_log_retention: str | None = None,
 ) -> StreamingQuery:
-    """Start appending a streaming DataFrame to a partitioned lake table."""
+    """Start appending a streaming DataFrame to a partitioned lake table. With a retention,
+    the file sink's log (compacted every few batches) drops files committed longer ago."""
     writer = (
         frame.writeStream.format(table_format)
         .queryName(query_name)
@@ -36,6 +38,8 @@ def start_lake_query(
         .partitionBy(*partition_by)
         .option("checkpointLocation", checkpoint)
     )
+    if sink_log_retention and table_format == "parquet":
+        writer = writer.option("retention", sink_log_retention)
     return with_trigger(writer, trigger, one_batch).start(path)
 
 
@@ -61,6 +65,44 @@ def read_table(spark: SparkSession, path: str, table_format: str, schema: Struct
     if table_format == "parquet":
         reader = reader.schema(schema)
     return reader.load(path)
+
+
+COMPACTED_MARKERS = "_compacted"
+
+
+def compacted_days(compacted_path: str | None) -> list[str]:
+    """The days the compaction job finished (its marker, written after the day's files)."""
+    if not compacted_path:
+        return []
+    from sensorpipe.jsonstore import JsonStore
+
+    names = JsonStore(compacted_path).children(COMPACTED_MARKERS)
+    return sorted(n[len("event_date=") : -len(".json")] for n in names
+                  if n.startswith("event_date=") and n.endswith(".json"))  # fmt: skip
+
+
+def mark_compacted(compacted_path: str, day: str, detail: dict) -> None:
+    from sensorpipe.jsonstore import JsonStore
+
+    JsonStore(compacted_path).write(f"{COMPACTED_MARKERS}/event_date={day}.json", detail)
+
+
+def read_events(
+    spark: SparkSession, events_path: str, table_format: str, schema: StructType,
+    compacted_path: str | None,
+) -> DataFrame:  # fmt: skip
+    """The events table as batch readers see it: each compacted day from the compacted table,
+    every other day from the raw table's committed files. The raw table's sink log forgets
+    files after its retention; by then their day has been compacted."""
+    raw = read_table(spark, events_path, table_format, schema)
+    days = compacted_days(compacted_path)
+    if not days:
+        return raw
+    from pyspark.sql import functions as F
+
+    compacted = spark.read.schema(schema).parquet(compacted_path)
+    done = F.col("event_date").cast("string").isin(days)
+    return raw.where(~done).unionByName(compacted.where(done))
 
 
 def stream_table(

@@ -59,6 +59,7 @@ def start_events_query(
     table_format: str,
     trigger: str,
     query_name: str,
+    sink_log_retention: str | None = None,
 ) -> StreamingQuery:
     """Valid events, each scored with the state of its (device, sensor), appended to the raw
     events table by (day, hour)."""
@@ -79,6 +80,7 @@ def start_events_query(
         query_name=query_name,
         table_format=table_format,
         trigger=trigger,
+        sink_log_retention=sink_log_retention,
     )
 
 

@@ -181,6 +181,7 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
         table_format=lake.format,
         trigger=settings.stream.trigger,
         query_name=_name(settings, "events"),
+        sink_log_retention=lake.sink_log_retention,
     )
     try:
         quarantine = start_quarantine_query(
