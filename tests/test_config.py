@@ -302,3 +302,18 @@ def test_on_emr_the_sink_log_retention_is_required_and_outlasts_the_compaction()
         environ = {**EMR_ENV, "SENSORPIPE__LAKE__SINK_LOG_RETENTION": value}
         with pytest.raises(ConfigError, match=f"^lake.sink_log_retention: {message}"):
             load_settings(ROOT / "conf/emr.yaml", environ=environ)
+
+
+def test_a_local_checkpoint_under_a_distributed_master_fails_at_start_naming_the_field():
+    """The Kinesis source's executors write where they stopped under the checkpoint root; with
+    a master other than local[N] a local folder is only right if every process shares it."""
+    environ = {"SENSORPIPE__SOURCE__KIND": "kinesis",
+               "SENSORPIPE__SPARK__MASTER": "spark://10.0.0.5:7077"}  # fmt: skip
+    with pytest.raises(ConfigError, match="^lake.checkpoint_root: 'build/checkpoints' is a local "
+                       "path, and with master spark://10.0.0.5:7077"):  # fmt: skip
+        load_settings(ROOT / "conf/local.yaml", environ=environ)
+    shared = {**environ, "SENSORPIPE__SPARK__LOCAL_PATHS_SHARED": "true"}
+    assert load_settings(ROOT / "conf/local.yaml", environ=shared).spark.local_paths_shared
+    on_s3 = {**environ, "SENSORPIPE__LAKE__CHECKPOINT_ROOT": "s3://bucket/checkpoints"}
+    assert load_settings(ROOT / "conf/local.yaml", environ=on_s3).distributed
+    assert not load_settings(ROOT / "conf/local.yaml", environ={}).distributed

@@ -148,6 +148,12 @@ def _coerce(tp: Any, value: Any, name: str, environ: Mapping[str, str]) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{name}: expected a mapping, got {type(value).__name__}")
         return {str(k): _scalar_text(v, f"{name}.{k}", environ) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, str) and value.strip().lstrip("-").isdigit():

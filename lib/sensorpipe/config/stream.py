@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sensorpipe.config.checks import (
+    SHARED_SCHEMES,
     ConfigError,
     check,
     duration_seconds,
@@ -29,6 +30,10 @@ class SparkSettings:
     shuffle_partitions: int = field(default=4, metadata=check(positive))
     # Extra Spark properties, applied last (spark.* keys only).
     conf: dict[str, str] = field(default_factory=dict)
+    # With a master other than local[N], executors run elsewhere (other hosts, other working
+    # folders): a local path is only valid if every process sees the same filesystem there
+    # (one machine, or a shared mount). Say so here to allow local paths with such a master.
+    local_paths_shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,6 +242,8 @@ class Settings:
         if self.environment == "emr":
             shared_path("lineage.path", self.lineage.path)
             self._check_sink_log_retention()
+        if self.distributed and self.source.kind == "kinesis":
+            self._check_source_metadata_is_shared()
         if (
             self.environment == "emr"
             and self.warehouse.kind == "postgres"
@@ -245,6 +252,28 @@ class Settings:
             raise ConfigError(
                 "warehouse.sslmode: on EMR the warehouse connection must require verified TLS "
                 f"(verify-full), got {self.warehouse.sslmode!r}"
+            )
+
+    @property
+    def distributed(self) -> bool:
+        """Executors are processes of their own (YARN, a standalone master), not the driver's
+        (local runs default to local[2], as session.py builds them)."""
+        master = self.spark.master or ("local[2]" if self.environment == "local" else "")
+        return not master.startswith("local")
+
+    def _check_source_metadata_is_shared(self) -> None:
+        """The Kinesis source's tasks write where they stopped under the checkpoint root, and
+        the driver reads it back: a folder only the driver's machine has loses the end files
+        (and a relative one is each executor's own working folder)."""
+        root = self.lake.checkpoint_root
+        if root.startswith(SHARED_SCHEMES):
+            return
+        master = self.spark.master or "YARN"
+        if not self.spark.local_paths_shared:
+            raise ConfigError(
+                f"lake.checkpoint_root: {root!r} is a local path, and with master {master} the "
+                "Kinesis source's executors write its metadata there: use s3://, or set "
+                "spark.local_paths_shared: true if every process shares that filesystem"
             )
 
     def _check_sink_log_retention(self) -> None:

@@ -4,6 +4,7 @@ same code whichever is configured."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -70,7 +71,11 @@ def read_records(spark: SparkSession, source: SourceSettings, checkpoint: str) -
         return read_replay(
             spark, source.replay_path, source.stream_name, source.max_files_per_trigger
         )
-    options = kinesis_reader_options(source, f"{checkpoint}/kinesis")
+    metadata = f"{checkpoint}/kinesis"
+    if "://" not in metadata:
+        # The executors write here too: a relative path would be each one's working folder.
+        metadata = os.path.abspath(metadata)
+    options = kinesis_reader_options(source, metadata)
     if source.kind == "kinesis":
         from sensorpipe.sources.kinesis import SHORT_NAME, KinesisDataSource
 
