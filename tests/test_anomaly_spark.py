@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from sensorpipe.anomaly.spark import score_batch, score_stream
+from sensorpipe.anomaly.spark import ScoringSettings, score_batch, score_stream
 from sensorpipe.schemas import EVENT_SCHEMA
 
 
@@ -38,40 +38,61 @@ def series_frame(points: int = 700) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def stream_scores(spark, tmp_path, frame, batches: int, detector: str) -> pd.DataFrame:
-    source = tmp_path / f"in-{batches}"
+def stream_scores(
+    spark, tmp_path, frame, batches: int, detector: str, restart_after: int | None = None,
+    **scoring,
+) -> pd.DataFrame:  # fmt: skip
+    """The frame's two keys cut into `batches` micro-batches (one file each) and scored by the
+    streaming scorer; with `restart_after`, the query stops after that many batches and a new
+    query resumes from the checkpoint."""
+    name = f"{batches}-{restart_after}-{'-'.join(f'{k}{v}' for k, v in scoring.items())}"
+    source = tmp_path / f"in-{name}"
     source.mkdir()
     chunks = np.array_split(np.arange(len(frame) // 2), batches)
     half = len(frame) // 2
-    for k, chunk in enumerate(chunks):
-        part = pd.concat([frame.iloc[chunk], frame.iloc[chunk + half]])
+
+    def write_file(k: int) -> None:
+        part = pd.concat([frame.iloc[chunks[k]], frame.iloc[chunks[k] + half]])
         path = source / f"part-{k:03d}.parquet"
         part.astype({"event_hour": "int32"}).to_parquet(path, coerce_timestamps="us")
         os.utime(path, (1_700_000_000 + k, 1_700_000_000 + k))  # the file source's order
-    out = tmp_path / f"out-{batches}"
-    stream = (
-        spark.readStream.schema(EVENT_SCHEMA).option("maxFilesPerTrigger", 1).parquet(str(source))
-    )
-    query = (
-        score_stream(stream, detector, threshold=0.5, warmup=50, ttl_ms=None)
-        .writeStream.format("parquet")
-        .option("checkpointLocation", str(tmp_path / f"ck-{batches}"))
-        .trigger(availableNow=True)
-        .start(str(out))
-    )
-    try:
-        query.awaitTermination()
-        assert sum(1 for p in query.recentProgress if p.numInputRows) == batches
-    finally:
-        query.stop()
+
+    settings = ScoringSettings(detector, threshold=0.5, warmup=50, ttl_ms=None, **scoring)
+    out = tmp_path / f"out-{name}"
+    runs = [range(batches)] if restart_after is None else [range(restart_after),
+                                                           range(restart_after, batches)]
+    for files in runs:
+        for k in files:
+            write_file(k)
+        stream = spark.readStream.schema(EVENT_SCHEMA).option("maxFilesPerTrigger", 1).parquet(
+            str(source)
+        )
+        query = (
+            score_stream(stream, settings)
+            .writeStream.format("parquet")
+            .option("checkpointLocation", str(tmp_path / f"ck-{name}"))
+            .trigger(availableNow=True)
+            .start(str(out))
+        )
+        try:
+            query.awaitTermination()
+            assert sum(1 for p in query.recentProgress if p.numInputRows) == len(files)
+        finally:
+            query.stop()
     result = spark.read.parquet(str(out)).toPandas()
     return result.sort_values(["device_id", "event_time"]).reset_index(drop=True)
 
 
 @pytest.mark.parametrize("detector", ["likelihood", "rcf"])
 def test_scores_do_not_depend_on_how_the_stream_is_cut(spark, tmp_path, detector):
+    """1, 3 and 17 micro-batches; a restart from the checkpoint in the middle; and workers that
+    keep no detector (every batch restores each key from its snapshot, taken every 37 points,
+    and the chunks since): the same scores, bit for bit."""
     frame = series_frame()
     results = [stream_scores(spark, tmp_path, frame, n, detector) for n in (1, 3, 17)]
+    results.append(stream_scores(spark, tmp_path, frame, 17, detector, restart_after=8))
+    results.append(stream_scores(spark, tmp_path, frame, 17, detector, restart_after=9,
+                                 snapshot_every=37, resident_bytes=0))  # fmt: skip
     for other in results[1:]:
         np.testing.assert_array_equal(results[0]["anomaly_score"], other["anomaly_score"])
         np.testing.assert_array_equal(results[0]["is_anomaly"], other["is_anomaly"])

@@ -108,6 +108,19 @@ class AnomalySettings:
     state_ttl_hours: int = field(default=168, metadata=check(positive))
     # An incident closes at the first point this long after its last anomalous point.
     incident_quiet_minutes: int = field(default=30, metadata=check(positive))
+    # Keys are scored in this many buckets (a hash of the key), each one state record and one
+    # Spark group per micro-batch. Fixed for a checkpoint's life: a new value needs a new one.
+    state_buckets: int = field(default=64, metadata=check(positive))
+    # A key's detector is snapshotted into the state every this many points (staggered over
+    # the keys); in between, the state holds the values scored since, replayed on a restore.
+    snapshot_every_points: int = field(default=2000, metadata=check(positive))
+    # Detectors a Python worker keeps between micro-batches (MB; about 2.5 MB a key): a key
+    # beyond it is restored from its snapshot when next scored. 0 restores every key each time.
+    resident_mb: int = 4096
+    # The most keys (device, sensor) with detector state in the job (spread evenly over the
+    # buckets): points of a key beyond it land in the lake unscored and are counted
+    # (unscored_readings), so a producer inventing keys cannot grow the state without bound.
+    max_live_keys: int = field(default=200_000, metadata=check(positive))
 
 
 @dataclass(frozen=True)

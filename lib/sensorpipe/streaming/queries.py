@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from sensorpipe.aggregates import window_aggregates
-from sensorpipe.anomaly.spark import score_stream
+from sensorpipe.anomaly.spark import ScoringSettings, score_stream
 from sensorpipe.config import AnomalySettings, DecodeSettings, SourceSettings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
 from sensorpipe.sinks.alerts import AlertStats, ShadowStore, foreach_batch_alerts
@@ -50,6 +50,21 @@ def decoded_stream(
     ).observe(DECODE_METRICS, *decode_metrics())
 
 
+def scoring_settings(anomaly: AnomalySettings) -> ScoringSettings:
+    """The streaming scorer's settings, as plain values."""
+    return ScoringSettings(
+        detector=anomaly.detector,
+        threshold=anomaly.threshold,
+        warmup=anomaly.warmup_points,
+        ttl_ms=anomaly.state_ttl_hours * 3600 * 1000,
+        quiet=timedelta(minutes=anomaly.incident_quiet_minutes),
+        buckets=anomaly.state_buckets,
+        snapshot_every=anomaly.snapshot_every_points,
+        resident_bytes=anomaly.resident_mb << 20,
+        max_live_keys=anomaly.max_live_keys,
+    )
+
+
 def start_events_query(
     decoded: DataFrame,
     anomaly: AnomalySettings,
@@ -63,14 +78,7 @@ def start_events_query(
 ) -> StreamingQuery:
     """Valid events, each scored with the state of its (device, sensor), appended to the raw
     events table by (day, hour)."""
-    scored = score_stream(
-        decoded.transform(valid_events),
-        detector=anomaly.detector,
-        threshold=anomaly.threshold,
-        warmup=anomaly.warmup_points,
-        ttl_ms=anomaly.state_ttl_hours * 3600 * 1000,
-        quiet=timedelta(minutes=anomaly.incident_quiet_minutes),
-    )
+    scored = score_stream(decoded.transform(valid_events), scoring_settings(anomaly))
     return start_lake_query(
         scored,
         one_batch=True,
