@@ -20,6 +20,15 @@ class Detector(Protocol):
 
     def to_bytes(self) -> bytes: ...
 
+    # Its whole state as named arrays (what a shared-memory copy holds), and the parameters
+    # that fix their shapes; `attach(config, arrays)` works on such arrays in place.
+    def layout(self) -> dict[str, tuple[object, tuple[int, ...]]]: ...
+
+    def arrays(self) -> dict[str, np.ndarray]: ...
+
+    @property
+    def config(self) -> tuple: ...
+
 
 class RcfDetector:
     """AWS's Random Cut Forest as Kinesis Data Analytics ran it on NAB: 100 trees, sample size
@@ -43,6 +52,21 @@ class RcfDetector:
     def from_bytes(cls, data: bytes) -> RcfDetector:
         return cls(RandomCutForest.from_bytes(data))
 
+    def layout(self) -> dict[str, tuple[object, tuple[int, ...]]]:
+        return {f"forest.{k}": v for k, v in self.forest.layout().items()}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f"forest.{k}": getattr(self.forest, k) for k in self.forest.layout()}
+
+    @property
+    def config(self) -> tuple:
+        return self.forest.params
+
+    @classmethod
+    def attach(cls, config: tuple, arrays: dict[str, np.ndarray]) -> RcfDetector:
+        forest = RandomCutForest.attach(config, {k[len("forest.") :]: v for k, v in arrays.items()})
+        return cls(forest)
+
 
 DETECTORS = {"rcf": RcfDetector, "likelihood": LikelihoodDetector}
 DEFAULT_DETECTOR = "likelihood"
@@ -57,3 +81,7 @@ def make_detector(name: str | None = None, seed: int = 42) -> Detector:
 
 def restore_detector(name: str, data: bytes) -> Detector:
     return DETECTORS[name].from_bytes(data)
+
+
+def attach_detector(name: str, config: tuple, arrays: dict[str, np.ndarray]) -> Detector:
+    return DETECTORS[name].attach(config, arrays)

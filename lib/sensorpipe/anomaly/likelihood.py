@@ -187,6 +187,31 @@ class LikelihoodDetector:
 
     _OWN = ("scores", "values", "state", "avg_window", "params", "run_values")
 
+    def layout(self) -> dict[str, tuple[object, tuple[int, ...]]]:
+        """Every array of the state, the forest's under `forest.`: dtype and shape."""
+        own = {name: (getattr(self, name).dtype, getattr(self, name).shape) for name in self._OWN}
+        return {**{f"forest.{k}": v for k, v in self.forest.layout().items()}, **own}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {f"forest.{k}": getattr(self.forest, k) for k in self.forest.layout()}
+        return {**out, **{name: getattr(self, name) for name in self._OWN}}
+
+    @property
+    def config(self) -> tuple:
+        return self.forest.params
+
+    @classmethod
+    def attach(cls, config: tuple, arrays: dict[str, np.ndarray]) -> LikelihoodDetector:
+        """A detector whose state is `arrays` as they are (no allocation, no copy)."""
+        forest = RandomCutForest.attach(
+            config, {k[len("forest.") :]: v for k, v in arrays.items() if k.startswith("forest.")}
+        )
+        detector = cls.__new__(cls)
+        detector.forest = forest
+        for name in cls._OWN:
+            setattr(detector, name, arrays[name])
+        return detector
+
     def to_bytes(self) -> bytes:
         # One blob, compressed once: the forest's arrays beside the likelihood's own.
         arrays = {f"forest_{k}": v for k, v in self.forest.to_arrays().items()}
@@ -197,7 +222,7 @@ class LikelihoodDetector:
     def from_bytes(cls, data: bytes) -> LikelihoodDetector:
         arrays = unpack_arrays(data)
         forest = RandomCutForest.from_arrays(
-            {k[len("forest_") :]: arrays[k] for k in arrays.files if k.startswith("forest_")}
+            {k[len("forest_") :]: arrays[k] for k in arrays if k.startswith("forest_")}
         )
         detector = cls(forest)
         for name in cls._OWN:

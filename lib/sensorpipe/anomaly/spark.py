@@ -27,8 +27,8 @@ from pyspark.sql.types import StructType
 
 from sensorpipe.anomaly.detectors import make_detector, restore_detector
 from sensorpipe.anomaly.incidents import SEVERITIES, IncidentState, advance, alert_id
+from sensorpipe.anomaly.resident import Resident, detector_store
 from sensorpipe.anomaly.state import (
-    RESIDENT,
     BucketState,
     Key,
     KeyState,
@@ -43,24 +43,24 @@ from sensorpipe.schemas import SCORE_FIELDS
 LOG = logging.getLogger(__name__)
 
 KEY = ["device_id", "sensor"]
-ORDER = ["event_time", "sequence_number", "sub_sequence_number"]
 BUCKET = "_state_bucket"
 SEED = 42
 
 
 def scored_schema(schema: StructType) -> StructType:
-    return StructType([f for f in schema.fields if f.name != BUCKET] + SCORE_FIELDS)
+    return StructType([*schema.fields, *SCORE_FIELDS])
 
 
-def _transitions(frame: pd.DataFrame, flagged: np.ndarray, score: np.ndarray,
-                 incident: IncidentState, quiet: timedelta) -> tuple[list, list, list]:  # fmt: skip
-    """Incident transitions of one key's points, in order (frame sorted by event time)."""
+def _transitions(devices: Any, sensors: Any, moments: Any, flagged: np.ndarray,
+                 score: np.ndarray, incident: IncidentState,
+                 quiet: timedelta) -> tuple[list, list, list]:  # fmt: skip
+    """Incident transitions of one key's points (naive UTC datetimes), in event-time order."""
     ids, actions, severities = [], [], []
     for device, sensor, moment, hit, value in zip(
-        frame["device_id"], frame["sensor"], frame["event_time"], flagged, score, strict=True
+        devices, sensors, moments, flagged, score, strict=True
     ):
         action, severity = advance(
-            incident, device, sensor, moment.to_pydatetime(), bool(hit), float(value), quiet
+            incident, device, sensor, moment, bool(hit), float(value), quiet
         )
         ids.append(alert_id(device, sensor, incident.number) if action else None)
         actions.append(action)
@@ -68,26 +68,60 @@ def _transitions(frame: pd.DataFrame, flagged: np.ndarray, score: np.ndarray,
     return ids, actions, severities
 
 
-def score_key(
-    frame: pd.DataFrame, detector: Any, points_before: int, threshold: float, warmup: int,
-    incident: IncidentState, quiet: timedelta,
-) -> pd.DataFrame:  # fmt: skip
-    """One key's new points (sorted by `ORDER`), scored by its detector and incident state,
-    both advanced past them."""
-    raw, score = detector.update(frame["value"].to_numpy(dtype=np.float64))
-    index = points_before + np.arange(len(frame))
-    # A detector still learning a series (its first `warmup` points) flags nothing.
-    flagged = (score >= threshold) & (index >= warmup)
-    ids, actions, severities = _transitions(frame, flagged, score, incident, quiet)
-    return frame.assign(anomaly_raw=raw, anomaly_score=score, is_anomaly=flagged, alert_id=ids,
-                        alert_action=actions, alert_severity=severities)  # fmt: skip
+class Scores:
+    """One bucket's rows, sorted by key and time, and their score columns, filled one key's
+    rows at a time and put together once (adding columns to a pandas frame per key cost about
+    1 ms a key; sorting with pandas another 5 ms a bucket)."""
 
+    def __init__(self, frame: pd.DataFrame) -> None:
+        devices = frame["device_id"].to_numpy(dtype=object)
+        sensors = frame["sensor"].to_numpy(dtype=object)
+        key_codes = pd.factorize(pd.Series(devices + "\x00" + sensors), sort=True)[0]
+        seq_rank = pd.factorize(frame["sequence_number"], sort=True)[0]
+        micros = frame[EVENT_MICROS].to_numpy(dtype=np.int64)
+        order = np.lexsort((frame["sub_sequence_number"].to_numpy(), seq_rank, micros, key_codes))
+        self.columns = {name: frame[name].to_numpy()[order] for name in frame.columns}
+        n = len(order)
+        self.devices, self.sensors = devices[order], sensors[order]
+        self.key_codes = key_codes[order]
+        self.moments = micros[order].astype("datetime64[us]").tolist()  # naive UTC datetimes
+        self.values = self.columns["value"].astype(np.float64)
+        self.raw = np.full(n, np.nan)
+        self.score = np.full(n, np.nan)
+        self.flagged = np.full(n, None, dtype=object)
+        self.ids: list = [None] * n
+        self.actions: list = [None] * n
+        self.severities: list = [None] * n
 
-def unscored(frame: pd.DataFrame) -> pd.DataFrame:
-    """Points of a key refused state (the live-key bound): in the lake, not scored."""
-    none = [None] * len(frame)
-    return frame.assign(anomaly_raw=np.nan, anomaly_score=np.nan, is_anomaly=none,
-                        alert_id=none, alert_action=none, alert_severity=none)  # fmt: skip
+    def key_ranges(self) -> Iterator[tuple[Key, int, int]]:
+        """(key, first row, end row) of each key, in order."""
+        codes = self.key_codes
+        starts = np.flatnonzero(np.diff(codes)) + 1 if len(codes) else np.empty(0, int)
+        bounds = [0, *starts.tolist(), len(codes)] if len(codes) else []
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            yield (self.devices[a], self.sensors[a]), a, b
+
+    def score_key(self, a: int, b: int, detector: Any, points_before: int, threshold: float,
+                  warmup: int, incident: IncidentState, quiet: timedelta) -> None:  # fmt: skip
+        """Rows a:b (one key's new points) scored by its detector and incident state, both
+        advanced past them."""
+        raw, score = detector.update(self.values[a:b])
+        # A detector still learning a series (its first `warmup` points) flags nothing.
+        flagged = (score >= threshold) & (points_before + np.arange(b - a) >= warmup)
+        self.raw[a:b], self.score[a:b], self.flagged[a:b] = raw, score, flagged
+        ids, actions, severities = _transitions(
+            self.devices[a:b], self.sensors[a:b], self.moments[a:b], flagged, score, incident,
+            quiet,
+        )  # fmt: skip
+        self.ids[a:b], self.actions[a:b], self.severities[a:b] = ids, actions, severities
+
+    def scored(self, names: list[str]) -> pd.DataFrame:
+        """The rows with their scores, as columns `names`; rows of a key refused state (the
+        live-key bound) stay unscored (nulls)."""
+        columns = {**self.columns, "anomaly_raw": self.raw, "anomaly_score": self.score,
+                   "is_anomaly": self.flagged, "alert_id": self.ids, "alert_action": self.actions,
+                   "alert_severity": self.severities}  # fmt: skip
+        return pd.DataFrame({name: columns[name] for name in names}, copy=False)
 
 
 @dataclass(frozen=True)
@@ -100,11 +134,16 @@ class ScoringSettings:
     ttl_ms: int | None
     quiet: timedelta = timedelta(minutes=30)
     buckets: int = 64
+    # The state's shuffle partitions: buckets are labelled so each partition gets as many.
+    partitions: int = 2
     snapshot_every: int = 2000
     # A key's values not yet in a snapshot are kept at most this many batches: a key that went
     # quiet is snapshotted then, so one silent key does not keep every chunk of its bucket.
     max_chunks: int = 200
-    resident_bytes: int = 4 << 30
+    # The executor's resident detectors (anomaly/resident.py): where (tmpfs; /dev/shm if
+    # null) and how many bytes at most. 0 bytes: every key restored from the state each batch.
+    resident_dir: str | None = None
+    resident_bytes: int = 8 << 30
     max_live_keys: int = 1_000_000
 
     @property
@@ -117,10 +156,12 @@ class BucketedDetectorProcessor(StatefulProcessor):
     exactly the checkpoint's, otherwise restored from its snapshot and the chunks since."""
 
     def __init__(self, settings: ScoringSettings, columns: list[str]) -> None:
+        # columns: the slim output (score_stream), in order
         self.settings, self.columns = settings, columns
         self.state_id = f"{settings.detector}/{SEED}"
 
     def init(self, handle: StatefulProcessorHandle) -> None:
+        self.store = detector_store(self.settings.resident_dir, self.settings.resident_bytes)
         ttl = self.settings.ttl_ms
         self.bucket = handle.getValueState("bucket", "record BINARY", ttl)
         self.snapshots = handle.getMapState("snapshots", "device_id STRING, sensor STRING",
@@ -158,22 +199,31 @@ class BucketedDetectorProcessor(StatefulProcessor):
         return detector
 
     def _detector(self, key: Key, state: KeyState, bucket: BucketState,
-                  loaded: dict[int, dict[Key, np.ndarray]]) -> tuple[Any, KeyState]:  # fmt: skip
+                  loaded: dict[int, dict[Key, np.ndarray]]
+                  ) -> tuple[Any, KeyState, Resident | None]:  # fmt: skip
+        """The key's detector as of its record: resident (mapped, changed in place) if the
+        executor's copy is exactly that, else restored from the state store (in memory)."""
         if state.points == 0:
-            return make_detector(state.detector, seed=SEED), state
-        # Taken out while in use: a task that fails half way leaves no stale entry behind.
-        detector = RESIDENT.get(self.state_id, key, state.points, state.digest)
-        if detector is not None:
-            RESIDENT.drop(self.state_id, key)
-            return detector, state
+            return make_detector(state.detector, seed=SEED), state, None
+        resident = self.store.get(self.state_id, key, state.detector, state.points, state.digest)
+        if resident is not None:
+            resident.begin()
+            return resident.detector, state, resident
         try:
-            return self._restore(key, state, bucket, loaded), state
+            return self._restore(key, state, bucket, loaded), state, None
         except StateMismatch as exc:
             # Only a partly expired key gets here (its snapshot outlived by its record): it
             # starts again, as a key silent longer than the TTL does.
             LOG.warning("detector state of %s restarted: %s", key, exc)
             fresh = KeyState(state.detector)
-            return make_detector(state.detector, seed=SEED), fresh
+            return make_detector(state.detector, seed=SEED), fresh, None
+
+    def _keep(self, key: Key, state: KeyState, detector: Any, resident: Resident | None) -> None:
+        """The detector's new state back where the next batch finds it."""
+        if resident is not None:
+            resident.commit(state.points, state.digest)
+        else:
+            self.store.put(self.state_id, key, detector, state.points, state.digest)
 
     def _snapshot(self, key: Key, state: KeyState, detector: Any, chunk: int, now: int) -> None:
         self.snapshots.updateValue(key, (detector.to_bytes(),))
@@ -186,8 +236,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
         self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any
     ) -> Iterator[pd.DataFrame]:
         s = self.settings
-        frame = pd.concat(list(rows), ignore_index=True)
-        frame = frame.sort_values([*KEY, *ORDER], kind="stable").reset_index(drop=True)
+        scores = Scores(pd.concat(list(rows), ignore_index=True))
         now = max(0, int(timerValues.getCurrentProcessingTimeInMs()))
         bucket = BucketState.from_bytes(self._bucket_record())
         self._expire(bucket, now)
@@ -195,35 +244,35 @@ class BucketedDetectorProcessor(StatefulProcessor):
         bucket.next_chunk += 1
         refresh = s.ttl_ms // 4 if s.ttl_ms else None
         loaded: dict[int, dict[Key, np.ndarray]] = {}
-        entries, out = [], []
-        keys = list(zip(frame["device_id"], frame["sensor"], strict=True))
-        starts = [0] + [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]] + [len(keys)]
-        for a, b in zip(starts, starts[1:], strict=False):
-            k: Key = keys[a]
-            part = frame.iloc[a:b]
+        entries = []
+        for k, a, b in scores.key_ranges():
             state = bucket.keys.get(k)
             if state is None:
                 if len(bucket.keys) >= s.keys_per_bucket:
-                    out.append(unscored(part))  # the live-key bound: no state for this key
-                    continue
+                    continue  # the live-key bound: no state for this key, its rows unscored
                 state = bucket.keys[k] = KeyState(s.detector, snapshot_ms=now)
-            detector, state = self._detector(k, state, bucket, loaded)
-            bucket.keys[k] = state
-            incident = state.incident
-            before = state.points
-            scored = score_key(part, detector, before, s.threshold, s.warmup, incident, s.quiet)
-            out.append(scored)
-            values = part["value"].to_numpy(dtype=np.float64)
-            state.points, state.digest = before + len(values), chain_digest(state.digest, values)
-            state.last_seen_ms = now
-            state.keep_incident(incident)
-            if state.snapshot_due(before, s.snapshot_every, key_phase(k, s.snapshot_every),
-                                  now, refresh):  # fmt: skip
-                self._snapshot(k, state, detector, chunk, now)
-            else:
-                entries.append((k, values))
-            RESIDENT.put(self.state_id, k, state.points, state.digest, detector,
-                         s.resident_bytes)  # fmt: skip
+            detector, state, resident = self._detector(k, state, bucket, loaded)
+            try:
+                bucket.keys[k] = state
+                incident = state.incident
+                before = state.points
+                scores.score_key(a, b, detector, before, s.threshold, s.warmup, incident,
+                                 s.quiet)  # fmt: skip
+                values = scores.values[a:b]
+                state.points = before + len(values)
+                state.digest = chain_digest(state.digest, values)
+                state.last_seen_ms = now
+                state.keep_incident(incident)
+                if state.snapshot_due(before, s.snapshot_every, key_phase(k, s.snapshot_every),
+                                      now, refresh):  # fmt: skip
+                    self._snapshot(k, state, detector, chunk, now)
+                else:
+                    entries.append((k, values))
+                self._keep(k, state, detector, resident)
+            finally:
+                detector = None
+                if resident is not None:
+                    resident.close()
         if entries:
             self.chunks.updateValue((chunk,), (pack_chunk(entries),))
             bucket.chunks.append(chunk)
@@ -232,7 +281,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
             self.chunks.removeKey((old,))
         bucket.chunks = bucket.needed_chunks()
         self.bucket.update((bucket.to_bytes(),))
-        yield pd.concat(out, ignore_index=True)[self.columns]
+        yield scores.scored(self.columns)
 
     def _bucket_record(self) -> bytes | None:
         stored = self.bucket.get()
@@ -249,40 +298,101 @@ class BucketedDetectorProcessor(StatefulProcessor):
                 if state.snapshot_points:
                     self.snapshots.removeKey(k)
                 del bucket.keys[k]
-                RESIDENT.drop(self.state_id, k)
+                self.store.drop(self.state_id, k)
 
     def _snapshot_lagging(self, bucket: BucketState, chunk: int, now: int,
                           loaded: dict[int, dict[Key, np.ndarray]]) -> None:  # fmt: skip
         """Keys whose values are spread over more than `max_chunks` chunks get a snapshot."""
-        for k, state in bucket.keys.items():
-            if state.points > state.snapshot_points and chunk - state.snapshot_chunk > (
-                self.settings.max_chunks
-            ):
-                detector, state = self._detector(k, state, bucket, loaded)
+        for k, state in list(bucket.keys.items()):
+            lagging = chunk - state.snapshot_chunk > self.settings.max_chunks
+            if not (lagging and state.points > state.snapshot_points):
+                continue
+            detector, state, resident = self._detector(k, state, bucket, loaded)
+            try:
                 bucket.keys[k] = state
                 if state.points:
                     self._snapshot(k, state, detector, chunk, now)
-                    RESIDENT.put(self.state_id, k, state.points, state.digest, detector,
-                                 self.settings.resident_bytes)  # fmt: skip
+                    self._keep(k, state, detector, resident)
+            finally:
+                detector = None
+                if resident is not None:
+                    resident.close()
 
     def close(self) -> None:
         pass
 
 
+def _spark_hash_int(value: int, seed: int = 42) -> int:
+    """Spark's `hash()` of an int (Murmur3_x86_32.hashInt), which its hash partitioning uses."""
+
+    def rotl(x: int, r: int) -> int:
+        return ((x << r) | (x >> (32 - r))) & 0xFFFFFFFF
+
+    k1 = rotl((value & 0xFFFFFFFF) * 0xCC9E2D51 & 0xFFFFFFFF, 15) * 0x1B873593 & 0xFFFFFFFF
+    h1 = (rotl(seed ^ k1, 13) * 5 + 0xE6546B64) & 0xFFFFFFFF
+    h1 ^= 4
+    h1 = (h1 ^ (h1 >> 16)) * 0x85EBCA6B & 0xFFFFFFFF
+    h1 = (h1 ^ (h1 >> 13)) * 0xC2B2AE35 & 0xFFFFFFFF
+    h1 ^= h1 >> 16
+    return h1 - (1 << 32) if h1 >= 1 << 31 else h1
+
+
+def bucket_labels(buckets: int, partitions: int) -> list[int]:
+    """A label per bucket such that Spark's hash partitioning sends bucket i to partition
+    i mod `partitions`: every partition gets the same number of buckets (hashing the bucket
+    numbers themselves left one partition 40% more keys than the other at 2,000 keys)."""
+    labels: list[int] = []
+    candidate = 0
+    free: dict[int, list[int]] = {p: [] for p in range(partitions)}
+    for i in range(buckets):
+        want = i % partitions
+        while not free[want]:
+            free[_spark_hash_int(candidate) % partitions].append(candidate)
+            candidate += 1
+        labels.append(free[want].pop(0))
+    return labels
+
+
+EVENT_MICROS = "_event_micros"
+PACKED = "_packed"
+# What the scorer reads of an event; the other columns cross packed in one JSON string, and
+# times as integers (each column, and each timestamp most, costs Python time per group).
+SCORER_COLUMNS = ["device_id", "sensor", "value", "sequence_number", "sub_sequence_number"]
+_JSON = {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX", "dateFormat": "yyyy-MM-dd"}
+
+
 def score_stream(events: DataFrame, settings: ScoringSettings) -> DataFrame:
     """Streaming: add the scores, is_anomaly and incident transitions to every event."""
     schema = scored_schema(events.schema)
-    bucketed = events.withColumn(
-        BUCKET, F.pmod(F.xxhash64(*KEY), F.lit(settings.buckets)).cast("int")
+    passed = StructType([f for f in events.schema.fields
+                         if f.name not in (*SCORER_COLUMNS, "event_time")])  # fmt: skip
+    slim = events.select(
+        *SCORER_COLUMNS,
+        F.unix_micros("event_time").alias(EVENT_MICROS),
+        F.to_json(F.struct(*passed.fieldNames()), _JSON).alias(PACKED),
+        F.element_at(
+            F.array(*[F.lit(b) for b in bucket_labels(settings.buckets, settings.partitions)]),
+            F.pmod(F.xxhash64(*KEY), F.lit(settings.buckets)).cast("int") + 1,
+        ).alias(BUCKET),
     )
-    processor = BucketedDetectorProcessor(settings, schema.fieldNames())
-    return bucketed.groupBy(BUCKET).transformWithStateInPandas(
+    out = StructType([
+        *[slim.schema[c] for c in (*SCORER_COLUMNS, EVENT_MICROS, PACKED)], *SCORE_FIELDS,
+    ])  # fmt: skip
+    processor = BucketedDetectorProcessor(settings, out.fieldNames())
+    scored = slim.groupBy(BUCKET).transformWithStateInPandas(
         statefulProcessor=processor,
-        outputStructType=schema,
+        outputStructType=out,
         outputMode="Append",
         # State TTL counts processing time, so it needs that time mode.
         timeMode="ProcessingTime" if settings.ttl_ms else "None",
     )
+    unpacked = F.from_json(PACKED, passed, _JSON)
+    columns = {
+        "event_time": F.timestamp_micros(EVENT_MICROS),
+        **{f.name: unpacked[f.name] for f in passed.fields},
+    }
+    return scored.select(*[columns.get(f.name, F.col(f.name)).alias(f.name)
+                           for f in schema.fields])  # fmt: skip
 
 
 def score_batch(
@@ -297,9 +407,10 @@ def score_batch(
     schema = scored_schema(events.schema)
 
     def score_group(frame: pd.DataFrame) -> pd.DataFrame:
-        frame = frame.sort_values(ORDER, kind="stable").reset_index(drop=True)
-        scored = score_key(frame, make_detector(detector, seed=SEED), 0, threshold, warmup,
-                           IncidentState(), quiet)  # fmt: skip
-        return scored[schema.fieldNames()]
+        moments = frame["event_time"].to_numpy(dtype="datetime64[us]")
+        scores = Scores(frame.assign(**{EVENT_MICROS: moments.astype(np.int64)}))
+        scores.score_key(0, len(frame), make_detector(detector, seed=SEED), 0, threshold, warmup,
+                         IncidentState(), quiet)  # fmt: skip
+        return scores.scored(schema.fieldNames())
 
     return events.groupBy(*KEY).applyInPandas(score_group, schema)

@@ -3,11 +3,11 @@
 A detector is about 2.5 MB in memory and 0.7 MB stored (a forest of 40 trees, 256 points each).
 Saving and restoring it every micro-batch cost about 11 ms per key; so instead:
 
-- **Resident detectors.** Each Python worker keeps the detectors it used, bounded in bytes
-  (`ResidentDetectors`). A detector is used only if it is exactly the state the checkpoint
+- **Resident detectors.** Each executor keeps its keys' detectors in shared memory
+  (anomaly/resident.py). A detector is used only if it is exactly the state the checkpoint
   holds: same number of points and the same digest (a hash chain over every value the key has
-  scored, in order). Anything else (another worker served the key, a batch was retried, the
-  query restarted on an older checkpoint) is a miss.
+  scored, in order). Anything else (a batch was retried, the query restarted on an older
+  checkpoint, the key moved to another executor) is a miss.
 - **A snapshot now and then, a log of the values since.** The state store keeps, per key, a
   snapshot of the detector taken every `snapshot_every` points (staggered across keys), and the
   values scored since, as per-batch chunks shared by the keys of a bucket. A miss restores the
@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import pickle
 import zlib
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -132,58 +131,6 @@ def detector_nbytes(detector: Any) -> int:
         if obj is not None:
             total += sum(v.nbytes for v in vars(obj).values() if isinstance(v, np.ndarray))
     return total
-
-
-@dataclass
-class _Resident:
-    points: int
-    digest: bytes
-    detector: Any
-    nbytes: int
-
-
-class ResidentDetectors:
-    """The detectors a Python worker keeps between micro-batches, least recently used out
-    first once `budget_bytes` is exceeded. Keyed by the state they belong to (the query's
-    checkpoint) and the key; valid only for the exact (points, digest) they were left at."""
-
-    def __init__(self) -> None:
-        self._entries: OrderedDict[tuple[str, Key], _Resident] = OrderedDict()
-        self.nbytes = 0
-        self.hits = self.misses = 0
-
-    def get(self, state: str, key: Key, points: int, digest: bytes) -> Any | None:
-        entry = self._entries.get((state, key))
-        if entry is None or entry.points != points or entry.digest != digest:
-            self.misses += 1
-            return None
-        self._entries.move_to_end((state, key))
-        self.hits += 1
-        return entry.detector
-
-    def put(self, state: str, key: Key, points: int, digest: bytes, detector: Any,
-            budget_bytes: int) -> None:  # fmt: skip
-        self.drop(state, key)
-        if budget_bytes <= 0:
-            return
-        size = detector_nbytes(detector)
-        self._entries[(state, key)] = _Resident(points, digest, detector, size)
-        self.nbytes += size
-        while self.nbytes > budget_bytes and self._entries:
-            _, old = self._entries.popitem(last=False)
-            self.nbytes -= old.nbytes
-
-    def drop(self, state: str, key: Key) -> None:
-        old = self._entries.pop((state, key), None)
-        if old is not None:
-            self.nbytes -= old.nbytes
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-# One per Python worker process: what survives from one micro-batch to the next.
-RESIDENT = ResidentDetectors()
 
 
 class StateMismatch(RuntimeError):

@@ -114,9 +114,12 @@ class AnomalySettings:
     # A key's detector is snapshotted into the state every this many points (staggered over
     # the keys); in between, the state holds the values scored since, replayed on a restore.
     snapshot_every_points: int = field(default=2000, metadata=check(positive))
-    # Detectors a Python worker keeps between micro-batches (MB; about 2.5 MB a key): a key
-    # beyond it is restored from its snapshot when next scored. 0 restores every key each time.
-    resident_mb: int = 4096
+    # Detectors an executor keeps between micro-batches, in shared memory (MB; 2.6 MB a key
+    # with the default detector): a key beyond it is restored from its snapshot when next
+    # scored; 0 restores every key each time. Counts against the executor's memory overhead.
+    resident_mb: int = 8192
+    # Where (a tmpfs folder every Python worker of the executor sees); /dev/shm if null.
+    resident_dir: str | None = None
     # The most keys (device, sensor) with detector state in the job (spread evenly over the
     # buckets): points of a key beyond it land in the lake unscored and are counted
     # (unscored_readings), so a producer inventing keys cannot grow the state without bound.

@@ -50,7 +50,7 @@ def decoded_stream(
     ).observe(DECODE_METRICS, *decode_metrics())
 
 
-def scoring_settings(anomaly: AnomalySettings) -> ScoringSettings:
+def scoring_settings(anomaly: AnomalySettings, partitions: int) -> ScoringSettings:
     """The streaming scorer's settings, as plain values."""
     return ScoringSettings(
         detector=anomaly.detector,
@@ -59,7 +59,9 @@ def scoring_settings(anomaly: AnomalySettings) -> ScoringSettings:
         ttl_ms=anomaly.state_ttl_hours * 3600 * 1000,
         quiet=timedelta(minutes=anomaly.incident_quiet_minutes),
         buckets=anomaly.state_buckets,
+        partitions=partitions,
         snapshot_every=anomaly.snapshot_every_points,
+        resident_dir=anomaly.resident_dir,
         resident_bytes=anomaly.resident_mb << 20,
         max_live_keys=anomaly.max_live_keys,
     )
@@ -69,6 +71,7 @@ def start_events_query(
     decoded: DataFrame,
     anomaly: AnomalySettings,
     *,
+    shuffle_partitions: int,
     path: str,
     checkpoint: str,
     table_format: str,
@@ -78,7 +81,9 @@ def start_events_query(
 ) -> StreamingQuery:
     """Valid events, each scored with the state of its (device, sensor), appended to the raw
     events table by (day, hour)."""
-    scored = score_stream(decoded.transform(valid_events), scoring_settings(anomaly))
+    scored = score_stream(
+        decoded.transform(valid_events), scoring_settings(anomaly, shuffle_partitions)
+    )
     return start_lake_query(
         scored,
         one_batch=True,

@@ -176,6 +176,7 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
     events = start_events_query(
         decoded_stream(spark, source, settings.decode, _checkpoint(settings, "events")),
         settings.anomaly,
+        shuffle_partitions=settings.spark.shuffle_partitions,
         path=lake.events_path,
         checkpoint=_checkpoint(settings, "events"),
         table_format=lake.format,

@@ -1,0 +1,266 @@
+"""Detectors resident between micro-batches, one copy per executor, shared by its Python workers.
+
+Spark hands a task to whichever Python worker of the executor is idle, so a key is scored by
+one worker in one batch and by another in the next: a cache inside each worker would be stale
+half the time (measured: about 50% misses with two workers) and would hold a copy per worker.
+Instead each key's detector lives in one file in shared memory (tmpfs, `/dev/shm` by default),
+mapped by the worker that scores it: the numba kernels update its arrays in place, nothing is
+copied or decoded, and every worker of the executor sees the same, current state.
+
+A file is a cache, never the truth. Its header holds the points and the digest of the history
+it has seen; it is used only if both equal what the checkpoint's record of the key says, and
+marked dirty while a batch updates it (a worker killed half way leaves a file that is not used
+again). Otherwise the key is restored from the state store (anomaly/state.py) and its file is
+written anew. The files of an executor live under a folder named after its JVM (pid and start
+time); folders of executors that are gone are removed, and the total is bounded (least
+recently used files out first).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import mmap
+import os
+import shutil
+import struct
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sensorpipe.anomaly.detectors import attach_detector
+
+MAGIC = b"SPDET001"
+HEADER = struct.Struct("<8sqB16s")  # magic, points, dirty, digest
+HEADER_BYTES = 4096
+ALIGN = 64
+PREFIX = "sensorpipe-detectors-"
+# Files a worker keeps mapped (address space only; the pages are the executor's, shared).
+MAX_MAPPINGS = 16384
+
+
+def _executor_jvm() -> str:
+    """pid and start time of the JVM this Python worker belongs to (worker -> daemon -> JVM),
+    as a folder name; the start time tells a reused pid apart."""
+    pid = os.getppid()
+    for _ in range(3):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if Path(f"/proc/{pid}/exe").resolve().name == "java":
+            return f"{pid}-{fields[19]}"
+        pid = int(fields[1])
+    return f"{os.getppid()}-0"  # not under a JVM (a test calling the scorer directly)
+
+
+def _alive(name: str) -> bool:
+    pid, _, start = name.removeprefix(PREFIX).partition("-")
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ValueError):
+        return False
+    return start == "0" or stat[stat.rindex(")") + 2 :].split()[19] == start
+
+
+def _layout_offsets(layout: dict[str, tuple[Any, tuple[int, ...]]]) -> tuple[dict, int]:
+    offsets, at = {}, HEADER_BYTES
+    for name, (dtype, shape) in layout.items():
+        size = int(np.dtype(dtype).itemsize * int(np.prod(shape)))
+        offsets[name] = (at, np.dtype(dtype), shape)
+        at += -(-size // ALIGN) * ALIGN
+    return offsets, at
+
+
+_PARSED: dict[bytes, tuple[dict, tuple]] = {}
+
+
+def _parsed(meta: bytes) -> tuple[dict, tuple]:
+    """A file's layout and detector config (the same few for every key: parsed once)."""
+    if meta not in _PARSED:
+        data = json.loads(meta)
+        layout = {k: (np.dtype(d), tuple(shape)) for k, (d, shape) in data["layout"].items()}
+        _PARSED[meta] = (_layout_offsets(layout)[0], tuple(data["config"]))
+    return _PARSED[meta]
+
+
+class Resident:
+    """A detector file mapped by this worker. The mapping is kept between micro-batches (a
+    fresh mapping faults in every page the kernels touch again: measured 4x slower scoring);
+    each use takes the file's lock and checks its header first."""
+
+    def __init__(self, path: Path, name: str, fd: int, memory: mmap.mmap, inode: int) -> None:
+        self.path, self.name, self._fd, self._memory, self.inode = path, name, fd, memory, inode
+        meta_len = int.from_bytes(memory[HEADER.size : HEADER.size + 4], "little")
+        offsets, config = _parsed(memory[HEADER.size + 4 : HEADER.size + 4 + meta_len])
+        arrays = {
+            k: np.ndarray(shape, dtype, buffer=memory, offset=at)
+            for k, (at, dtype, shape) in offsets.items()
+        }
+        self.detector = attach_detector(name, config, arrays)
+
+    def lock(self) -> bool:
+        """Held while a task uses it (another attempt of the task may have it: then False)."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def header(self) -> tuple[int, bool, bytes]:
+        magic, points, dirty, digest = HEADER.unpack_from(self._memory, 0)
+        return points, bool(dirty), digest
+
+    def begin(self) -> None:
+        """Marked dirty before its arrays change: a worker killed half way leaves it unused."""
+        points, _, digest = self.header()
+        HEADER.pack_into(self._memory, 0, MAGIC, points, 1, digest)
+
+    def commit(self, points: int, digest: bytes) -> None:
+        HEADER.pack_into(self._memory, 0, MAGIC, points, 0, digest.ljust(16, b"\0"))
+        os.utime(self._fd)  # the least recently used go first
+
+    def close(self) -> None:
+        """Released for the next use (the mapping stays)."""
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def unmap(self) -> None:
+        self.detector = None
+        try:
+            self._memory.close()
+        except BufferError:  # an array still referenced: unmapped when it is collected
+            pass
+        os.close(self._fd)
+
+
+class DetectorStore:
+    """The executor's resident detectors: one file per (state, key) under `root`."""
+
+    def __init__(self, root: str, budget_bytes: int) -> None:
+        self.base = Path(root)
+        self.root = self.base / f"{PREFIX}{_executor_jvm()}"
+        self.budget = budget_bytes
+        self._created = 0
+        self._maps: OrderedDict[Path, Resident] = OrderedDict()
+        if not self.root.is_dir():
+            self._sweep_dead()
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self.budget > 0
+
+    def path(self, state: str, key: tuple[str, str]) -> Path:
+        digest = hashlib.blake2b("\x00".join((state, *key)).encode(), digest_size=16).hexdigest()
+        return self.root / digest[:2] / f"{digest}.det"
+
+    def _mapped(self, path: Path, name: str) -> Resident | None:
+        """This worker's mapping of the file now at `path` (mapped anew if the file was
+        replaced or removed since), locked; None if there is none or it is in use."""
+        try:
+            inode = os.stat(path).st_ino
+        except FileNotFoundError:
+            inode = None
+        resident = self._maps.get(path)
+        if resident is not None and resident.inode != inode:
+            self._maps.pop(path).unmap()
+            resident = None
+        if inode is None:
+            return None
+        if resident is None:
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                return None
+            try:
+                memory = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+            except (ValueError, OSError):
+                os.close(fd)
+                return None
+            resident = Resident(path, name, fd, memory, os.fstat(fd).st_ino)
+            self._maps[path] = resident
+            while len(self._maps) > MAX_MAPPINGS:
+                self._maps.popitem(last=False)[1].unmap()
+        self._maps.move_to_end(path)
+        return resident if resident.lock() else None
+
+    def get(self, state: str, key: tuple[str, str], name: str, points: int,
+            digest: bytes) -> Resident | None:  # fmt: skip
+        """The key's resident detector if it is exactly (points, digest), else None. The
+        caller closes it."""
+        resident = self._mapped(self.path(state, key), name) if self.enabled else None
+        if resident is not None:
+            have_points, dirty, have_digest = resident.header()
+            if dirty or have_points != points or have_digest != digest.ljust(16, b"\0"):
+                resident.close()
+                return None
+        return resident
+
+    def put(self, state: str, key: tuple[str, str], detector: Any, points: int,
+            digest: bytes) -> None:  # fmt: skip
+        """A resident copy of an in-memory detector, for the key's next batch."""
+        if not self.enabled:
+            return
+        layout = detector.layout()
+        offsets, size = _layout_offsets(layout)
+        path = self.path(state, key)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        meta = json.dumps({
+            "layout": {k: [np.dtype(d).str, list(shape)] for k, (d, shape) in layout.items()},
+            "config": list(detector.config),
+        }).encode()  # fmt: skip
+        arrays = detector.arrays()
+        with open(tmp, "wb") as f:
+            f.truncate(size)
+            f.write(HEADER.pack(MAGIC, points, 0, digest.ljust(16, b"\0")))
+            f.write(len(meta).to_bytes(4, "little") + meta)
+            for k, (at, dtype, _) in offsets.items():
+                f.seek(at)
+                f.write(np.ascontiguousarray(arrays[k], dtype=dtype).tobytes())
+        os.replace(tmp, path)
+        self._created += 1
+        if self._created % 64 == 0:
+            self.evict()
+
+    def drop(self, state: str, key: tuple[str, str]) -> None:
+        path = self.path(state, key)
+        path.unlink(missing_ok=True)
+        if path in self._maps:
+            self._maps.pop(path).unmap()
+
+    def evict(self) -> None:
+        """Least recently used files out until the store is within its budget."""
+        files = []
+        for folder in self.root.iterdir():
+            for entry in os.scandir(folder):
+                if entry.name.endswith(".det"):
+                    info = entry.stat()
+                    files.append((info.st_mtime, info.st_size, entry.path))
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files):
+            if total <= self.budget:
+                break
+            Path(path).unlink(missing_ok=True)
+            total -= size
+
+    def _sweep_dead(self) -> None:
+        """Folders of executors that are gone (their memory would otherwise stay taken)."""
+        if not self.base.is_dir():
+            return
+        for folder in self.base.glob(f"{PREFIX}*"):
+            if not _alive(folder.name):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+_STORES: dict[tuple[str, int], DetectorStore] = {}
+
+
+def detector_store(root: str | None, budget_bytes: int) -> DetectorStore:
+    """This process's view of the executor's store (one per root and budget)."""
+    where = root or ("/dev/shm" if Path("/dev/shm").is_dir() else "/tmp")
+    store = _STORES.get((where, budget_bytes))
+    if store is None:
+        store = _STORES[(where, budget_bytes)] = DetectorStore(where, budget_bytes)
+    return store
