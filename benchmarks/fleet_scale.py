@@ -12,7 +12,8 @@ two after the warm-up are discarded) of `--repeats` runs, with the spread:
 
 - time per key per micro-batch, and records/s;
 - checkpoint bytes written per micro-batch (new or grown files under the checkpoint);
-- state bytes per key (the state store's files at the end, over the keys).
+- state bytes per key (the state store's current version, RocksDB's SST files, at the end);
+- and the detector's own sizes: resident (shared memory) and stored (a snapshot).
 
 The anchor, in the same process: the detector core alone scoring the same points in the same
 `--points`-point calls, one core (`core points/s`), and what two such cores would reach.
@@ -99,9 +100,6 @@ class Written:
             self.sizes[path] = size
         return total
 
-    def total(self) -> int:
-        return sum(p.stat().st_size for p in (self.root / "state").rglob("*") if p.is_file())
-
 
 def run_once(spark, keys: int, points: int, batches: int, warmup: int, tmp: Path) -> dict:
     from pyspark.sql.streaming import StreamingQueryListener
@@ -133,8 +131,10 @@ def run_once(spark, keys: int, points: int, batches: int, warmup: int, tmp: Path
         def onQueryProgress(self, event) -> None:  # noqa: ANN001
             p = event.progress
             if p.numInputRows:
+                sst = sum(op.customMetrics.get("rocksdbSstFileSize", 0)
+                          for op in p.stateOperators)  # fmt: skip
                 per_batch[p.batchId] = {"ms": p.batchDuration, "rows": p.numInputRows,
-                                        "written": written.since_last()}  # fmt: skip
+                                        "written": written.since_last(), "sst": sst}  # fmt: skip
                 if len(per_batch) >= batches:
                     done.set()
 
@@ -172,8 +172,8 @@ def run_once(spark, keys: int, points: int, batches: int, warmup: int, tmp: Path
     finally:
         query.stop()
         spark.streams.removeListener(listener)
-    state_bytes = written.total()
     ordered = [per_batch[b] for b in sorted(per_batch)]
+    state_bytes = ordered[-1]["sst"]  # the state store's current version (RocksDB SST files)
     steady = ordered[3:] or ordered[-1:]  # after the warm-up and two batches
     shutil.rmtree(tmp, ignore_errors=True)
     ms = statistics.median(b["ms"] for b in steady)
@@ -195,7 +195,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, nargs="+", default=[20, 200, 2000, 20000])
     parser.add_argument("--points", type=int, default=10)
     parser.add_argument("--batches", type=int, default=8, help="steady batches after warm-up")
-    parser.add_argument("--warmup", type=int, default=300, help="points per key first")
+    parser.add_argument("--warmup", type=int, default=2000, help="points per key first")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--big-keys", type=int, default=20000,
                         help="from this many keys: one run of 5 batches (time)")  # fmt: skip
@@ -235,6 +235,14 @@ def main() -> None:
         if os.environ.get("SENSORPIPE_BENCH_DEBUG"):
             for r in runs:
                 print("   batch ms:", r["batches_ms"])
+    from sensorpipe.anomaly.detectors import make_detector
+    from sensorpipe.anomaly.state import detector_nbytes
+
+    detector = make_detector()
+    detector.update(batch_frame(1, 5000, 0)["value"].to_numpy())
+    stored = len(detector.to_bytes())
+    print(f"detector: {detector_nbytes(detector) / 2**20:.2f} MiB resident, "
+          f"{stored / 1e3:,.0f} KB as a snapshot (after 5,000 points)")  # fmt: skip
     spark.stop()
 
 

@@ -16,7 +16,7 @@ def series_frame(points: int = 700) -> pd.DataFrame:
     rows = []
     for device, offset in (("train-01", 0.0), ("train-02", 3.0)):
         values = 40 + offset + 5 * np.sin(np.arange(points) / 30) + rng.normal(0, 0.3, points)
-        values[500] += 30  # a spike
+        values[min(500, points - 1)] += 30  # a spike
         for i, v in enumerate(values):
             t = start + timedelta(minutes=i)
             rows.append(
@@ -103,3 +103,79 @@ def test_scores_do_not_depend_on_how_the_stream_is_cut(spark, tmp_path, detector
     flagged = results[0][results[0]["is_anomaly"]]
     spike = flagged["event_time"] == datetime(2026, 11, 1) + timedelta(minutes=500)
     assert spike.sum() == 2, "the spike is flagged on both trains"
+
+
+def test_keys_beyond_the_live_key_bound_land_unscored(spark, tmp_path):
+    """One live key allowed: the first key keeps its detector (its scores are those of an
+    unbounded run), the other's readings all land, unscored, rather than growing the state."""
+    frame = series_frame(points=120)
+    bounded = stream_scores(spark, tmp_path, frame, 3, "likelihood", buckets=1, max_live_keys=1)
+    free = stream_scores(spark, tmp_path, frame, 3, "likelihood")
+    assert len(bounded) == len(frame)
+    first, second = (bounded[bounded["device_id"] == d] for d in ("train-01", "train-02"))
+    np.testing.assert_array_equal(
+        first["anomaly_score"], free[free["device_id"] == "train-01"]["anomaly_score"]
+    )
+    assert second["anomaly_score"].isna().all() and second["is_anomaly"].isna().all()
+
+
+def test_a_key_silent_longer_than_the_ttl_starts_again_and_the_others_keep_theirs(spark, tmp_path):
+    """Processing-time TTL of 10 s: train-01 reports every couple of seconds, train-02 falls
+    silent for longer than that. The first batch, which compiles the detector and can take
+    longer than the TTL, holds a third key only. train-01's scores stay those of one
+    uninterrupted detector; train-02's next readings are scored by a fresh one."""
+    import time
+
+    from sensorpipe.anomaly.detectors import make_detector
+
+    frame = series_frame(points=200)
+    one, two = frame[frame["device_id"] == "train-01"], frame[frame["device_id"] == "train-02"]
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    files = iter(range(1000))
+
+    def write(part: pd.DataFrame) -> None:
+        k = next(files)
+        path = source / f"part-{k:03d}.parquet"
+        part.astype({"event_hour": "int32"}).to_parquet(path, coerce_timestamps="us")
+        os.utime(path, (1_700_000_000 + k, 1_700_000_000 + k))
+
+    settings = ScoringSettings("likelihood", threshold=0.5, warmup=50, ttl_ms=10_000)
+    stream = spark.readStream.schema(EVENT_SCHEMA).option("maxFilesPerTrigger", 1).parquet(
+        str(source)
+    )
+    write(one.iloc[:20].assign(device_id="train-00", partition_key="train-00"))
+    query = (
+        score_stream(stream, settings).writeStream.format("parquet")
+        .option("checkpointLocation", str(tmp_path / "ck")).trigger(processingTime="1 second")
+        .start(str(out))
+    )  # fmt: skip
+
+    def wait_for(batches: int) -> None:
+        deadline = time.monotonic() + 120
+        while sum(1 for p in query.recentProgress if p.numInputRows) < batches:
+            assert query.exception() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+
+    try:
+        wait_for(1)
+        write(pd.concat([one.iloc[:60], two.iloc[:60]]))
+        wait_for(2)
+        two_last_seen, done, at = time.monotonic(), 2, 60
+        while time.monotonic() - two_last_seen < 14:  # train-02 silent past its TTL
+            write(one.iloc[at : at + 10])
+            at, done = at + 10, done + 1
+            wait_for(done)
+            time.sleep(1.0)
+        write(pd.concat([one.iloc[at : at + 40], two.iloc[60:120]]))
+        wait_for(done + 1)
+    finally:
+        query.stop()
+    result = spark.read.parquet(str(out)).toPandas().sort_values(["device_id", "event_time"])
+    got_one = result[result["device_id"] == "train-01"]["anomaly_score"].to_numpy()
+    got_two = result[result["device_id"] == "train-02"]["anomaly_score"].to_numpy()
+    _, uninterrupted = make_detector("likelihood").update(one["value"].to_numpy()[: at + 40])
+    np.testing.assert_array_equal(got_one, uninterrupted)
+    _, before = make_detector("likelihood").update(two["value"].to_numpy()[:60])
+    _, fresh = make_detector("likelihood").update(two["value"].to_numpy()[60:120])
+    np.testing.assert_array_equal(got_two, np.concatenate([before, fresh]))

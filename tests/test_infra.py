@@ -357,6 +357,7 @@ ALARMS = (
     "HospitalWriteThrottling",
     "WarehouseLoadFailures",
     "AlertDeadLetters",
+    "UnscoredReadings",
     "LakeCommitLag",
     "IotRuleFailures",
 )
@@ -378,6 +379,7 @@ def test_every_alarm_exists_and_notifies_the_topic(templates):
     )
     assert alarms["sensorpipe-WarehouseLoadFailures"]["Namespace"] == "sensorpipe"
     assert alarms["sensorpipe-AlertDeadLetters"]["MetricName"] == "AlertDeadLetters"
+    assert alarms["sensorpipe-UnscoredReadings"]["MetricName"] == "UnscoredReadings"
     t.has_resource_properties(
         "AWS::Events::Rule",
         {

@@ -15,7 +15,12 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
-from sensorpipe.metrics import ALERT_DEAD_LETTERS, LAKE_COMMIT_LAG, WAREHOUSE_LOAD_FAILURES
+from sensorpipe.metrics import (
+    ALERT_DEAD_LETTERS,
+    LAKE_COMMIT_LAG,
+    UNSCORED_READINGS,
+    WAREHOUSE_LOAD_FAILURES,
+)
 
 from sensorpipe_estate.settings import EstateSettings
 
@@ -102,6 +107,15 @@ class MonitoringStack(Stack):
             ),
             1,
             "a train's shadow refused an alert update for good (lake.anomalies_path/_dead_letters)",
+        )
+        alarm(
+            "UnscoredReadings",
+            cloudwatch.Metric(
+                namespace=ns, metric_name=UNSCORED_READINGS, period=five, statistic="Sum"
+            ),
+            1,
+            "readings of keys beyond anomaly.max_live_keys went unscored (a producer inventing "
+            "device ids, or the fleet outgrew the bound)",
         )
         alarm(
             "LakeCommitLag",

@@ -16,6 +16,10 @@ from sensorpipe.config import MetricsSettings
 WAREHOUSE_LOAD_FAILURES = "WarehouseLoadFailures"
 LAKE_COMMIT_LAG = "LakeCommitLagSeconds"
 ALERT_DEAD_LETTERS = "AlertDeadLetters"  # trains' shadow updates refused for good
+# Valid readings of keys beyond anomaly.max_live_keys (in the lake, not scored).
+UNSCORED_READINGS = "UnscoredReadings"
+# The events query's observation that counts them, per micro-batch (streaming/queries.py).
+SCORING_METRICS = "scoring"
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,8 @@ def metrics_from_settings(settings: MetricsSettings) -> Metrics:
 def commit_lag_listener(metrics: Metrics, query_name: str, clock: Any = time.time) -> Any:
     """A StreamingQueryListener publishing, at each progress report of `query_name` (after each
     of its micro-batches commits, and every idle interval), the seconds since its previous
-    commit. It runs on the driver's listener bus."""
+    commit, and the readings its scorer left unscored (the live-key bound), if any. It runs on
+    the driver's listener bus."""
     from pyspark.sql.streaming import StreamingQueryListener
 
     class CommitLag(StreamingQueryListener):
@@ -74,6 +79,9 @@ def commit_lag_listener(metrics: Metrics, query_name: str, clock: Any = time.tim
             since = self.last_commit if self.last_commit is not None else now
             metrics.put(LAKE_COMMIT_LAG, max(now - since, 0.0), "Seconds")
             self.last_commit = now
+            scoring = event.progress.observedMetrics.get(SCORING_METRICS)
+            if scoring is not None and scoring["unscored"]:
+                metrics.put(UNSCORED_READINGS, scoring["unscored"], "Count")
 
         def onQueryIdle(self, event: Any) -> None:
             pass

@@ -14,6 +14,7 @@ from sensorpipe.aggregates import window_aggregates
 from sensorpipe.anomaly.spark import ScoringSettings, score_stream
 from sensorpipe.config import AnomalySettings, DecodeSettings, SourceSettings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
+from sensorpipe.metrics import SCORING_METRICS
 from sensorpipe.sinks.alerts import AlertStats, ShadowStore, foreach_batch_alerts
 from sensorpipe.sinks.lake import start_lake_query, with_trigger
 from sensorpipe.sinks.warehouse import MINUTE_AGGREGATES, LoadStats, Warehouse, foreach_batch_loader
@@ -83,7 +84,7 @@ def start_events_query(
     events table by (day, hour)."""
     scored = score_stream(
         decoded.transform(valid_events), scoring_settings(anomaly, shuffle_partitions)
-    )
+    ).observe(SCORING_METRICS, F.count_if(F.col("is_anomaly").isNull()).alias("unscored"))
     return start_lake_query(
         scored,
         one_batch=True,

@@ -15,6 +15,7 @@ from sensorpipe import __version__
 from sensorpipe.config import Settings
 from sensorpipe.decode import REASONS
 from sensorpipe.lineage import LineageRun, schema_fingerprint
+from sensorpipe.metrics import SCORING_METRICS
 from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
 from sensorpipe.sinks.lake import committed_files, partitions_of
 from sensorpipe.sinks.sink_log import (
@@ -61,6 +62,8 @@ class RunSummary:
     # The quarantine query reads the source on its own: what it read (equal to records_in
     # unless a crash left the two queries at different batches).
     quarantine_query_records_in: int = 0
+    # Valid readings of keys beyond anomaly.max_live_keys: in the lake, not scored.
+    unscored: int = 0
     # Why the run does not reconcile: each lake query's records in = valid + quarantined and
     # equal to what the source gave it, and its table holding exactly its batches' rows.
     problems: list[str] = field(default_factory=list)
@@ -109,6 +112,9 @@ class RunSummary:
             f"  quarantined          {self.quarantined_total}",
         ]
         lines += [f"    {reason:<18} {n}" for reason, n in self.quarantined.items() if n]
+        if self.unscored:
+            lines.append(f"  unscored             {self.unscored} valid readings of keys beyond "
+                         "anomaly.max_live_keys (in the lake, no detector state)")  # fmt: skip
         for name, table in (("events", self.events), ("quarantine", self.quarantine)):
             if table:
                 lines.append(
@@ -317,6 +323,8 @@ def lake_summary(
             lake.quarantine_path, len(qu.files), sorted(partitions_of(qu.files))
         ),
         quarantine_query_records_in=qu.records_in,
+        unscored=sum(p.observedMetrics[SCORING_METRICS]["unscored"] for p in events.recentProgress
+                     if p.observedMetrics.get(SCORING_METRICS) is not None),  # fmt: skip
         problems=problems,
     )
 
