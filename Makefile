@@ -77,24 +77,40 @@ run: system-packages venv node_modules/.installed
 	cat build/run-summary.txt
 
 # The hospital's jobs on a synthetic hospital (no real PHI): a local PostgreSQL as the
-# on-premises database, then ingest (twice: the second run finds nothing new), the snapshot,
-# and the lineage answer for the general zone's profile. The token key is random, kept in build/.
+# on-premises database, then ingest (twice: the second run finds nothing new); the monitors'
+# and pacemakers' telemetry through kinesalite and the streaming job (everything it writes in
+# the protected zone, checked against the telemetry's manifest); the snapshot of today, with
+# the incidents the job found; and the lineage answer for the general zone's profile. The token
+# key is random, kept in build/. Output in build/logs/hospital-*.log.
 HOSPITAL_PG_PORT ?= 55433
 HOSPITAL_PG_DATA ?= /tmp/sensorpipe-make-run-hospital-pgdata
+HOSPITAL_KINESIS_PORT ?= 4568
 HOSPITAL_STATE := --state-dir build/local-hospital
-run-hospital: system-packages venv
-	rm -rf build/hospital build/lineage
-	$(VENV)/bin/sensorpipe local stop postgres $(HOSPITAL_STATE) >/dev/null; rm -rf $(HOSPITAL_PG_DATA)
-	$(VENV)/bin/sensorpipe local start postgres $(HOSPITAL_STATE) --port $(HOSPITAL_PG_PORT) --data-dir $(HOSPITAL_PG_DATA)
-	set -e; trap '$(VENV)/bin/sensorpipe local stop postgres $(HOSPITAL_STATE)' EXIT; \
-	$(VENV)/bin/sensorpipe phi-key --out build/phi-token-key; \
-	export PYSPARK_PYTHON=$(abspath $(PY)) SENSORPIPE_HOSPITAL_PG_PORT=$(HOSPITAL_PG_PORT) \
-		SENSORPIPE_PHI_TOKEN_KEY=$$(cat build/phi-token-key); \
-	$(VENV)/bin/sensorpipe hospital-seed --port $(HOSPITAL_PG_PORT) --recreate \
-		--anomalies-out build/hospital/device-anomalies; \
-	$(PY) jobs/ingest_jdbc.py --config conf/health-local.yaml; \
-	$(PY) jobs/ingest_jdbc.py --config conf/health-local.yaml; \
-	$(PY) jobs/patient_profile_snapshot.py --config conf/health-local.yaml --as-of 2026-06-30; \
+HOSPITAL_DEVICES := build/hospital/source/device-samples
+run-hospital: system-packages venv node_modules/.installed
+	@rm -rf build/hospital build/lineage build/logs/hospital-*.log && mkdir -p $(RUN_LOGS)
+	@$(VENV)/bin/sensorpipe local stop postgres $(HOSPITAL_STATE) >/dev/null; rm -rf $(HOSPITAL_PG_DATA)
+	@$(VENV)/bin/sensorpipe local stop kinesalite $(HOSPITAL_STATE) >/dev/null
+	@set -e; trap '$(VENV)/bin/sensorpipe local stop postgres $(HOSPITAL_STATE) >/dev/null; $(VENV)/bin/sensorpipe local stop kinesalite $(HOSPITAL_STATE) >/dev/null' EXIT; \
+	export $(LOCAL_AWS) PYSPARK_PYTHON=$(abspath $(PY)) SENSORPIPE_HOSPITAL_PG_PORT=$(HOSPITAL_PG_PORT) \
+		SENSORPIPE_KINESIS_ENDPOINT=http://127.0.0.1:$(HOSPITAL_KINESIS_PORT); \
+	$(call logged,$(VENV)/bin/sensorpipe local start postgres $(HOSPITAL_STATE) --port $(HOSPITAL_PG_PORT) --data-dir $(HOSPITAL_PG_DATA),hospital-services); \
+	$(call logged,$(VENV)/bin/sensorpipe local start kinesalite $(HOSPITAL_STATE) --port $(HOSPITAL_KINESIS_PORT),hospital-services); \
+	$(VENV)/bin/sensorpipe phi-key --out build/phi-token-key >/dev/null; \
+	export SENSORPIPE_PHI_TOKEN_KEY=$$(cat build/phi-token-key); \
+	$(call logged,$(VENV)/bin/sensorpipe hospital-seed --port $(HOSPITAL_PG_PORT) --recreate,hospital-import); \
+	$(call logged,$(PY) jobs/ingest_jdbc.py --config conf/health-local.yaml,hospital-import); \
+	$(call logged,$(PY) jobs/ingest_jdbc.py --config conf/health-local.yaml,hospital-import); \
+	echo "database import: seeded and imported twice (build/logs/hospital-import.log)"; \
+	$(call logged,$(VENV)/bin/sensorpipe samples --catalogue hospital --out $(HOSPITAL_DEVICES) --start latest,hospital-services); \
+	$(call logged,$(VENV)/bin/sensorpipe produce --stream hospital-devices --samples $(HOSPITAL_DEVICES) --endpoint-url $$SENSORPIPE_KINESIS_ENDPOINT --create-shards 2 --keep-event-times --quiet,hospital-services); \
+	echo "device telemetry published to kinesalite ($$(grep -o 'produced [0-9]* records' $(RUN_LOGS)/hospital-services.log)); device stream job:"; \
+	$(PY) jobs/stream_sensor_anomalies.py --config conf/hospital-stream-local.yaml --manifest $(HOSPITAL_DEVICES)/manifest.json \
+		--summary-text build/hospital/device-run-summary.txt 2>>$(RUN_LOGS)/hospital-stream.log \
+		|| { cat build/hospital/device-run-summary.txt 2>/dev/null; echo "device stream job failed; the last lines of $(RUN_LOGS)/hospital-stream.log:"; tail -n 40 $(RUN_LOGS)/hospital-stream.log; exit 1; }; \
+	cat build/hospital/device-run-summary.txt; \
+	$(call logged,$(PY) jobs/patient_profile_snapshot.py --config conf/health-local.yaml --as-of $$(date -u +%F),hospital-snapshot); \
+	tail -n 3 $(RUN_LOGS)/hospital-snapshot.log; \
 	$(VENV)/bin/sensorpipe lineage what-produced build/hospital/general/patient_profile --depth 2
 
 # The AWS estate (infra/): CloudFormation templates in build/cdk.out, no AWS account needed.

@@ -141,8 +141,10 @@ def main() -> None:
     p99s = sorted(r[1] for r in results)
     p50s = sorted(r[0] for r in results)
     median99, median50 = statistics.median(p99s), statistics.median(p50s)
-    print(f"\nmedian of {args.runs} runs at {args.rate:.0f} records/s: p50 {median50:.2f} s, "
-          f"p99 {median99:.2f} s (p99 of the runs: {', '.join(f'{v:.2f}' for v in p99s)})")
+    print(
+        f"\nmedian of {args.runs} runs at {args.rate:.0f} records/s: p50 {median50:.2f} s, "
+        f"p99 {median99:.2f} s (p99 of the runs: {', '.join(f'{v:.2f}' for v in p99s)})"
+    )
     print(f"  anchor: Firehose buffering 60 s -> p99 is {median99 / 60:.1%} of it "
           f"({60 / median99:.0f}x sooner)")  # fmt: skip
 

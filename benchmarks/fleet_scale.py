@@ -146,18 +146,10 @@ def run_once(spark, keys: int, points: int, batches: int, warmup: int, tmp: Path
 
     listener = Progress()
     spark.streams.addListener(listener)
-    stream = spark.readStream.schema(EVENT_SCHEMA).option("maxFilesPerTrigger", 1).parquet(
-        str(source)
+    stream = (
+        spark.readStream.schema(EVENT_SCHEMA).option("maxFilesPerTrigger", 1).parquet(str(source))
     )
     scoring = scoring_settings(settings.anomaly, partitions=2)
-    if os.environ.get("FLEET_NO_TTL"):
-        from dataclasses import replace
-
-        scoring = replace(scoring, ttl_ms=None)
-    if os.environ.get("FLEET_BUCKETS"):
-        from dataclasses import replace
-
-        scoring = replace(scoring, buckets=int(os.environ["FLEET_BUCKETS"]))
     query = (
         score_stream(stream, scoring)
         .writeStream.format("noop")

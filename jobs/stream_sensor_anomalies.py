@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from sensorpipe.config import load_settings_for_job
 from sensorpipe.lineage import recorded_run
 from sensorpipe.session import build_session
-from sensorpipe.streaming import record_lineage, run_lake_job
+from sensorpipe.streaming import check_against_manifest, record_lineage, run_lake_job
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -22,6 +23,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--summary-json", help="also write the run summary here as JSON")
     parser.add_argument(
         "--summary-text", help="write the run summary here instead of printing it (make run)"
+    )
+    parser.add_argument(
+        "--manifest", help="generated samples' manifest.json: check the run against it too"
     )
     return parser.parse_args(argv)
 
@@ -33,15 +37,22 @@ def main(argv: list[str] | None = None) -> int:
     with recorded_run(settings.lineage, "stream_sensor_anomalies") as run:
         summary = run_lake_job(spark, settings)
         record_lineage(run, settings, summary)
+    text = summary.render()
+    as_planted = True
+    if args.manifest:
+        check = check_against_manifest(
+            spark, settings, summary, json.loads(Path(args.manifest).read_text())
+        )
+        text, as_planted = text + "\n" + check.render(), check.as_planted
     if args.summary_text:
         Path(args.summary_text).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.summary_text).write_text(summary.render() + "\n")
+        Path(args.summary_text).write_text(text + "\n")
     else:
-        print(summary.render())
+        print(text)
     if args.summary_json:
         Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.summary_json).write_text(summary.to_json())
-    return 0 if summary.reconciled else 1
+    return 0 if summary.reconciled and as_planted else 1
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ def health_environ(tmp: Path, pg_port: int, database: str) -> dict[str, str]:
         "SENSORPIPE__PROTECTED__ROOT": str(tmp / "protected"),
         "SENSORPIPE__GENERAL__ROOT": str(tmp / "general"),
         "SENSORPIPE__LINEAGE__PATH": str(tmp / "lineage"),
-        "SENSORPIPE__DEVICE_ANOMALIES_PATH": str(tmp / "device-anomalies"),
+        # No clinical alerts table unless a test runs the device stream job (test_hospital_devices).
+        "SENSORPIPE__DEVICE_ANOMALIES_PATH": "",
     }
 
 

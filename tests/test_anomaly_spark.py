@@ -59,13 +59,18 @@ def stream_scores(
 
     settings = ScoringSettings(detector, threshold=0.5, warmup=50, ttl_ms=None, **scoring)
     out = tmp_path / f"out-{name}"
-    runs = [range(batches)] if restart_after is None else [range(restart_after),
-                                                           range(restart_after, batches)]
+    runs = (
+        [range(batches)]
+        if restart_after is None
+        else [range(restart_after), range(restart_after, batches)]
+    )
     for files in runs:
         for k in files:
             write_file(k)
-        stream = spark.readStream.schema(EVENT_SCHEMA).option("maxFilesPerTrigger", 1).parquet(
-            str(source)
+        stream = (
+            spark.readStream.schema(EVENT_SCHEMA)
+            .option("maxFilesPerTrigger", 1)
+            .parquet(str(source))
         )
         query = (
             score_stream(stream, settings)
@@ -141,8 +146,8 @@ def test_a_key_silent_longer_than_the_ttl_starts_again_and_the_others_keep_their
         os.utime(path, (1_700_000_000 + k, 1_700_000_000 + k))
 
     settings = ScoringSettings("likelihood", threshold=0.5, warmup=50, ttl_ms=10_000)
-    stream = spark.readStream.schema(EVENT_SCHEMA).option("maxFilesPerTrigger", 1).parquet(
-        str(source)
+    stream = (
+        spark.readStream.schema(EVENT_SCHEMA).option("maxFilesPerTrigger", 1).parquet(str(source))
     )
     write(one.iloc[:20].assign(device_id="train-00", partition_key="train-00"))
     query = (

@@ -280,9 +280,7 @@ def test_a_stretch_of_empty_answers_while_behind_is_crossed_batch_by_batch_mock_
     assert gap.empty_answers >= 12
 
 
-def test_two_attempts_of_one_shard_task_keep_the_first_end_recorded(
-    tmp_path, kinesis, kinesalite
-):
+def test_two_attempts_of_one_shard_task_keep_the_first_end_recorded(tmp_path, kinesis, kinesalite):
     """A speculative or zombie attempt of a batch's task may read further than the attempt
     Spark commits. The end recorded first wins; an attempt that read otherwise fails instead
     of overwriting it (the next batch would start after records the lake never got)."""

@@ -134,10 +134,14 @@ def test_a_worker_killed_mid_batch_leaves_the_lake_exact_on_a_standalone_cluster
             "SENSORPIPE__SPARK__MASTER": cluster.url,
             # One machine: the driver and both executors see the same /tmp.
             "SENSORPIPE__SPARK__LOCAL_PATHS_SHARED": "true",
-            "SENSORPIPE__SPARK__CONF": json.dumps({
-                "spark.executor.memory": "1g", "spark.executor.cores": "1",
-                "spark.cores.max": "2", "spark.driver.host": "127.0.0.1",
-            }),  # fmt: skip
+            "SENSORPIPE__SPARK__CONF": json.dumps(
+                {
+                    "spark.executor.memory": "1g",
+                    "spark.executor.cores": "1",
+                    "spark.cores.max": "2",
+                    "spark.driver.host": "127.0.0.1",
+                }
+            ),  # fmt: skip
         }
         driver = subprocess.Popen(
             [sys.executable, "jobs/stream_sensor_anomalies.py", "--config", "conf/local.yaml",
@@ -151,8 +155,9 @@ def test_a_worker_killed_mid_batch_leaves_the_lake_exact_on_a_standalone_cluster
         deadline = time.monotonic() + 300
         try:
             while time.monotonic() < deadline and driver.poll() is None:
-                planned, committed = _batch_files(checkpoint, "offsets"), _batch_files(
-                    checkpoint, "commits"
+                planned, committed = (
+                    _batch_files(checkpoint, "offsets"),
+                    _batch_files(checkpoint, "commits"),
                 )
                 if planned - committed and cluster.python_workers_of(victim):
                     cluster.kill(victim)  # its executor is running a task of the batch

@@ -133,8 +133,8 @@ def run_compaction(
     mark_compacted(target, day.isoformat(), {"rows": rows, "hours": sorted(hours),
                                              "source": source})  # fmt: skip
     catalog = settings.catalog
-    register_table(spark, catalog, catalog.database, "compacted_events", target,
+    register_table(spark, catalog, settings.lake_database, "compacted_events", target,
                    SCORED_EVENT_SCHEMA, EVENTS_PARTITIONS)  # fmt: skip
-    add_partitions(spark, catalog, catalog.database, "compacted_events",
+    add_partitions(spark, catalog, settings.lake_database, "compacted_events",
                    [{"event_date": day.isoformat(), "event_hour": h} for h in hours])  # fmt: skip
     return CompactionResult(day, source, target, rows)

@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sensorpipe import __version__
@@ -14,10 +16,23 @@ from sensorpipe_tools.samples import SampleSpec, generate
 
 
 def _samples(args: argparse.Namespace) -> int:
-    spec = SampleSpec(
-        seed=args.seed, trains=args.trains, hours=args.hours, interval_seconds=args.interval_seconds
-    )
-    manifest = generate(spec, args.out)
+    if args.catalogue == "hospital":
+        from sensorpipe_tools import hospital_telemetry
+
+        spec = hospital_telemetry.HospitalTelemetrySpec(
+            hospital_seed=args.hospital_seed, hospital_patients=args.hospital_patients
+        )
+        if args.start == "latest":
+            spec = replace(spec, start=hospital_telemetry.latest_start(spec, datetime.now(UTC)))
+        elif args.start:
+            spec = replace(spec, start=args.start)
+        manifest = hospital_telemetry.generate(spec, args.out)
+    else:
+        spec = SampleSpec(
+            seed=args.seed, trains=args.trains, hours=args.hours,
+            interval_seconds=args.interval_seconds,
+        )  # fmt: skip
+        manifest = generate(spec, args.out)
     print(json.dumps(manifest["counts"], indent=1))
     print(
         f"wrote {manifest['counts']['records']} records to {args.out}/telemetry "
@@ -136,7 +151,6 @@ def _hospital_seed(args: argparse.Namespace) -> int:
         HospitalSpec,
         generate,
         load_into_postgres,
-        write_device_anomalies,
     )
 
     data = generate(HospitalSpec(seed=args.seed, patients=args.patients))
@@ -151,8 +165,6 @@ def _hospital_seed(args: argparse.Namespace) -> int:
     load_into_postgres(f"{server} dbname={args.database}", data)
     Path(args.manifest).parent.mkdir(parents=True, exist_ok=True)
     Path(args.manifest).write_text(json.dumps(data.manifest, indent=1, default=str))
-    if args.anomalies_out:
-        write_device_anomalies(data.manifest["device_anomalies"], args.anomalies_out)
     print(json.dumps(data.manifest["counts"], indent=1))
     print(
         f"seeded {args.database} on {args.host}:{args.port}; manifest in {args.manifest} "
@@ -277,6 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     samples.add_argument("--trains", type=int, default=defaults.trains)
     samples.add_argument("--hours", type=int, default=defaults.hours)
     samples.add_argument("--interval-seconds", type=int, default=defaults.interval_seconds)
+    samples.add_argument(
+        "--catalogue", choices=["train", "hospital"], default="train",
+        help="hospital: the synthetic hospital's monitors and pacemakers (hospital_telemetry.py)",
+    )  # fmt: skip
+    samples.add_argument("--hospital-seed", type=int, default=7, help="the hospital-seed seed")
+    samples.add_argument("--hospital-patients", type=int, default=120)
+    samples.add_argument(
+        "--start", help="hospital: first reading (ISO-8601 with zone), or latest: the default "
+        "start moved by whole days to the latest that ends before now (make run-hospital, "
+        "which publishes it with --keep-event-times)",
+    )  # fmt: skip
     samples.set_defaults(func=_samples)
 
     produce = sub.add_parser("produce", help="publish sample telemetry to a Kinesis stream")
@@ -351,9 +374,6 @@ def build_parser() -> argparse.ArgumentParser:
     hospital.add_argument("--patients", type=int, default=120)
     hospital.add_argument("--recreate", action="store_true", help="drop the database first")
     hospital.add_argument("--manifest", default="build/hospital/manifest.json")
-    hospital.add_argument(
-        "--anomalies-out", help="also write the bedside monitors' anomalies table here"
-    )
     hospital.set_defaults(func=_hospital_seed)
 
     lineage = sub.add_parser("lineage", help="what produced this path or table")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from sensorpipe import decode
 from sensorpipe.sensors import SENSORS
+from sensorpipe.sensors import catalogue as sensors_catalogue
 
 ANOMALY_KINDS = ("spike", "level_shift", "drift", "stuck")
 
@@ -153,9 +154,24 @@ def _inject(
     return start, end - 1
 
 
+# Per catalogue: signal names the catalogue does not have (one a near-miss spelling), and a
+# plausible wrong unit for each signal.
+_UNKNOWN = {
+    "train": ("cabin_humidity", "door_cycle_count", "axle_bearing_temperature"),
+    "hospital": ("resp_rate", "skin_temp", "heartrate"),
+}
+_WRONG_UNIT = {
+    "axle_bearing_temp": "degF", "brake_pipe_pressure": "psi", "wheel_speed": "mph",
+    "vibration_rms": "g", "traction_motor_current": "kA",
+    "heart_rate": "Hz", "systolic_bp": "kPa", "diastolic_bp": "kPa", "spo2": "ratio",
+    "pacing_rate": "Hz", "lead_impedance": "kohm",
+}  # fmt: skip
+
+
 def _malformed(
-    rng: np.random.Generator, reason: str, event: dict, arrival_ms: int, k: int
-) -> tuple[bytes, str]:
+    rng: np.random.Generator, reason: str, event: dict, arrival_ms: int, k: int,
+    catalogue: str = "train",
+) -> tuple[bytes, str]:  # fmt: skip
     """One record that the decoder must reject for exactly `reason`; returns (bytes, note)."""
     e = dict(event)
     dumps = json.dumps
@@ -194,16 +210,10 @@ def _malformed(
         e[name] = bad
         return dumps(e).encode(), note
     if reason == decode.UNKNOWN_SENSOR:
-        e["sensor"] = ("cabin_humidity", "door_cycle_count", "axle_bearing_temperature")[k % 3]
+        e["sensor"] = _UNKNOWN[catalogue][k % 3]
         return dumps(e).encode(), f"sensor {e['sensor']}"
     if reason == decode.UNIT_MISMATCH:
-        e["unit"] = {
-            "axle_bearing_temp": "degF",
-            "brake_pipe_pressure": "psi",
-            "wheel_speed": "mph",
-            "vibration_rms": "g",
-            "traction_motor_current": "kA",
-        }[e["sensor"]]
+        e["unit"] = _WRONG_UNIT[e["sensor"]]
         return dumps(e).encode(), f"unit {e['unit']}"
     if reason == decode.BAD_EVENT_TIME:
         bad = ("yesterday", "2026-13-45T99:00:00Z", "01/11/2026 08:00", "")[k % 4]
@@ -214,7 +224,7 @@ def _malformed(
         e["event_time"] = _iso_ms(arrival_ms + int(shift.total_seconds() * 1000))
         return dumps(e).encode(), f"event time shifted {shift.days} days"
     if reason == decode.VALUE_OUT_OF_RANGE:
-        sensor = SENSORS[e["sensor"]]
+        sensor = sensors_catalogue(catalogue)[e["sensor"]]
         if k % 3 == 2:
             text = dumps(e).replace(f'"value": {dumps(e["value"])}', '"value": 1e999')
             return text.encode(), "value 1e999 (infinite)"
@@ -291,17 +301,47 @@ def generate(spec: SampleSpec, out_dir: str | Path) -> dict:
                 records.append(_Record(int(arrival_ms[k]), device_id, payload))
 
     valid_count = len(records)
+    by_file, malformed = mix_and_write(rng, records, spec.malformed_per_kind,
+                                       spec.oversize_records, Path(out_dir))  # fmt: skip
+    out = Path(out_dir)
+    event_hours = {(int(s) // 3600) for s in times_s}
+    manifest = {
+        "generator": "sensorpipe samples",
+        "spec": asdict(spec),
+        "sensors": {name: asdict(s) for name, s in SENSORS.items()},
+        "counts": {
+            "records": len(records),
+            "valid": valid_count,
+            "quarantined": dict(sorted(Counter(m["reason"] for m in malformed).items())),
+            "event_partitions": len(event_hours),
+            "files": len(by_file),
+            "tunnels": tunnels,
+        },
+        "anomalies": anomalies,
+        "malformed": malformed,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def mix_and_write(
+    rng: np.random.Generator, records: list[_Record], per_kind: int, oversize: int, out: Path,
+    catalogue: str = "train",
+) -> tuple[dict[str, list[str]], list[dict]]:  # fmt: skip
+    """Mix malformed records of every reason into `records` (each copied from a valid one),
+    order all by arrival and write them as recorded Kinesis records under `out`/telemetry;
+    returns the lines per file and the malformed records' sequence numbers and reasons."""
+    valid_count = len(records)
     for reason in decode.REASONS:
-        count = spec.oversize_records if reason == decode.OVERSIZE else spec.malformed_per_kind
+        count = oversize if reason == decode.OVERSIZE else per_kind
         for k in range(count):
             base = records[int(rng.integers(valid_count))]
             event = json.loads(base.payload)
             arrival = base.arrival_ms + int(rng.integers(1, 500))
-            payload, note = _malformed(rng, reason, event, arrival, k)
+            payload, note = _malformed(rng, reason, event, arrival, k, catalogue)
             records.append(_Record(arrival, base.device_id, payload, reason, note))
 
     records.sort(key=lambda r: (r.arrival_ms, r.device_id, r.payload))
-    out = Path(out_dir)
     telemetry = out / "telemetry"
     telemetry.mkdir(parents=True, exist_ok=True)
     for old in telemetry.glob("telemetry-*.jsonl.gz"):
@@ -329,22 +369,4 @@ def generate(spec: SampleSpec, out_dir: str | Path) -> dict:
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
         ):
             gz.write(("\n".join(lines) + "\n").encode())
-
-    event_hours = {(int(s) // 3600) for s in times_s}
-    manifest = {
-        "generator": "sensorpipe samples",
-        "spec": asdict(spec),
-        "sensors": {name: asdict(s) for name, s in SENSORS.items()},
-        "counts": {
-            "records": len(records),
-            "valid": valid_count,
-            "quarantined": dict(sorted(Counter(m["reason"] for m in malformed).items())),
-            "event_partitions": len(event_hours),
-            "files": len(by_file),
-            "tunnels": tunnels,
-        },
-        "anomalies": anomalies,
-        "malformed": malformed,
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest
+    return by_file, malformed

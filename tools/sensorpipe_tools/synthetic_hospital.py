@@ -197,7 +197,9 @@ def generate(spec: HospitalSpec) -> HospitalData:
         "discrepancies": _plant_discrepancies(rng, rows, ids, loaded_at),
         "bad_rows": _plant_bad_rows(rng, rows, add),
     }
-    manifest["device_anomalies"] = _device_anomalies(rng, rows)
+    _pacemakers(rows, add)
+    # Device serials identify their patient: protected health information as the rest.
+    manifest["device_serials"] = sorted({r["device_id"] for r in rows["clinical.device_readings"]})
     manifest["counts"] = {t: len(r) for t, r in rows.items()}
     return HospitalData(spec, rows, manifest)
 
@@ -402,30 +404,29 @@ def _plant_bad_rows(rng: random.Random, rows: dict, add: Any) -> list[dict[str, 
     return bad
 
 
-def _device_anomalies(rng: random.Random, rows: dict) -> list[dict[str, Any]]:
-    """What the streaming job's anomalies table holds for some bedside monitors (a stand-in for
-    scoring their telemetry: the same columns the lake's anomalies table has)."""
+def _pacemakers(rows: dict, add: Any) -> None:
+    """Every third patient with a bedside monitor also has a pacemaker: its serial and first
+    interrogations in the device table (how the snapshot finds its patient). Added last and
+    without the generator's random stream, so every other row stays as it was."""
     readings = rows["clinical.device_readings"]
-    devices = sorted({r["device_id"] for r in readings})
-    out = []
-    for device in rng.sample(devices, min(4, len(devices))):
-        reading = next(r for r in readings if r["device_id"] == device)
-        at = reading["measured_at"] + timedelta(minutes=25)
-        out.append(
-            {
-                "device_id": device,
-                "sensor": "heart_rate",
-                "event_time": at,
-                "value": 182.0,
-                "unit": "bpm",
-                "anomaly_score": 0.97,
-                "is_anomaly": True,
-                "alert_id": f"{device}:heart_rate:{int(at.timestamp())}",
-                "alert_action": "open",
-                "alert_severity": "critical",
-            }
-        )
-    return out
+    monitored = sorted({(r["patient_id"], r["measured_at"]) for r in readings
+                        if r["device_id"].startswith("BEDMON-")})  # fmt: skip
+    first_seen: dict[int, datetime] = {}
+    for patient_id, at in monitored:
+        first_seen.setdefault(patient_id, at)
+    for patient_id in sorted(first_seen)[::3]:
+        for i in range(3):
+            add(
+                "clinical.device_readings",
+                "reading_id",
+                {
+                    "patient_id": patient_id,
+                    "device_id": f"PACER-{patient_id:04d}",
+                    "metric": "pacing_rate",
+                    "value": 70.0,
+                    "measured_at": first_seen[patient_id] + timedelta(hours=8 * i),
+                },
+            )
 
 
 def increment(data: HospitalData, seed: int, when: datetime) -> dict[str, Any]:
@@ -498,23 +499,3 @@ def load_into_postgres(dsn: str, data: HospitalData) -> None:
     with psycopg.connect(dsn) as conn:
         create_source_tables(conn)
         upsert_rows(conn, data.rows)
-
-
-def write_device_anomalies(anomalies: list[dict[str, Any]], path: str) -> str:
-    """The anomalies as the streaming job's anomalies table holds them (one batch folder)."""
-    import os
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema([
-        ("device_id", pa.string()), ("sensor", pa.string()),
-        ("event_time", pa.timestamp("us", tz="UTC")), ("value", pa.float64()),
-        ("unit", pa.string()), ("anomaly_score", pa.float64()), ("is_anomaly", pa.bool_()),
-        ("alert_id", pa.string()), ("alert_action", pa.string()), ("alert_severity", pa.string()),
-    ])  # fmt: skip
-    folder = os.path.join(path, "load_batch=0")
-    os.makedirs(folder, exist_ok=True)
-    out = os.path.join(folder, "part-00000.parquet")
-    pq.write_table(pa.Table.from_pylist(anomalies, schema=schema), out)
-    return out

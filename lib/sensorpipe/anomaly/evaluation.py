@@ -44,7 +44,7 @@ def evaluate(
 ) -> Evaluation:
     """`scored`: device_id, sensor, event_time, is_anomaly. An anomaly is detected if a point of
     its series is flagged between its start and its end plus `grace`; a flag elsewhere is a
-    false alarm."""
+    false alarm, except on the signals the anomaly lists under `also` during it."""
     frame = scored[["device_id", "sensor", "event_time", "is_anomaly"]].copy()
     frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
     inside = pd.Series(False, index=frame.index)
@@ -52,12 +52,13 @@ def evaluate(
     for anomaly in anomalies:
         start = pd.Timestamp(anomaly["start"])
         end = pd.Timestamp(anomaly["end"]) + grace
-        mask = (
-            (frame["device_id"] == anomaly["device_id"])
-            & (frame["sensor"] == anomaly["sensor"])
-            & frame["event_time"].between(start, end)
+        during = (frame["device_id"] == anomaly["device_id"]) & frame["event_time"].between(
+            start, end
         )
-        inside |= mask
+        mask = during & (frame["sensor"] == anomaly["sensor"])
+        # Signals the anomaly also changed (hypotension lowers the diastolic pressure too):
+        # their flags are neither a detection nor a false alarm.
+        inside |= mask | (during & frame["sensor"].isin(anomaly.get("also", [])))
         if frame.loc[mask, "is_anomaly"].any():
             detected += 1
         else:

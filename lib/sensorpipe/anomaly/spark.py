@@ -11,6 +11,7 @@ group per key, several times the detector's own cost; per bucket it is paid once
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Iterator
@@ -40,6 +41,13 @@ from sensorpipe.anomaly.state import (
 )
 from sensorpipe.schemas import SCORE_FIELDS
 
+
+def key_ref(key: Key) -> str:
+    """A key as logs name it: a digest, not the device id (a hospital device's serial
+    identifies its patient; logs are outside the protected zone)."""
+    return hashlib.blake2b("\x00".join(map(str, key)).encode(), digest_size=6).hexdigest()
+
+
 LOG = logging.getLogger(__name__)
 
 KEY = ["device_id", "sensor"]
@@ -59,9 +67,7 @@ def _transitions(devices: Any, sensors: Any, moments: Any, flagged: np.ndarray,
     for device, sensor, moment, hit, value in zip(
         devices, sensors, moments, flagged, score, strict=True
     ):
-        action, severity = advance(
-            incident, device, sensor, moment, bool(hit), float(value), quiet
-        )
+        action, severity = advance(incident, device, sensor, moment, bool(hit), float(value), quiet)
         ids.append(alert_id(device, sensor, incident.number) if action else None)
         actions.append(action)
         severities.append(SEVERITIES[severity] if action else None)
@@ -176,7 +182,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
         if state.snapshot_points:
             stored = self.snapshots.getValue(key)
             if stored is None:
-                raise StateMismatch(f"{key}: its snapshot is gone (state TTL?)")
+                raise StateMismatch(f"{key_ref(key)}: its snapshot is gone (state TTL?)")
             detector = restore_detector(state.detector, bytes(stored[0]))
         else:
             detector = make_detector(state.detector, seed=SEED)
@@ -193,7 +199,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
                 points, digest = points + len(values), chain_digest(digest, values)
         if (points, digest) != (state.points, state.digest):
             raise StateMismatch(
-                f"{key}: snapshot and chunks replay to {points} points, the record has "
+                f"{key_ref(key)}: snapshot and chunks replay to {points} points, the record has "
                 f"{state.points}"
             )
         return detector
@@ -214,7 +220,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
         except StateMismatch as exc:
             # Only a partly expired key gets here (its snapshot outlived by its record): it
             # starts again, as a key silent longer than the TTL does.
-            LOG.warning("detector state of %s restarted: %s", key, exc)
+            LOG.warning("detector state of key %s restarted: %s", key_ref(key), exc)
             fresh = KeyState(state.detector)
             return make_detector(state.detector, seed=SEED), fresh, None
 

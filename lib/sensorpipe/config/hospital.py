@@ -69,7 +69,9 @@ class HealthSettings:
     general: GeneralZoneSettings
     lineage: LineageSettings = field(default_factory=LineageSettings)
     catalog: CatalogSettings = field(default_factory=CatalogSettings)
-    # The streaming job's anomalies table (device alerts in the patient snapshot).
+    # The clinical alerts table the hospital's streaming job writes (its lake.anomalies_path;
+    # the device alerts of the patient snapshot). Under protected.root: it holds device
+    # serials, which identify patients.
     device_anomalies_path: str | None = None
 
     def __post_init__(self) -> None:
@@ -82,4 +84,10 @@ class HealthSettings:
             raise ConfigError(
                 f"general.root: must not overlap protected.root ({self.general.root!r} vs "
                 f"{self.protected.root!r}): the zones are separate locations"
+            )
+        alerts = self.device_anomalies_path
+        if alerts is not None and not alerts.rstrip("/").startswith(protected):
+            raise ConfigError(
+                f"device_anomalies_path: {alerts!r} is outside protected.root "
+                f"({self.protected.root!r}): the clinical alerts table holds device serials"
             )

@@ -76,6 +76,9 @@ class DecodeSettings:
     max_event_lag_hours: int = field(default=168, metadata=check(positive))
     # ...and lead it by this much (device clocks drift a little, not by days).
     max_event_lead_minutes: int = field(default=5, metadata=check(positive))
+    # The sensor catalogue (sensors.py) the records are validated against: train; hospital
+    # (bedside monitors and pacemakers).
+    catalogue: Literal["train", "hospital"] = "train"
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,10 @@ class LakeSettings:
     # than this are read from the compacted table, so it must outlast the compaction's delay
     # (required on EMR: at least the late-data horizon plus a week to re-run a compaction).
     sink_log_retention: str | None = field(default=None, metadata=check(optional_duration))
+    # Where the readings are protected health information (the hospital: a device serial
+    # identifies its patient): every path of the run, its checkpoints (the scorer's state
+    # is keyed by device) included, must lie under this root, the protected zone.
+    protected_root: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,8 +136,10 @@ class AnomalySettings:
 @dataclass(frozen=True)
 class AlertSettings:
     # none; outbox: a shadow document per train in `outbox_path` (local runs); iot: the AWS
-    # IoT device shadow of the thing named like the train (device_id).
-    kind: Literal["none", "outbox", "iot"] = "none"
+    # IoT device shadow of the thing named like the train (device_id); table: incidents to
+    # the anomalies table only (lake.anomalies_path; the hospital's clinical alerts table,
+    # read by its clinical systems), delivered to no device.
+    kind: Literal["none", "outbox", "iot", "table"] = "none"
     outbox_path: str = "build/outbox"
     # iot: the account's data endpoint (https://<id>-ats.iot.<region>.amazonaws.com).
     endpoint_url: str | None = None
@@ -140,6 +149,11 @@ class AlertSettings:
     # are removed: a shadow that only grew would pass the document size limit (8 KB for a
     # classic shadow's state), after which every update fails.
     closed_retention_hours: int = field(default=24, metadata=check(positive))
+
+    @property
+    def delivers(self) -> bool:
+        """Incidents go to each device's shadow (not only to the anomalies table)."""
+        return self.kind in ("outbox", "iot")
 
 
 @dataclass(frozen=True)
@@ -255,6 +269,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.alerts.kind != "none" and not self.lake.anomalies_path:
             raise ConfigError("lake.anomalies_path: required when alerts.kind is not none")
+        if self.decode.catalogue == "hospital" or self.lake.protected_root:
+            self._check_protected_zone()
         if self.environment == "emr":
             shared_path("lineage.path", self.lineage.path)
             self._check_sink_log_retention()
@@ -291,6 +307,34 @@ class Settings:
                 "Kinesis source's executors write its metadata there: use s3://, or set "
                 "spark.local_paths_shared: true if every process shares that filesystem"
             )
+
+    def _check_protected_zone(self) -> None:
+        """Hospital readings stay in the protected zone: the lake's tables and checkpoints
+        under lake.protected_root, nothing to the warehouse, no device shadows."""
+        root = self.lake.protected_root
+        if not root:
+            raise ConfigError("lake.protected_root: required with decode.catalogue hospital "
+                              "(device readings are protected health information)")  # fmt: skip
+        inside = root.rstrip("/") + "/"
+        for name in ("events_path", "quarantine_path", "checkpoint_root", "anomalies_path",
+                     "compacted_path"):  # fmt: skip
+            path = getattr(self.lake, name)
+            if path is not None and not path.startswith(inside):
+                raise ConfigError(f"lake.{name}: {path!r} is outside the protected zone "
+                                  f"(lake.protected_root {root!r})")  # fmt: skip
+        if self.warehouse.kind != "none":
+            raise ConfigError("warehouse.kind: must be none for protected readings (the "
+                              "warehouse is outside the protected zone)")  # fmt: skip
+        if self.alerts.delivers:
+            raise ConfigError(f"alerts.kind: {self.alerts.kind} sends incidents to device "
+                              "shadows, outside the protected zone; use table")  # fmt: skip
+
+    @property
+    def lake_database(self) -> str:
+        """The catalog database the run's tables are registered in: the protected zone's for
+        protected readings."""
+        protected = self.lake.protected_root is not None
+        return self.catalog.protected_database if protected else self.catalog.database
 
     def _check_sink_log_retention(self) -> None:
         name = "lake.sink_log_retention"

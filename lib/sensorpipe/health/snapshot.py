@@ -220,6 +220,23 @@ def _protected_table(
     return read_protected(spark, settings, table).drop(LOAD_COLUMN, table.updated_column)
 
 
+def clinical_alerts(spark: SparkSession, path: str) -> DataFrame:
+    """The device stream job's clinical alerts table (its anomalies table, one folder per
+    batch). A configured table that is not there fails: a snapshot showing no device alerts
+    because the stream job never ran would read as patients without alerts."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        return spark.read.parquet(path)
+    except AnalysisException as exc:
+        if exc.getCondition() == "PATH_NOT_FOUND":
+            raise FileNotFoundError(
+                f"device_anomalies_path: no clinical alerts table at {path} (has the device "
+                "stream job, conf/hospital-stream-*.yaml, run?)"
+            ) from None
+        raise
+
+
 def run_snapshot(
     spark: SparkSession, settings: HealthSettings, as_of: date, run: LineageRun
 ) -> SnapshotResult:
@@ -231,7 +248,7 @@ def run_snapshot(
     }
     anomalies = None
     if settings.device_anomalies_path:
-        anomalies = spark.read.parquet(settings.device_anomalies_path)
+        anomalies = clinical_alerts(spark, settings.device_anomalies_path)
         run.read("path", settings.device_anomalies_path, None)
     profile = patient_profiles(
         tables["patients"], tables["encounters"], tables["diagnoses"], tables["vitals"],

@@ -15,6 +15,7 @@ from sensorpipe.anomaly.spark import ScoringSettings, score_stream
 from sensorpipe.config import AnomalySettings, DecodeSettings, SourceSettings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
 from sensorpipe.metrics import SCORING_METRICS
+from sensorpipe.sensors import catalogue
 from sensorpipe.sinks.alerts import AlertStats, ShadowStore, foreach_batch_alerts
 from sensorpipe.sinks.lake import start_lake_query, with_trigger
 from sensorpipe.sinks.warehouse import MINUTE_AGGREGATES, LoadStats, Warehouse, foreach_batch_loader
@@ -48,6 +49,7 @@ def decoded_stream(
         max_record_bytes=decode.max_record_bytes,
         max_event_lag_hours=decode.max_event_lag_hours,
         max_event_lead_minutes=decode.max_event_lead_minutes,
+        sensors=catalogue(decode.catalogue),
     ).observe(DECODE_METRICS, *decode_metrics())
 
 
@@ -159,7 +161,7 @@ def start_aggregates_query(
 def start_alerts_query(
     lake_events: DataFrame,
     *,
-    make_store: Callable[[], ShadowStore],
+    make_store: Callable[[], ShadowStore] | None,
     anomalies_path: str,
     stats: AlertStats,
     checkpoint: str,

@@ -136,12 +136,12 @@ def register_lake_tables(spark: SparkSession, settings: Settings) -> list[object
         "quarantine": (lake.quarantine_path, QUARANTINE_SCHEMA, QUARANTINE_PARTITIONS),
     }
     for table, (path, schema, partitions) in tables.items():
-        register_table(spark, catalog, catalog.database, table, path, schema, partitions,
+        register_table(spark, catalog, settings.lake_database, table, path, schema, partitions,
                        lake.format)  # fmt: skip
     if lake.format != "parquet":  # Delta keeps its partitions in its own log
         return []
     by_query = {_name(settings, t): (t, path) for t, (path, _, _) in tables.items()}
-    return [CommittedPartitionsListener(spark, catalog, catalog.database, by_query)]
+    return [CommittedPartitionsListener(spark, catalog, settings.lake_database, by_query)]
 
 
 def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
@@ -156,7 +156,7 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
     )  # fmt: skip
     alert_stats = AlertStats()
     fast_path = None
-    if plan.continuous and plan.alerts:
+    if plan.continuous and settings.alerts.delivers:
         alert_settings = settings.alerts
         fast_path = AlertFastPath(
             _name(settings, "events"),
@@ -246,7 +246,9 @@ def start_side_queries(
         alert_settings, metrics_settings = settings.alerts, settings.metrics
         run.alerts = start_alerts_query(
             lake_events(),
-            make_store=lambda: shadow_store_from_settings(alert_settings),
+            make_store=(lambda: shadow_store_from_settings(alert_settings))
+            if alert_settings.delivers
+            else None,
             anomalies_path=str(lake.anomalies_path),
             stats=run.alert_stats,
             checkpoint=_checkpoint(settings, "alerts"),
@@ -298,7 +300,7 @@ def register_run_partitions(spark: SparkSession, settings: Settings, summary: Ru
         return
     for table, write in (("events", summary.events), ("quarantine", summary.quarantine)):
         specs = [partition_spec(d) for d in write.partitions_written if d]
-        add_partitions(spark, catalog, catalog.database, table, specs)
+        add_partitions(spark, catalog, settings.lake_database, table, specs)
 
 
 def summarize_lake_run(spark: SparkSession, settings: Settings, run: LakeRun) -> RunSummary:

@@ -12,12 +12,13 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from sensorpipe import __version__
+from sensorpipe.anomaly.evaluation import Evaluation, evaluate
 from sensorpipe.config import Settings
 from sensorpipe.decode import REASONS
 from sensorpipe.lineage import LineageRun, schema_fingerprint
 from sensorpipe.metrics import SCORING_METRICS
 from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
-from sensorpipe.sinks.lake import committed_files, partitions_of
+from sensorpipe.sinks.lake import committed_files, partitions_of, read_events
 from sensorpipe.sinks.sink_log import (
     SinkLogGap,
     damaged_files,
@@ -128,10 +129,8 @@ class RunSummary:
                 "the watermark (in the lake, not in the windows)"
             )
         if self.alert_transitions:
-            lines.append(
-                f"  alerts      {self.alert_transitions} incident transitions, "
-                f"{self.shadow_updates} shadow updates sent"
-            )
+            sent = f", {self.shadow_updates} shadow updates sent" if self.shadow_updates else ""
+            lines.append(f"  alerts      {self.alert_transitions} incident transitions{sent}")
         if self.quarantine_query_records_in != self.records_in:
             lines.append(
                 f"  (the quarantine query read {self.quarantine_query_records_in} records: it "
@@ -319,12 +318,13 @@ def lake_summary(
         batches=len(ev.batches),
         input_rows=sum(p.numInputRows for q in queries for p in q.recentProgress),
         events=TableWrite(lake.events_path, len(ev.files), sorted(partitions_of(ev.files))),
-        quarantine=TableWrite(
-            lake.quarantine_path, len(qu.files), sorted(partitions_of(qu.files))
-        ),
+        quarantine=TableWrite(lake.quarantine_path, len(qu.files), sorted(partitions_of(qu.files))),
         quarantine_query_records_in=qu.records_in,
-        unscored=sum(p.observedMetrics[SCORING_METRICS]["unscored"] for p in events.recentProgress
-                     if p.observedMetrics.get(SCORING_METRICS) is not None),  # fmt: skip
+        unscored=sum(
+            p.observedMetrics[SCORING_METRICS]["unscored"]
+            for p in events.recentProgress
+            if p.observedMetrics.get(SCORING_METRICS) is not None
+        ),  # fmt: skip
         problems=problems,
     )
 
@@ -398,3 +398,38 @@ def progress_printer(query_name: str, out: Any = None) -> Any:
             pass
 
     return Progress()
+
+
+@dataclass
+class ManifestCheck:
+    """A run over generated samples against their manifest (make run-hospital, tests): the
+    quarantine per reason as planted, and how the detector did on the planted anomalies."""
+
+    planted: dict[str, int]
+    quarantined: dict[str, int]
+    evaluation: Evaluation
+
+    @property
+    def as_planted(self) -> bool:
+        return self.quarantined == self.planted
+
+    def render(self) -> str:
+        verdict = "as planted" if self.as_planted else f"NOT as planted ({self.planted})"
+        return "\n".join([
+            f"  manifest    quarantine per reason {verdict}",
+            "  detection   " + self.evaluation.render().replace("\n", "\n  "),
+        ])  # fmt: skip
+
+
+def check_against_manifest(
+    spark: SparkSession, settings: Settings, summary: RunSummary, manifest: dict[str, Any]
+) -> ManifestCheck:
+    """`summary`'s quarantine counts against the manifest's, and the events table's flags
+    against its planted anomalies (anomaly.evaluation)."""
+    lake = settings.lake
+    events = read_events(
+        spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA, lake.compacted_path
+    ).select("device_id", "sensor", "event_time", "is_anomaly")
+    planted = {r: n for r, n in manifest["counts"]["quarantined"].items() if n}
+    quarantined = {r: n for r, n in summary.quarantined.items() if n}
+    return ManifestCheck(planted, quarantined, evaluate(events.toPandas(), manifest["anomalies"]))

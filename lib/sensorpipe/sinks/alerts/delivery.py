@@ -168,14 +168,15 @@ def deliver_batch(
 
 
 def foreach_batch_alerts(
-    make_store: Callable[[], ShadowStore],
+    make_store: Callable[[], ShadowStore] | None,
     anomalies_path: str,
     stats: AlertStats,
     on_dead_letter: Callable[[], None] | None = None,
     checkpoint: str | None = None,
 ) -> Callable[[Any, int], None]:
     """foreachBatch: anomalous events and transitions to the lake's anomalies table (one folder
-    per batch, overwritten on a replay), then one shadow update per train. A batch's folder is
+    per batch, overwritten on a replay), then one shadow update per device (none without
+    `make_store`: alerts.kind table). A batch's folder is
     named by the query's checkpoint id and the batch id: a new checkpoint restarts batch ids at
     0 and must not overwrite what the old one wrote."""
     ids: list[str] = []
@@ -191,13 +192,13 @@ def foreach_batch_alerts(
         rows = batch.where("is_anomaly OR alert_action IS NOT NULL").toArrow()
         frame = rows.to_pandas()
         transitions = frame[frame["alert_action"].notna()]
-        store = make_store()
         folder = batch_folder(batch_id)
-        dead_letters = JsonStore(f"{anomalies_path}/_dead_letters")
-        deliver_batch(
-            store, alert_patches(transitions), dead_letters, folder, batch_id, stats,
-            on_dead_letter,
-        )  # fmt: skip
+        if make_store is not None:
+            dead_letters = JsonStore(f"{anomalies_path}/_dead_letters")
+            deliver_batch(
+                make_store(), alert_patches(transitions), dead_letters, folder, batch_id, stats,
+                on_dead_letter,
+            )  # fmt: skip
         if rows.num_rows:
             spark = batch.sparkSession
             spark.createDataFrame(rows.to_pandas(), schema=batch.schema).write.mode(
