@@ -231,12 +231,16 @@ class DetectorStore:
             self._maps.pop(path).unmap()
 
     def evict(self) -> None:
-        """Least recently used files out until the store is within its budget."""
+        """Least recently used files out until the store is within its budget. Every worker of
+        the executor evicts: a file another one removed since the listing is skipped."""
         files = []
         for folder in self.root.iterdir():
             for entry in os.scandir(folder):
                 if entry.name.endswith(".det"):
-                    info = entry.stat()
+                    try:
+                        info = entry.stat()
+                    except FileNotFoundError:
+                        continue
                     files.append((info.st_mtime, info.st_size, entry.path))
         total = sum(size for _, size, _ in files)
         for _, size, path in sorted(files):

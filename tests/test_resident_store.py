@@ -1,0 +1,68 @@
+"""The executor's resident detectors (anomaly/resident.py): a cache in shared memory that is
+used only when exactly the checkpoint's state, and bounded."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from sensorpipe.anomaly.detectors import make_detector
+from sensorpipe.anomaly.resident import DetectorStore
+from sensorpipe.anomaly.state import chain_digest
+
+STATE = "likelihood/42"
+
+
+def trained(values: np.ndarray):  # noqa: ANN201
+    detector = make_detector("likelihood")
+    detector.update(values)
+    return detector, chain_digest(b"", values)
+
+
+def test_a_resident_detector_scores_as_the_one_it_copies_and_only_when_current(tmp_path):
+    values = np.sin(np.arange(600) / 20) + 40
+    store = DetectorStore(str(tmp_path), 1 << 30)
+    detector, digest = trained(values[:500])
+    store.put(STATE, ("train-01", "s"), detector, 500, digest)
+    resident = store.get(STATE, ("train-01", "s"), "likelihood", 500, digest)
+    assert resident is not None
+    try:
+        resident.begin()
+        _, got = resident.detector.update(values[500:])
+    finally:
+        resident.close()
+    _, want = make_detector("likelihood").update(values)
+    np.testing.assert_array_equal(got, want[500:])
+    # Another history (points or digest) or a dirty file is not used.
+    assert store.get(STATE, ("train-01", "s"), "likelihood", 499, digest) is None
+    assert store.get(STATE, ("train-01", "s"), "likelihood", 500, b"x" * 16) is None
+    assert store.get(STATE, ("train-01", "s"), "likelihood", 500, digest) is None  # dirty now
+
+
+def test_eviction_keeps_the_store_within_budget_and_survives_files_removed_meanwhile(
+    tmp_path, monkeypatch
+):
+    """Every Python worker of an executor evicts: a file another worker removed between the
+    listing and its stat must be skipped (it failed the task, and the query, at 20,000 keys)."""
+    detector, digest = trained(np.arange(50, dtype=float))
+    probe = DetectorStore(str(tmp_path / "probe"), 1 << 30)
+    probe.put(STATE, ("k", "s"), detector, 50, digest)
+    size = os.path.getsize(probe.path(STATE, ("k", "s")))
+    store = DetectorStore(str(tmp_path / "store"), 3 * size)
+    for k in range(5):
+        store.put(STATE, (f"train-{k}", "s"), detector, 50, digest)
+    real_scandir = os.scandir
+    removed = []
+
+    def scandir_then_another_worker_evicts(path):  # noqa: ANN001, ANN202
+        entries = list(real_scandir(path))
+        if entries and not removed:
+            os.unlink(entries[0].path)
+            removed.append(entries[0].path)
+        return iter(entries)
+
+    monkeypatch.setattr(os, "scandir", scandir_then_another_worker_evicts)
+    store.evict()
+    monkeypatch.undo()
+    left = list(store.root.rglob("*.det"))
+    assert removed and len(left) == 3  # 4 after the other worker's removal, 3 within budget
