@@ -47,9 +47,15 @@ def _executor_jvm() -> str:
     as a folder name; the start time tells a reused pid apart."""
     pid = os.getppid()
     for _ in range(3):
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        if pid <= 1:
+            break
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            java = Path(f"/proc/{pid}/exe").resolve().name == "java"
+        except OSError:  # an ancestor we may not inspect (init, another user's): not ours
+            break
         fields = stat[stat.rindex(")") + 2 :].split()
-        if Path(f"/proc/{pid}/exe").resolve().name == "java":
+        if java:
             return f"{pid}-{fields[19]}"
         pid = int(fields[1])
     return f"{os.getppid()}-0"  # not under a JVM (a test calling the scorer directly)
