@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from sensorpipe.sensors import HOSPITAL_SENSORS
 
-from sensorpipe_tools.samples import _iso_ms, _Record, mix_and_write
+from sensorpipe_tools.samples import _iso_ms, _Record, mix_and_write, readings
 from sensorpipe_tools.synthetic_hospital import HospitalSpec
 from sensorpipe_tools.synthetic_hospital import generate as generate_hospital
 
@@ -189,18 +189,8 @@ def generate(spec: HospitalTelemetrySpec, out_dir: str | Path) -> dict:
         })  # fmt: skip
         arrival_ms = (times_s * 1000 + rng.integers(300, 3000, n)).astype(np.int64)
         for name, values in series.items():
-            sensor = HOSPITAL_SENSORS[name]
-            values = np.clip(values, sensor.physical_min, sensor.physical_max)
-            for k in np.flatnonzero(keep):
-                event = {
-                    "device_id": device,
-                    "sensor": name,
-                    "event_time": _iso_ms(int(times_s[k]) * 1000),
-                    "value": round(float(values[k]), 1),
-                    "unit": sensor.unit,
-                }
-                payload = json.dumps(event, separators=(",", ":")).encode()
-                records.append(_Record(int(arrival_ms[k]), device, payload))
+            records += readings(device, HOSPITAL_SENSORS[name], values, times_s, arrival_ms,
+                                np.flatnonzero(keep), digits=1)  # fmt: skip
     valid_count = len(records)
     out = Path(out_dir)
     by_file, malformed = mix_and_write(

@@ -18,13 +18,14 @@ import base64
 import gzip
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 from sensorpipe import decode
-from sensorpipe.sensors import SENSORS
+from sensorpipe.sensors import SENSORS, Sensor
 from sensorpipe.sensors import catalogue as sensors_catalogue
 
 ANOMALY_KINDS = ("spike", "level_shift", "drift", "stuck")
@@ -287,18 +288,8 @@ def generate(spec: SampleSpec, out_dir: str | Path) -> dict:
             arrival_ms[entry:exit_] = arrival_ms[exit_] + np.arange(exit_ - entry) * 40
             tunnels += 1
         for name in sensor_names:
-            sensor = SENSORS[name]
-            values = np.clip(series[name], sensor.physical_min, sensor.physical_max)
-            for k in range(n):
-                event = {
-                    "device_id": device_id,
-                    "sensor": name,
-                    "event_time": _iso_ms(int(times_s[k]) * 1000),
-                    "value": round(float(values[k]), 2),
-                    "unit": sensor.unit,
-                }
-                payload = json.dumps(event, separators=(",", ":")).encode()
-                records.append(_Record(int(arrival_ms[k]), device_id, payload))
+            records += readings(device_id, SENSORS[name], series[name], times_s, arrival_ms,
+                                range(n), digits=2)  # fmt: skip
 
     valid_count = len(records)
     by_file, malformed = mix_and_write(rng, records, spec.malformed_per_kind,
@@ -322,6 +313,26 @@ def generate(spec: SampleSpec, out_dir: str | Path) -> dict:
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+def readings(
+    device_id: str, sensor: Sensor, values: np.ndarray, times_s: np.ndarray,
+    arrival_ms: np.ndarray, steps: Iterable[int], digits: int,
+) -> list[_Record]:  # fmt: skip
+    """One valid record per step: the value clipped to the sensor's range, rounded."""
+    values = np.clip(values, sensor.physical_min, sensor.physical_max)
+    out = []
+    for k in steps:
+        event = {
+            "device_id": device_id,
+            "sensor": sensor.name,
+            "event_time": _iso_ms(int(times_s[k]) * 1000),
+            "value": round(float(values[k]), digits),
+            "unit": sensor.unit,
+        }
+        payload = json.dumps(event, separators=(",", ":")).encode()
+        out.append(_Record(int(arrival_ms[k]), device_id, payload))
+    return out
 
 
 def mix_and_write(
