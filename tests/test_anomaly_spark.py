@@ -124,63 +124,62 @@ def test_keys_beyond_the_live_key_bound_land_unscored(spark, tmp_path):
     assert second["anomaly_score"].isna().all() and second["is_anomaly"].isna().all()
 
 
-def test_a_key_silent_longer_than_the_ttl_starts_again_and_the_others_keep_theirs(spark, tmp_path):
-    """Processing-time TTL of 10 s: train-01 reports every couple of seconds, train-02 falls
-    silent for longer than that. The first batch, which compiles the detector and can take
-    longer than the TTL, holds a third key only. train-01's scores stay those of one
-    uninterrupted detector; train-02's next readings are scored by a fresh one."""
-    import time
-
-    from sensorpipe.anomaly.detectors import make_detector
-
-    frame = series_frame(points=200)
-    one, two = frame[frame["device_id"] == "train-01"], frame[frame["device_id"] == "train-02"]
-    source, out = tmp_path / "in", tmp_path / "out"
+def _scored_files(spark, tmp_path, name: str, files: list[pd.DataFrame], **scoring):
+    """Each frame one micro-batch of the streaming scorer (availableNow), the scored rows."""
+    source, out = tmp_path / f"in-{name}", tmp_path / f"out-{name}"
     source.mkdir()
-    files = iter(range(1000))
-
-    def write(part: pd.DataFrame) -> None:
-        k = next(files)
+    for k, part in enumerate(files):
         path = source / f"part-{k:03d}.parquet"
         part.astype({"event_hour": "int32"}).to_parquet(path, coerce_timestamps="us")
         os.utime(path, (1_700_000_000 + k, 1_700_000_000 + k))
-
-    settings = ScoringSettings("likelihood", threshold=0.5, warmup=50, ttl_ms=10_000)
     stream = (
         spark.readStream.schema(EVENT_SCHEMA).option("maxFilesPerTrigger", 1).parquet(str(source))
     )
-    write(one.iloc[:20].assign(device_id="train-00", partition_key="train-00"))
+    settings = ScoringSettings("likelihood", threshold=0.5, warmup=50, **scoring)
     query = (
         score_stream(stream, settings).writeStream.format("parquet")
-        .option("checkpointLocation", str(tmp_path / "ck")).trigger(processingTime="1 second")
+        .option("checkpointLocation", str(tmp_path / f"ck-{name}")).trigger(availableNow=True)
         .start(str(out))
     )  # fmt: skip
-
-    def wait_for(batches: int) -> None:
-        deadline = time.monotonic() + 120
-        while sum(1 for p in query.recentProgress if p.numInputRows) < batches:
-            assert query.exception() is None and time.monotonic() < deadline
-            time.sleep(0.2)
-
     try:
-        wait_for(1)
-        write(pd.concat([one.iloc[:60], two.iloc[:60]]))
-        wait_for(2)
-        two_last_seen, done, at = time.monotonic(), 2, 60
-        while time.monotonic() - two_last_seen < 14:  # train-02 silent past its TTL
-            write(one.iloc[at : at + 10])
-            at, done = at + 10, done + 1
-            wait_for(done)
-            time.sleep(1.0)
-        write(pd.concat([one.iloc[at : at + 40], two.iloc[60:120]]))
-        wait_for(done + 1)
+        query.awaitTermination()
+        assert sum(1 for p in query.recentProgress if p.numInputRows) == len(files)
     finally:
         query.stop()
-    result = spark.read.parquet(str(out)).toPandas().sort_values(["device_id", "event_time"])
-    got_one = result[result["device_id"] == "train-01"]["anomaly_score"].to_numpy()
-    got_two = result[result["device_id"] == "train-02"]["anomaly_score"].to_numpy()
-    _, uninterrupted = make_detector("likelihood").update(one["value"].to_numpy()[: at + 40])
-    np.testing.assert_array_equal(got_one, uninterrupted)
+    result = spark.read.parquet(str(out)).toPandas()
+    return result.sort_values(["device_id", "event_time"]).reset_index(drop=True)
+
+
+def test_a_key_silent_longer_than_the_ttl_starts_again_and_the_others_keep_theirs(spark, tmp_path):
+    """A 10-minute time to live, counted in arrival time (a reading a minute): train-02 falls
+    silent for 21 minutes and starts again with a fresh detector, whether the silence falls
+    between micro-batches or inside one; train-01 keeps one uninterrupted detector. train-00,
+    silent since before the others began, is forgotten, and its room (two live keys in one
+    bucket) goes to train-02."""
+    from sensorpipe.anomaly.detectors import make_detector
+
+    frame = series_frame(points=160)
+    one, two = frame[frame["device_id"] == "train-01"], frame[frame["device_id"] == "train-02"]
+    early = {c: one[c].iloc[:20] - timedelta(hours=1) for c in ("event_time", "arrival_time")}
+    zero = one.iloc[:20].assign(device_id="train-00", partition_key="train-00", **early)
+    cuts = [
+        [zero, one.iloc[:60]],
+        [one.iloc[60:100], two.iloc[:60]],
+        [one.iloc[100:160], two.iloc[81:160]],  # train-02: nothing from minute 60 to 80
+    ]
+    split = _scored_files(spark, tmp_path, "split", [pd.concat(c) for c in cuts],
+                          ttl_ms=600_000, buckets=1, max_live_keys=2)  # fmt: skip
+    joined = [pd.concat(cuts[0]), pd.concat(cuts[1] + cuts[2])]  # the silence inside a batch
+    whole = _scored_files(spark, tmp_path, "whole", joined, ttl_ms=600_000, buckets=1,
+                          max_live_keys=2)  # fmt: skip
+    _, uninterrupted = make_detector("likelihood").update(one["value"].to_numpy())
     _, before = make_detector("likelihood").update(two["value"].to_numpy()[:60])
-    _, fresh = make_detector("likelihood").update(two["value"].to_numpy()[60:120])
-    np.testing.assert_array_equal(got_two, np.concatenate([before, fresh]))
+    _, fresh = make_detector("likelihood").update(two["value"].to_numpy()[81:160])
+    for result in (split, whole):
+        got = {d: g["anomaly_score"].to_numpy() for d, g in result.groupby("device_id")}
+        np.testing.assert_array_equal(got["train-01"], uninterrupted)
+        np.testing.assert_array_equal(got["train-02"], np.concatenate([before, fresh]))
+    # Without the time to live, train-00 keeps its room and train-02 gets none.
+    bounded = _scored_files(spark, tmp_path, "no-ttl", [pd.concat(c) for c in cuts],
+                            ttl_ms=None, buckets=1, max_live_keys=2)  # fmt: skip
+    assert bounded[bounded["device_id"] == "train-02"]["anomaly_score"].isna().all()

@@ -1,12 +1,23 @@
 """Spark glue for the detectors: per (device, sensor) state across micro-batches with
-`transformWithStateInPandas` (RocksDB state store, state in the checkpoint, TTL for keys that go
-silent), and a grouped pandas UDF that scores a whole history at once for backfills. Both feed
-the same core, in event-time order per key, so a key's scores do not depend on how its sequence
-was cut into micro-batches, nor on which worker scored it (anomaly/state.py has the design).
+`transformWithStateInPandas` (RocksDB state store, state in the checkpoint, a time to live for
+keys that go silent), and a grouped pandas UDF that scores a whole history at once for
+backfills. Both feed the same core, in event-time order per key, so a key's scores do not
+depend on how its sequence was cut into micro-batches, nor on which worker scored it
+(anomaly/state.py has the design).
 
 The streaming operator groups keys into buckets (`buckets`, a hash of the key): Spark's
 per-group cost (Arrow to pandas and back, state-store round trips) was ~4.6 ms a key with one
 group per key, several times the detector's own cost; per bucket it is paid once for many keys.
+
+The operator runs without a time mode. Spark's own state TTL needs processing-time mode, and in
+that mode Spark 4.0.2 runs a batch after every batch, data or not
+(`TransformWithStateInPandasExec.shouldRunAnotherBatch` returns true for ProcessingTime:
+"TODO SPARK-50180", apache/spark sql/core/.../python/TransformWithStateInPandasExec.scala):
+at a 1 s trigger the scoring query was never idle, each empty batch costing what a data batch's
+fixed part does (state stores loaded and committed, a Python runner per partition), and a
+finite run could not use availableNow. So the time to live is the scorer's own, counted in
+the records' arrival times (anomaly/state.py): deterministic on a replay, which processing time
+is not.
 """
 
 from __future__ import annotations
@@ -87,6 +98,9 @@ class Scores:
         micros = frame[EVENT_MICROS].to_numpy(dtype=np.int64)
         order = np.lexsort((frame["sub_sequence_number"].to_numpy(), seq_rank, micros, key_codes))
         self.columns = {name: frame[name].to_numpy()[order] for name in frame.columns}
+        # Arrival times (ms), the clock of the state's time to live (streaming only).
+        arrivals = frame[ARRIVAL_MICROS] if ARRIVAL_MICROS in frame else frame[EVENT_MICROS]
+        self.arrivals = arrivals.to_numpy(dtype=np.int64)[order] // 1000
         n = len(order)
         self.devices, self.sensors = devices[order], sensors[order]
         self.key_codes = key_codes[order]
@@ -107,10 +121,27 @@ class Scores:
         for a, b in zip(bounds, bounds[1:], strict=False):
             yield (self.devices[a], self.sensors[a]), a, b
 
+    def lives(self, a: int, b: int, last_seen_ms: int,
+              ttl_ms: int | None) -> list[tuple[int, int, bool]]:  # fmt: skip
+        """Rows a:b of one key cut where its readings resume more than `ttl_ms` after every
+        earlier one arrived (the key went silent past its time to live): (first row, end row,
+        whether the key starts afresh there). Cut by the key's own arrivals, so a silence is
+        the same whether it falls between micro-batches or inside one."""
+        if not ttl_ms or b == a:
+            return [(a, b, False)]
+        arrivals = self.arrivals[a:b]
+        before = np.maximum.accumulate(np.concatenate([[last_seen_ms], arrivals[:-1]]))
+        silent = arrivals - before > ttl_ms
+        silent[0] &= last_seen_ms > 0  # a key without state has nothing to forget
+        starts = (np.flatnonzero(silent) + a).tolist()
+        bounds = [a, *starts, b]
+        return [(lo, hi, lo in starts) for lo, hi in zip(bounds, bounds[1:], strict=False)
+                if hi > lo]  # fmt: skip
+
     def score_key(self, a: int, b: int, detector: Any, points_before: int, threshold: float,
                   warmup: int, incident: IncidentState, quiet: timedelta) -> None:  # fmt: skip
-        """Rows a:b (one key's new points) scored by its detector and incident state, both
-        advanced past them."""
+        """Rows a:b (one key's new points, or a run of them) scored by its detector and
+        incident state, both advanced past them."""
         raw, score = detector.update(self.values[a:b])
         # A detector still learning a series (its first `warmup` points) flags nothing.
         flagged = (score >= threshold) & (points_before + np.arange(b - a) >= warmup)
@@ -168,11 +199,11 @@ class BucketedDetectorProcessor(StatefulProcessor):
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.store = detector_store(self.settings.resident_dir, self.settings.resident_bytes)
-        ttl = self.settings.ttl_ms
-        self.bucket = handle.getValueState("bucket", "record BINARY", ttl)
+        # No state-store TTL (module docstring): the scorer forgets silent keys itself.
+        self.bucket = handle.getValueState("bucket", "record BINARY")
         self.snapshots = handle.getMapState("snapshots", "device_id STRING, sensor STRING",
-                                            "blob BINARY", ttl)  # fmt: skip
-        self.chunks = handle.getMapState("chunks", "chunk LONG", "data BINARY", ttl)
+                                            "blob BINARY")  # fmt: skip
+        self.chunks = handle.getMapState("chunks", "chunk LONG", "data BINARY")
 
     # -- restore --------------------------------------------------------------------------
 
@@ -182,7 +213,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
         if state.snapshot_points:
             stored = self.snapshots.getValue(key)
             if stored is None:
-                raise StateMismatch(f"{key_ref(key)}: its snapshot is gone (state TTL?)")
+                raise StateMismatch(f"{key_ref(key)}: its snapshot is gone")
             detector = restore_detector(state.detector, bytes(stored[0]))
         else:
             detector = make_detector(state.detector, seed=SEED)
@@ -218,11 +249,10 @@ class BucketedDetectorProcessor(StatefulProcessor):
         try:
             return self._restore(key, state, bucket, loaded), state, None
         except StateMismatch as exc:
-            # Only a partly expired key gets here (its snapshot outlived by its record): it
-            # starts again, as a key silent longer than the TTL does.
+            # A checkpoint damaged or edited by hand: the key starts again rather than the
+            # query failing for ever on it.
             LOG.warning("detector state of key %s restarted: %s", key_ref(key), exc)
-            fresh = KeyState(state.detector)
-            return make_detector(state.detector, seed=SEED), fresh, None
+            return make_detector(state.detector, seed=SEED), bucket.new_key(state.detector), None
 
     def _keep(self, key: Key, state: KeyState, detector: Any, resident: Resident | None) -> None:
         """The detector's new state back where the next batch finds it."""
@@ -231,82 +261,104 @@ class BucketedDetectorProcessor(StatefulProcessor):
         else:
             self.store.put(self.state_id, key, detector, state.points, state.digest)
 
-    def _snapshot(self, key: Key, state: KeyState, detector: Any, chunk: int, now: int) -> None:
+    def _snapshot(self, key: Key, state: KeyState, detector: Any, chunk: int) -> None:
         self.snapshots.updateValue(key, (detector.to_bytes(),))
         state.snapshot_points, state.snapshot_digest = state.points, state.digest
-        state.snapshot_chunk, state.snapshot_ms = chunk, now
+        state.snapshot_chunk = chunk
+
+    def _forget(self, bucket: BucketState, key: Key) -> None:
+        """The key's state gone (it went silent past its time to live)."""
+        state = bucket.keys.pop(key, None)
+        if state is not None and state.snapshot_points:
+            self.snapshots.removeKey(key)
+        self.store.drop(self.state_id, key)
 
     # -- one bucket's batch ---------------------------------------------------------------
 
     def handleInputRows(
         self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any
     ) -> Iterator[pd.DataFrame]:
-        s = self.settings
         scores = Scores(pd.concat(list(rows), ignore_index=True))
-        now = max(0, int(timerValues.getCurrentProcessingTimeInMs()))
         bucket = BucketState.from_bytes(self._bucket_record())
-        self._expire(bucket, now)
-        chunk = bucket.next_chunk
-        bucket.next_chunk += 1
-        refresh = s.ttl_ms // 4 if s.ttl_ms else None
+        chunk = bucket.next_chunk  # this batch's; keys new in it start after the chunk before
         loaded: dict[int, dict[Key, np.ndarray]] = {}
         entries = []
-        for k, a, b in scores.key_ranges():
-            state = bucket.keys.get(k)
-            if state is None:
-                if len(bucket.keys) >= s.keys_per_bucket:
-                    continue  # the live-key bound: no state for this key, its rows unscored
-                state = bucket.keys[k] = KeyState(s.detector, snapshot_ms=now)
-            detector, state, resident = self._detector(k, state, bucket, loaded)
-            try:
-                bucket.keys[k] = state
-                incident = state.incident
-                before = state.points
-                scores.score_key(a, b, detector, before, s.threshold, s.warmup, incident,
-                                 s.quiet)  # fmt: skip
-                values = scores.values[a:b]
-                state.points = before + len(values)
-                state.digest = chain_digest(state.digest, values)
-                state.last_seen_ms = now
-                state.keep_incident(incident)
-                if state.snapshot_due(before, s.snapshot_every, key_phase(k, s.snapshot_every),
-                                      now, refresh):  # fmt: skip
-                    self._snapshot(k, state, detector, chunk, now)
-                else:
-                    entries.append((k, values))
-                self._keep(k, state, detector, resident)
-            finally:
-                detector = None
-                if resident is not None:
-                    resident.close()
+        ranges = list(scores.key_ranges())
+        if len(scores.arrivals):
+            bucket.clock_ms = max(bucket.clock_ms, int(scores.arrivals.max()))
+        # Silent keys go first, so their room is free for new keys; a key of this batch
+        # starts afresh only if its own readings resumed past the time to live (lives()).
+        self._expire(bucket, present={k for k, _, _ in ranges})
+        for k, a, b in ranges:
+            known = bucket.keys.get(k)
+            values = None
+            for lo, hi, afresh in scores.lives(a, b, known.last_seen_ms if known else 0,
+                                               self.settings.ttl_ms):  # fmt: skip
+                if afresh:
+                    self._forget(bucket, k)
+                values = self._score_run(scores, k, lo, hi, bucket, chunk, loaded)
+            if values is not None:
+                entries.append((k, values))
         if entries:
             self.chunks.updateValue((chunk,), (pack_chunk(entries),))
             bucket.chunks.append(chunk)
-        self._snapshot_lagging(bucket, chunk, now, loaded)
+        self._snapshot_lagging(bucket, chunk, loaded)
         for old in sorted(set(bucket.chunks) - set(bucket.needed_chunks())):
             self.chunks.removeKey((old,))
         bucket.chunks = bucket.needed_chunks()
+        bucket.next_chunk = chunk + 1
         self.bucket.update((bucket.to_bytes(),))
         yield scores.scored(self.columns)
+
+    def _score_run(self, scores: Scores, k: Key, a: int, b: int, bucket: BucketState,
+                   chunk: int, loaded: dict[int, dict[Key, np.ndarray]]
+                   ) -> np.ndarray | None:  # fmt: skip
+        """Rows a:b of key k scored and its state advanced past them; the values for this
+        batch's chunk (None if a snapshot now holds them, or the key got no state)."""
+        s = self.settings
+        state = bucket.keys.get(k)
+        if state is None:
+            if len(bucket.keys) >= s.keys_per_bucket:
+                return None  # the live-key bound: no state for this key, its rows unscored
+            state = bucket.keys[k] = bucket.new_key(s.detector)
+        detector, state, resident = self._detector(k, state, bucket, loaded)
+        try:
+            bucket.keys[k] = state
+            incident = state.incident
+            before = state.points
+            scores.score_key(a, b, detector, before, s.threshold, s.warmup, incident, s.quiet)
+            values = scores.values[a:b]
+            state.points = before + len(values)
+            state.digest = chain_digest(state.digest, values)
+            state.last_seen_ms = max(state.last_seen_ms, int(scores.arrivals[a:b].max()))
+            state.keep_incident(incident)
+            kept: np.ndarray | None = values
+            if state.snapshot_due(before, s.snapshot_every, key_phase(k, s.snapshot_every)):
+                self._snapshot(k, state, detector, chunk)
+                kept = None
+            self._keep(k, state, detector, resident)
+            return kept
+        finally:
+            detector = None
+            if resident is not None:
+                resident.close()
 
     def _bucket_record(self) -> bytes | None:
         stored = self.bucket.get()
         return bytes(stored[0]) if stored is not None else None
 
-    def _expire(self, bucket: BucketState, now: int) -> None:
-        """Keys silent longer than the TTL lose their state (the bucket's record outlives them
-        while its other keys report)."""
+    def _expire(self, bucket: BucketState, present: set[Key]) -> None:
+        """Keys of the bucket not in this batch and silent past their time to live, by the
+        bucket's clock (the latest arrival it has seen), lose their state. A bucket none of
+        whose keys report keeps its record until one does: bounded by `max_live_keys`."""
         ttl = self.settings.ttl_ms
-        if not ttl or not now:
+        if not ttl:
             return
         for k, state in list(bucket.keys.items()):
-            if state.last_seen_ms and now - state.last_seen_ms > ttl:
-                if state.snapshot_points:
-                    self.snapshots.removeKey(k)
-                del bucket.keys[k]
-                self.store.drop(self.state_id, k)
+            if k not in present and bucket.clock_ms - state.last_seen_ms > ttl:
+                self._forget(bucket, k)
 
-    def _snapshot_lagging(self, bucket: BucketState, chunk: int, now: int,
+    def _snapshot_lagging(self, bucket: BucketState, chunk: int,
                           loaded: dict[int, dict[Key, np.ndarray]]) -> None:  # fmt: skip
         """Keys whose values are spread over more than `max_chunks` chunks get a snapshot."""
         for k, state in list(bucket.keys.items()):
@@ -317,7 +369,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
             try:
                 bucket.keys[k] = state
                 if state.points:
-                    self._snapshot(k, state, detector, chunk, now)
+                    self._snapshot(k, state, detector, chunk)
                     self._keep(k, state, detector, resident)
             finally:
                 detector = None
@@ -360,6 +412,7 @@ def bucket_labels(buckets: int, partitions: int) -> list[int]:
 
 
 EVENT_MICROS = "_event_micros"
+ARRIVAL_MICROS = "_arrival_micros"
 PACKED = "_packed"
 # What the scorer reads of an event; the other columns cross packed in one JSON string, and
 # times as integers (each column, and each timestamp most, costs Python time per group).
@@ -375,6 +428,8 @@ def score_stream(events: DataFrame, settings: ScoringSettings) -> DataFrame:
     slim = events.select(
         *SCORER_COLUMNS,
         F.unix_micros("event_time").alias(EVENT_MICROS),
+        # The time-to-live clock: Kinesis's arrival time (event time where a source has none).
+        F.unix_micros(F.coalesce("arrival_time", "event_time")).alias(ARRIVAL_MICROS),
         F.to_json(F.struct(*passed.fieldNames()), _JSON).alias(PACKED),
         F.element_at(
             F.array(*[F.lit(b) for b in bucket_labels(settings.buckets, settings.partitions)]),
@@ -389,8 +444,7 @@ def score_stream(events: DataFrame, settings: ScoringSettings) -> DataFrame:
         statefulProcessor=processor,
         outputStructType=out,
         outputMode="Append",
-        # State TTL counts processing time, so it needs that time mode.
-        timeMode="ProcessingTime" if settings.ttl_ms else "None",
+        timeMode="None",  # no processing-time mode: it runs a batch after every batch
     )
     unpacked = F.from_json(PACKED, passed, _JSON)
     columns = {

@@ -56,11 +56,11 @@ class KeyState:
     detector: str
     points: int = 0
     digest: bytes = b""
-    # The snapshot: points and digest it holds, the last chunk it includes (-1: none), when.
+    # The snapshot: points and digest it holds, the last chunk it includes (-1: none).
     snapshot_points: int = 0
     snapshot_digest: bytes = b""
     snapshot_chunk: int = -1
-    snapshot_ms: int = 0
+    # The latest arrival time (ms) of its readings: the clock of its time to live.
     last_seen_ms: int = 0
     # Incident state (anomaly/incidents.py)
     open: bool = False
@@ -76,14 +76,10 @@ class KeyState:
         self.open, self.number = incident.open, incident.number
         self.severity, self.last_anomaly = incident.severity, incident.last_anomaly
 
-    def snapshot_due(self, points_before: int, every: int, phase: int, now_ms: int,
-                     refresh_ms: int | None) -> bool:  # fmt: skip
+    def snapshot_due(self, points_before: int, every: int, phase: int) -> bool:
         """A snapshot when the key's points cross its next multiple of `every` (shifted by its
-        phase), or when the last one is older than `refresh_ms` (it must outlive the state's
-        time to live while the key is alive)."""
-        if (self.points + phase) // every > (points_before + phase) // every:
-            return True
-        return refresh_ms is not None and now_ms - self.snapshot_ms > refresh_ms
+        phase)."""
+        return (self.points + phase) // every > (points_before + phase) // every
 
 
 @dataclass
@@ -93,6 +89,13 @@ class BucketState:
     keys: dict[Key, KeyState] = field(default_factory=dict)
     chunks: list[int] = field(default_factory=list)  # ascending
     next_chunk: int = 0
+    # The latest arrival time (ms) among its keys' readings: when a silent key expires.
+    clock_ms: int = 0
+
+    def new_key(self, detector: str) -> KeyState:
+        """A key starting in the batch of chunk `next_chunk`: no earlier chunk is its (one may
+        hold the values of an earlier life of the key, forgotten since)."""
+        return KeyState(detector, snapshot_chunk=self.next_chunk - 1)
 
     def to_bytes(self) -> bytes:
         return zlib.compress(pickle.dumps(self, protocol=5), 1)

@@ -26,7 +26,6 @@ def start_lake_query(
     table_format: str,
     query_name: str,
     trigger: str,
-    one_batch: bool = False,
     sink_log_retention: str | None = None,
 ) -> StreamingQuery:
     """Start appending a streaming DataFrame to a partitioned lake table. With a retention,
@@ -40,19 +39,13 @@ def start_lake_query(
     )
     if sink_log_retention and table_format == "parquet":
         writer = writer.option("retention", sink_log_retention)
-    return with_trigger(writer, trigger, one_batch).start(path)
+    return with_trigger(writer, trigger).start(path)
 
 
-def with_trigger(
-    writer: DataStreamWriter, trigger: str, one_batch: bool = False
-) -> DataStreamWriter:
-    """The configured trigger. A finite run is availableNow, or, for a query whose stateful
-    operator keeps processing-time state TTL (transformWithStateInPandas), one batch: under
-    availableNow such an operator asks for no-data batches without end."""
+def with_trigger(writer: DataStreamWriter, trigger: str) -> DataStreamWriter:
+    """The configured trigger: a processing-time interval, or availableNow for a finite run."""
     if trigger != AVAILABLE_NOW:
         return writer.trigger(processingTime=trigger)
-    if one_batch:
-        return writer.trigger(once=True)
     return writer.trigger(availableNow=True)
 
 

@@ -89,7 +89,6 @@ def start_events_query(
     ).observe(SCORING_METRICS, F.count_if(F.col("is_anomaly").isNull()).alias("unscored"))
     return start_lake_query(
         scored,
-        one_batch=True,
         path=path,
         checkpoint=checkpoint,
         partition_by=EVENTS_PARTITIONS,
