@@ -51,6 +51,7 @@ from sensorpipe.anomaly.state import (
     unpack_chunk,
 )
 from sensorpipe.schemas import SCORE_FIELDS
+from sensorpipe.worker_imports import install as cheap_import_cache_resets
 
 
 def key_ref(key: Key) -> str:
@@ -198,6 +199,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
         self.state_id = f"{settings.detector}/{SEED}"
 
     def init(self, handle: StatefulProcessorHandle) -> None:
+        cheap_import_cache_resets()  # this worker's next tasks (worker_imports.py)
         self.store = detector_store(self.settings.resident_dir, self.settings.resident_bytes)
         # No state-store TTL (module docstring): the scorer forgets silent keys itself.
         self.bucket = handle.getValueState("bucket", "record BINARY")
@@ -467,6 +469,7 @@ def score_batch(
     schema = scored_schema(events.schema)
 
     def score_group(frame: pd.DataFrame) -> pd.DataFrame:
+        cheap_import_cache_resets()
         moments = frame["event_time"].to_numpy(dtype="datetime64[us]")
         scores = Scores(frame.assign(**{EVENT_MICROS: moments.astype(np.int64)}))
         scores.score_key(0, len(frame), make_detector(detector, seed=SEED), 0, threshold, warmup,
