@@ -206,8 +206,9 @@ class WarehouseSettings:
 @dataclass(frozen=True)
 class StreamSettings:
     trigger: str = field(default="available_now", metadata=check(trigger))
-    # Continuous runs: the quarantine and aggregates queries' trigger (nobody waits on them, and
-    # on few cores they slow the scoring query); the trigger above if null.
+    # Continuous runs: the quarantine and aggregates queries' trigger, and the alerts query's
+    # when the fast path delivers (nobody waits on them, and on few cores they slow the
+    # scoring query); the trigger above if null.
     side_trigger: str | None = field(default=None, metadata=check(optional_trigger))
     query_prefix: str = "sensorpipe"
 

@@ -121,7 +121,8 @@ def _checkpoint(settings: Settings, query: str) -> str:
 
 
 def side_trigger(settings: Settings) -> str:
-    """The trigger of the queries no one waits for (quarantine, aggregates)."""
+    """The trigger of the queries no one waits for (quarantine, aggregates; alerts behind
+    the fast path)."""
     return settings.stream.side_trigger or settings.stream.trigger
 
 
@@ -252,7 +253,10 @@ def start_side_queries(
             anomalies_path=str(lake.anomalies_path),
             stats=run.alert_stats,
             checkpoint=_checkpoint(settings, "alerts"),
-            trigger=settings.stream.trigger,
+            # With the fast path delivering each scoring batch's alerts as it commits, this
+            # query is the backstop (and the anomalies table): at the scoring trigger it took
+            # the cores the scoring batches need (issue 14: alert latency).
+            trigger=side_trigger(settings) if run.alert_fast_path else settings.stream.trigger,
             query_name=_name(settings, "alerts"),
             on_dead_letter=lambda: metrics_from_settings(metrics_settings).put(
                 ALERT_DEAD_LETTERS, 1, "Count"
