@@ -111,7 +111,8 @@ class AnomalySettings:
     threshold: float = field(default=0.5, metadata=check(unit_interval))
     # A key's first points only teach its detector: nothing is flagged before this many.
     warmup_points: int = field(default=400, metadata=check(positive))
-    # A key silent this long loses its detector state (bounded state for retired sensors).
+    # A key silent this long (by its readings' arrival times) loses its detector state (bounded
+    # state for retired sensors).
     state_ttl_hours: int = field(default=168, metadata=check(positive))
     # An incident closes at the first point this long after its last anomalous point.
     incident_quiet_minutes: int = field(default=30, metadata=check(positive))
