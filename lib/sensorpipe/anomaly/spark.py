@@ -286,11 +286,9 @@ class BucketedDetectorProcessor(StatefulProcessor):
         loaded: dict[int, dict[Key, np.ndarray]] = {}
         entries = []
         ranges = list(scores.key_ranges())
-        if len(scores.arrivals):
-            bucket.clock_ms = max(bucket.clock_ms, int(scores.arrivals.max()))
         # Silent keys go first, so their room is free for new keys; a key of this batch
         # starts afresh only if its own readings resumed past the time to live (lives()).
-        self._expire(bucket, present={k for k, _, _ in ranges})
+        self._expire(bucket, int(scores.arrivals.max()), present={k for k, _, _ in ranges})
         for k, a, b in ranges:
             known = bucket.keys.get(k)
             values = None
@@ -349,15 +347,15 @@ class BucketedDetectorProcessor(StatefulProcessor):
         stored = self.bucket.get()
         return bytes(stored[0]) if stored is not None else None
 
-    def _expire(self, bucket: BucketState, present: set[Key]) -> None:
-        """Keys of the bucket not in this batch and silent past their time to live, by the
-        bucket's clock (the latest arrival it has seen), lose their state. A bucket none of
-        whose keys report keeps its record until one does: bounded by `max_live_keys`."""
+    def _expire(self, bucket: BucketState, now_ms: int, present: set[Key]) -> None:
+        """Keys of the bucket not in this batch and silent past their time to live by
+        `now_ms` (the batch's latest arrival) lose their state. A bucket none of whose keys
+        report keeps its record until one does: bounded by `max_live_keys`."""
         ttl = self.settings.ttl_ms
         if not ttl:
             return
         for k, state in list(bucket.keys.items()):
-            if k not in present and bucket.clock_ms - state.last_seen_ms > ttl:
+            if k not in present and now_ms - state.last_seen_ms > ttl:
                 self._forget(bucket, k)
 
     def _snapshot_lagging(self, bucket: BucketState, chunk: int,

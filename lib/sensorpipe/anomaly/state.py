@@ -89,8 +89,6 @@ class BucketState:
     keys: dict[Key, KeyState] = field(default_factory=dict)
     chunks: list[int] = field(default_factory=list)  # ascending
     next_chunk: int = 0
-    # The latest arrival time (ms) among its keys' readings: when a silent key expires.
-    clock_ms: int = 0
 
     def new_key(self, detector: str) -> KeyState:
         """A key starting in the batch of chunk `next_chunk`: no earlier chunk is its (one may
