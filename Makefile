@@ -55,6 +55,12 @@ warehouse-up: venv
 warehouse-down: venv
 	$(VENV)/bin/sensorpipe local stop postgres
 
+# The --py-files zip of the runtime package ($(1): where), for `make dist` and `make run`.
+define py_files_zip
+$(PY) -c 'import pathlib, zipfile; z = zipfile.ZipFile("$(1)", "w", zipfile.ZIP_DEFLATED); [z.write(p, p.relative_to("lib")) for p in sorted(pathlib.Path("lib/sensorpipe").rglob("*")) if p.is_file() and "__pycache__" not in p.parts]; z.close()'
+endef
+# The jobs as the README runs them by hand (and as EMR steps do): spark-submit with the zip.
+SPARK_SUBMIT := $(VENV)/bin/spark-submit --master 'local[2]' --py-files build/sensorpipe.zip
 # The terminal shows the producer, one line per micro-batch and the run summary; Spark's and
 # the Python workers' logs, and the rollup's and plot's output, go to build/logs/ (on a failure
 # the log's last lines are shown).
@@ -64,14 +70,15 @@ $(1) >>$(RUN_LOGS)/$(2).log 2>&1 || { echo "$(2) failed; the last lines of $(RUN
 endef
 run: system-packages venv node_modules/.installed
 	@rm -rf build/lake build/checkpoints build/outbox $(RUN_LOGS) && mkdir -p $(RUN_LOGS)
+	@$(call py_files_zip,build/sensorpipe.zip)
 	@$(MAKE) --no-print-directory -s kinesis-up warehouse-up >$(RUN_LOGS)/services.log 2>&1
 	@set -e; trap '$(VENV)/bin/sensorpipe local stop kinesalite >/dev/null; $(VENV)/bin/sensorpipe local stop postgres >/dev/null' EXIT; \
 	export $(LOCAL_AWS) PYSPARK_PYTHON=$(abspath $(PY)) \
 		SENSORPIPE_KINESIS_ENDPOINT=http://127.0.0.1:$(KINESIS_PORT) SENSORPIPE_PG_PORT=$(PG_PORT); \
 	echo "published the samples to kinesalite ($$(grep -o 'produced [0-9]* records' $(RUN_LOGS)/services.log)); streaming job:"; \
-	$(PY) jobs/stream_sensor_anomalies.py --config conf/local.yaml --summary-json build/run-summary.json --summary-text build/run-summary.txt 2>>$(RUN_LOGS)/stream.log \
+	$(SPARK_SUBMIT) jobs/stream_sensor_anomalies.py --config conf/local.yaml --summary-json build/run-summary.json --summary-text build/run-summary.txt 2>>$(RUN_LOGS)/stream.log \
 		|| { echo "stream job failed; the last lines of $(RUN_LOGS)/stream.log:"; tail -n 40 $(RUN_LOGS)/stream.log; exit 1; }; \
-	$(call logged,$(PY) jobs/batch_daily_rollup.py --config conf/local.yaml --all-days,rollup); \
+	$(call logged,$(SPARK_SUBMIT) jobs/batch_daily_rollup.py --config conf/local.yaml --all-days,rollup); \
 	$(call logged,$(VENV)/bin/sensorpipe plot --sample-anomaly 0 --out build/plots/sample-anomaly-0.png,plot); \
 	echo "daily rollup and plot: build/logs/rollup.log, build/plots/; Spark's logs: build/logs/stream.log"; \
 	cat build/run-summary.txt
@@ -147,7 +154,7 @@ dist: venv
 	@# setuptools reuses build/lib: a module removed from lib/ would still ship without this.
 	rm -rf $(DIST) $(DIST_VENV) build/lib build/bdist.* && mkdir -p $(DIST)
 	$(PY) -m pip wheel --quiet --no-deps -w $(DIST) .
-	$(PY) -c 'import pathlib, zipfile; z = zipfile.ZipFile("$(DIST)/sensorpipe.zip", "w", zipfile.ZIP_DEFLATED); [z.write(p, p.relative_to("lib")) for p in sorted(pathlib.Path("lib/sensorpipe").rglob("*")) if p.is_file() and "__pycache__" not in p.parts]; z.close()'
+	$(call py_files_zip,$(DIST)/sensorpipe.zip)
 	@$(PY) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; assert v == "$(CLUSTER_PYTHON_VERSION)", "dependency archive must be built with Python $(CLUSTER_PYTHON_VERSION), this is " + v'
 	$(PYTHON) -m venv $(DIST_VENV)
 	$(DIST_VENV)/bin/pip install --quiet $(DIST)/sensorpipe-*.whl

@@ -80,13 +80,15 @@ def test_sigkill_inside_and_between_batches_leaves_the_lake_exact(
     }
     checkpoint = Path(settings.lake.checkpoint_root) / "events"
     states = []
-    for inside in (True, False, True):
+    # Killed inside a batch, restarted (re-running it), killed between batches; the drain
+    # below restarts after that.
+    for inside in (True, False):
         proc = start_job(env)
         states.append(kill_when(proc, checkpoint, inside=inside, after_commits=2))
         more = events(len(produced), 300)
         put(kinesis, stream, more)
         produced += more
-    assert states == [True, False, True]
+    assert states == [True, False]
     # The last restart drains the stream with a finite trigger, in this process.
     drain = settings_for(
         tmp_path,

@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -45,80 +46,6 @@ def test_pip_wheel_builds_the_runtime_package(tmp_path):
     assert pyspark_lines and all("extra ==" in line for line in pyspark_lines)
 
 
-@pytest.mark.slow
-def test_readme_spark_submit_line_matches_make_run(tmp_path, kinesalite, postgres, warehouse_db):
-    """The README's spark-submit line, with the --py-files zip, reading the samples from
-    Kinesis and loading the warehouse as `make run` does, gives the manifest's counts."""
-    zip_path = tmp_path / "sensorpipe.zip"
-    subprocess.run(
-        [sys.executable, "-m", "zipfile", "-c", str(zip_path), "sensorpipe"],
-        cwd=ROOT / "lib",
-        check=True,
-    )
-    readme = (ROOT / "README.md").read_text()
-    assert "spark-submit --master 'local[2]' --py-files dist/sensorpipe.zip" in readme
-    stream = f"readme-{tmp_path.name}"
-    env = {
-        **os.environ,
-        "PYSPARK_PYTHON": sys.executable,
-        "SENSORPIPE_KINESIS_ENDPOINT": kinesalite.endpoint_url,
-        "SENSORPIPE_PG_PORT": str(postgres.port),
-        "SENSORPIPE__WAREHOUSE__DATABASE": warehouse_db,
-        "SENSORPIPE__SOURCE__STREAM_NAME": stream,
-        "SENSORPIPE__LAKE__EVENTS_PATH": str(tmp_path / "lake/events"),
-        "SENSORPIPE__LAKE__QUARANTINE_PATH": str(tmp_path / "lake/quarantine"),
-        "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(tmp_path / "checkpoints"),
-        "SENSORPIPE__LAKE__ANOMALIES_PATH": str(tmp_path / "lake/anomalies"),
-        "SENSORPIPE__ALERTS__OUTBOX_PATH": str(tmp_path / "outbox"),
-    }
-    subprocess.run(
-        [
-            str(VENV_BIN / "sensorpipe"),
-            "produce",
-            "--endpoint-url",
-            kinesalite.endpoint_url,
-            "--stream",
-            stream,
-            "--create-shards",
-            "2",
-            "--quiet",
-        ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    summary_path = tmp_path / "summary.json"
-    subprocess.run(
-        [
-            str(VENV_BIN / "spark-submit"),
-            "--master",
-            "local[2]",
-            "--py-files",
-            str(zip_path),
-            "jobs/stream_sensor_anomalies.py",
-            "--config",
-            "conf/local.yaml",
-            "--summary-json",
-            str(summary_path),
-        ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    summary = json.loads(summary_path.read_text())
-    manifest = json.loads((ROOT / "samples/manifest.json").read_text())
-    assert summary["records_in"] == manifest["counts"]["records"]
-    assert summary["valid"] == manifest["counts"]["valid"]
-    assert {k: v for k, v in summary["quarantined"].items() if v} == manifest["counts"][
-        "quarantined"
-    ]
-    assert len(summary["events"]["partitions_written"]) == manifest["counts"]["event_partitions"]
-    assert summary["aggregate_rows_loaded"] == manifest["counts"]["valid"]  # 1-minute windows
-    assert str(zip_path) in summary["code"], "the job ran the zip's code, not the checkout's"
-
-
 # The developer and operator tools (now tools/sensorpipe_tools), where they stood in the runtime
 # package, and tools that must never reach a node.
 TOOL_MODULES = ("cli.py", "deploy.py", "local_services.py", "samples.py", "producer.py",
@@ -153,11 +80,42 @@ def test_cluster_artifacts_hold_the_runtime_package_and_no_tool(tmp_path):
         assert not [n for n in names for bad in NEVER_ON_THE_CLUSTER if bad in n], kind
 
 
+def spark_submit_commands(text: str, prefix: str) -> dict[str, list[str]]:
+    """Per job script, the arguments after `spark-submit` of each command in `text` (backslash
+    continuations joined), `prefix` standing for the Makefile's $(SPARK_SUBMIT)."""
+    text = text.replace("\\\n", " ").replace("$(SPARK_SUBMIT)", prefix)
+    out = {}
+    for command in text.split("spark-submit ")[1:]:
+        words = shlex.split(command.splitlines()[0].split("2>>")[0].split(",")[0])
+        job = next(w for w in words if w.startswith("jobs/"))
+        out[job] = words
+    return out
+
+
+def test_make_run_runs_the_readmes_spark_submit_lines():
+    """What the README tells a user to run by hand is what `make run` runs (which the next
+    test runs): the same spark-submit arguments, `make run`'s zip in build/ for dist/."""
+    makefile = (ROOT / "Makefile").read_text()
+    prefix = makefile.split("SPARK_SUBMIT := ", 1)[1].splitlines()[0].split("spark-submit ", 1)[1]
+    readme = (ROOT / "README.md").read_text().split("## Running a job by hand", 1)[1]
+    by_hand = spark_submit_commands(readme.split("```", 2)[1], "")
+    run_recipe = makefile.split("\nrun: ", 1)[1].split("\n\n", 1)[0]
+    made = spark_submit_commands(run_recipe, "spark-submit " + prefix)
+    assert set(by_hand) == set(made) == {"jobs/stream_sensor_anomalies.py",
+                                         "jobs/batch_daily_rollup.py"}  # fmt: skip
+    for job, words in by_hand.items():
+        words = ["build/sensorpipe.zip" if w == "dist/sensorpipe.zip" else w for w in words]
+        assert made[job][: len(words)] == words, job
+        assert made[job][len(words) :] in ([], ["--summary-text", "build/run-summary.txt"]), job
+
+
 @pytest.mark.slow
 def test_make_run_is_quiet_and_ends_with_the_summary():
     """`make run` as a new user sees it: no Java stack trace, no Python worker banner, one line
     per micro-batch, and the run summary last, with the manifest's counts. (Spark's logs are in
-    build/logs/.) Ports are free ones, so a developer's own make run is not disturbed."""
+    build/logs/.) Ports are free ones, so a developer's own make run is not disturbed. Its
+    spark-submit with the --py-files zip (the README's line) ran the zip's code, read the
+    samples from Kinesis and loaded the warehouse."""
     from sensorpipe_tools.local_services import free_port
 
     manifest = json.loads((ROOT / "samples/manifest.json").read_text())["counts"]
@@ -177,3 +135,8 @@ def test_make_run_is_quiet_and_ends_with_the_summary():
     assert f"  records in           {manifest['records']}" in summary
     assert f"  valid                {manifest['valid']}" in summary
     assert (ROOT / "build/logs/stream.log").stat().st_size > 0
+    summary = json.loads((ROOT / "build/run-summary.json").read_text())
+    assert {k: v for k, v in summary["quarantined"].items() if v} == manifest["quarantined"]
+    assert len(summary["events"]["partitions_written"]) == manifest["event_partitions"]
+    assert summary["aggregate_rows_loaded"] == manifest["valid"]  # 1-minute windows
+    assert str(ROOT / "build/sensorpipe.zip") in summary["code"], "ran the checkout, not the zip"
