@@ -11,6 +11,9 @@ from pyspark.sql import SparkSession
 from sensorpipe.config import HealthSettings, Settings
 
 ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+FILE_SYSTEM_CHECKPOINTS = (
+    "org.apache.spark.sql.execution.streaming.FileSystemBasedCheckpointFileManager"
+)
 
 
 def local_spark_conf(shuffle_partitions: int) -> dict[str, str]:
@@ -23,6 +26,14 @@ def local_spark_conf(shuffle_partitions: int) -> dict[str, str]:
         "spark.default.parallelism": str(shuffle_partitions),
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
+        # Checkpoint files through the FileSystem API, as Spark does itself for a file system
+        # without a FileContext (CheckpointFileManager.create, apache/spark). Through
+        # FileContext, Hadoop's local file system forks `readlink` for every status it reads
+        # (no native library here): about 160 forks per scoring batch, a state store commit
+        # of 340-530 ms against 140-170 ms this way (20 keys, measured). The cost: a batch
+        # file's "no overwrite" is checked before the rename, not by it, which matters only
+        # to two drivers running one checkpoint at once.
+        "spark.sql.streaming.checkpointFileManagerClass": FILE_SYSTEM_CHECKPOINTS,
     }
 
 
