@@ -280,11 +280,18 @@ def test_a_stretch_of_empty_answers_while_behind_is_crossed_batch_by_batch_mock_
     assert gap.empty_answers >= 12
 
 
-def test_two_attempts_of_one_shard_task_keep_the_first_end_recorded(tmp_path, kinesis, kinesalite):
+def test_two_attempts_of_one_shard_task_keep_the_first_end_recorded(
+    tmp_path, kinesis, kinesalite, monkeypatch
+):
     """A speculative or zombie attempt of a batch's task may read further than the attempt
     Spark commits. The end recorded first wins; an attempt that read otherwise fails instead
     of overwriting it (the next batch would start after records the lake never got)."""
+    from sensorpipe.sources import kinesis as source
     from sensorpipe.sources.kinesis import KinesisReadError
+
+    # Answers of 4 records: the slow attempt, holding its first answer, is not at the tip
+    # and reads on after more records arrive.
+    monkeypatch.setattr(source, "_GET_RECORDS_MAX", 4)
 
     stream = new_stream(kinesis, 1)
     put(kinesis, stream, events(0, 10))
@@ -348,3 +355,40 @@ def test_both_lake_queries_start_from_one_pin_of_latest(
     assert spark.read.parquet(settings.lake.events_path).count() == 3
     quarantined = spark.read.parquet(settings.lake.quarantine_path)
     assert [r.reason for r in quarantined.select("reason").collect()] == ["not_json"]
+
+
+def test_an_idle_stream_offers_no_new_offset_until_records_arrive(tmp_path, kinesis, kinesalite):
+    """After a batch that read every shard to its tip, the driver offers the same offset
+    again (the same JSON text, so Spark runs no batch) until a record is there; then the next
+    batch reads exactly the new records. An offset offered again has nothing to read."""
+    import json
+
+    from sensorpipe.sources.kinesis import KinesisStreamReader
+
+    stream = new_stream(kinesis, 2)
+    put(kinesis, stream, events(0, 10))
+    options = KinesisOptions(
+        stream_name=stream,
+        metadata_path=str(tmp_path / "meta"),
+        endpoint_url=kinesalite.endpoint_url,
+        starting_position="TRIM_HORIZON",
+    )
+    reader = KinesisStreamReader(options)
+
+    def run_batch(start: dict, end: dict) -> list[str]:
+        read = [r[3] for part in reader.partitions(start, end) for r in reader.read(part)]
+        reader.commit(end)
+        return read
+
+    first = reader.latestOffset()
+    read_first = run_batch(reader.initialOffset(), first)
+    assert len(read_first) == 10
+    for _ in range(3):  # read to the tip, nothing since: the same offset, as Spark compares it
+        again = reader.latestOffset()
+        assert json.dumps(again) == json.dumps(first)
+        assert reader.partitions(first, again) == []
+    put(kinesis, stream, events(10, 5))
+    second = reader.latestOffset()
+    assert second["batch"] == first["batch"] + 1
+    read_second = run_batch(first, second)
+    assert len(read_second) == 5 and not set(read_second) & set(read_first)

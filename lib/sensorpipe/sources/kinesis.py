@@ -24,6 +24,7 @@ children are planned; children start at their beginning.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -266,9 +267,11 @@ class KinesisStreamReader(DataSourceStreamReader):
         # LATEST is pinned to the query's first start, so a re-run reads the same records.
         return Position("AT_TIMESTAMP", timestamp=time.time())
 
-    def _with_new_shards(self, positions: dict[str, Position]) -> dict[str, Position]:
+    def _with_new_shards(
+        self, positions: dict[str, Position], listed: list[dict[str, Any]] | None = None
+    ) -> dict[str, Position]:
         """Add shards ready to read: no parent we know of, or every parent read to its end."""
-        listed = self._shards()
+        listed = self._shards() if listed is None else listed
         listed_ids = {s["ShardId"] for s in listed}
         start = (
             self._start_position()
@@ -340,14 +343,68 @@ class KinesisStreamReader(DataSourceStreamReader):
             # Handed out but not run to completion: offer the same offset again, so a batch
             # that Spark logged is re-run as it was, and one it never logged runs now.
             return self.store.read(_plan_file(batch))
-        offset = {
-            "batch": batch + 1,
-            "shards": {k: v.to_json() for k, v in self._with_new_shards(positions).items()},
-        }
+        listed = self._shards()
+        shards = self._with_new_shards(positions, listed)
+        if self._idle(batch, positions, shards, listed):
+            # The batch before read up to the tip and nothing has arrived since: the same
+            # offset again, so Spark runs no batch. An empty batch costs a whole batch's fixed
+            # part (state stores, checkpoint and sink commits), at every trigger of an idle
+            # stream, and delays the records arriving while it runs (issue 14).
+            return self.store.read(_plan_file(batch))
+        offset = {"batch": batch + 1, "shards": {k: v.to_json() for k, v in shards.items()}}
         self.store.write(_plan_file(batch + 1), offset)  # before Spark logs it
-        return offset
+        # As the plan file holds it (keys sorted): Spark tells "no new data" by the offset's
+        # JSON text, and an offset offered again (above) is read back from that file.
+        return json.loads(json.dumps(offset, sort_keys=True, default=str))
+
+    def _idle(self, batch: int, positions: dict[str, Position], shards: dict[str, Position],
+              listed: list[dict[str, Any]]) -> bool:  # fmt: skip
+        """Whether batch `batch` read every open shard up to its tip, no shard appeared or
+        closed since, and no open shard has a record past its position now. The look is one
+        GetShardIterator and one GetRecords of at most one record per shard, and stops at the
+        first shard with a record: under load that is one shard's, in place of the two empty
+        answers a task used to wait for at the tip of every shard."""
+        if batch == 0 or shards.keys() != positions.keys():
+            return False
+        # A shard closed by a split or merge: its end can take more than one call to show, and
+        # its children are planned only once a batch has read it there.
+        ended = {s["ShardId"] for s in listed if "EndingSequenceNumber" in s["SequenceNumberRange"]}
+        if any(sid in ended for sid, p in positions.items() if not p.closed):
+            return False
+        plan = self.store.read(_plan_file(batch))
+        for sid, raw in plan["shards"].items():
+            if raw.get("closed"):
+                continue
+            end = self.store.read(_end_file(batch, sid))
+            if end is None or not end.get("caught_up"):
+                return False
+        client = kinesis_client(self.options)
+        for sid, position in positions.items():
+            if position.closed:
+                continue
+            what = f"shard {sid} of {self.options.stream_name}"
+            try:
+                iterator = position.iterator or call_with_retries(
+                    self.options, f"GetShardIterator {what}", client.get_shard_iterator,
+                    StreamName=self.options.stream_name, ShardId=sid, **position.iterator_args(),
+                )["ShardIterator"]  # fmt: skip
+                answer = call_with_retries(
+                    self.options, f"GetRecords {what}", client.get_records,
+                    ShardIterator=iterator, Limit=1,
+                )  # fmt: skip
+            except Exception:  # noqa: BLE001 - e.g. an expired iterator: a batch will look
+                return False
+            if (answer["Records"] or answer.get("MillisBehindLatest", 0) > 0
+                    or answer.get("NextShardIterator") is None):  # fmt: skip
+                return False
+        return True
 
     def partitions(self, start: dict, end: dict) -> list[ShardPartition]:
+        if start is not None and start.get("batch") == end["batch"]:
+            # An offset offered again that Spark took for new data (its text differing from
+            # the one it logged, as a checkpoint from before offsets were read back can):
+            # nothing to read, and reading batch `end`'s shards again would repeat it.
+            return []
         return [
             ShardPartition(sid, Position.from_json(raw), end["batch"], self.options)
             for sid, raw in sorted(end["shards"].items())
@@ -397,15 +454,17 @@ def read_shard(part: ShardPartition, store: MetadataStore) -> Iterator[tuple]:
     position = replace(position, iterator=None)
     empty_polls = 0
     advanced: str | None = None  # an iterator past empty answers, while behind
+    caught_up = False  # stopped at the shard's tip (the driver looks before the next batch)
     done = False
     while not done:
+        asked = min(_GET_RECORDS_MAX, max(1, limit - count))
         try:
             resp = call_with_retries(
                 opts,
                 f"GetRecords {what}",
                 client.get_records,
                 ShardIterator=iterator,
-                Limit=min(_GET_RECORDS_MAX, max(1, limit - count)),
+                Limit=asked,
             )
         except client.exceptions.ExpiredIteratorException:
             # After the last record fully read (a kept iterator older than 5 minutes, too).
@@ -443,28 +502,38 @@ def read_shard(part: ShardPartition, store: MetadataStore) -> Iterator[tuple]:
             closed = True
             break
         iterator = next_iterator
+        at_tip = resp.get("MillisBehindLatest", 0) == 0
         if not resp["Records"]:
             empty_polls += 1
-            caught_up = resp.get("MillisBehindLatest", 0) == 0
             # Kinesis may answer empty while records lie further on ("it might take multiple
             # calls to get to a portion of the shard that contains records", GetRecords, the
             # Kinesis API Reference): behind, an empty answer still moves the iterator on.
-            advanced = None if caught_up else next_iterator
+            advanced = None if at_tip else next_iterator
             if bound_last is None:
                 # Two empty answers in a row: the end of a closed shard can take a second call
                 # to show (NextShardIterator null), and an open shard is then caught up. While
                 # behind, a few, then the batch ends keeping the advanced iterator.
-                if (caught_up and empty_polls >= 2) or empty_polls >= EMPTY_POLLS_BEHIND:
+                if at_tip and empty_polls >= 2:
+                    caught_up = True
                     break
-            elif (caught_up and empty_polls >= 50) or empty_polls >= 10000:
+                if empty_polls >= EMPTY_POLLS_BEHIND:
+                    break
+            elif (at_tip and empty_polls >= 50) or empty_polls >= 10000:
                 raise KinesisReadError(f"{what}: could not re-read up to {bound_last}")
         else:
             empty_polls = 0
             advanced = None
+            if bound_last is None and at_tip and len(resp["Records"]) < asked:
+                # At the tip: 0 ms behind, and fewer records than asked (kinesalite answers
+                # 0 ms behind however many records remain). A closed shard's end shows to a
+                # later batch's call.
+                caught_up = True
+                break
     if bound is not None and bound["position"].get("closed") and not closed:
         closed = last == bound_last
     final = replace(position, closed=closed, iterator=None if closed else advanced)
-    end = {"position": final.to_json(), "last": list(last) if last else None, "records": count}
+    end = {"position": final.to_json(), "last": list(last) if last else None, "records": count,
+           "caught_up": caught_up and not closed}  # fmt: skip
     if bound is not None:
         store.write(_end_file(part.batch, part.shard_id), end)
     elif not store.create(_end_file(part.batch, part.shard_id), end):

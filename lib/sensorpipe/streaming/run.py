@@ -328,6 +328,7 @@ def run_lake_job(spark: SparkSession, settings: Settings) -> RunSummary:
     """
     plan = RunPlan.of(settings)
     total: RunSummary | None = None
+    read_nothing_before = False
     while True:
         run = start_lake_run(spark, settings)
         await_lake_run(run)
@@ -335,8 +336,15 @@ def run_lake_job(spark: SparkSession, settings: Settings) -> RunSummary:
         total = summary if total is None else total + summary
         if plan.continuous:
             return total
-        if settings.source.kind == "replay" or summary.input_rows == 0:
+        if settings.source.kind == "replay":
             break
+        # Drained: a run that read nothing and ran no batch (the Kinesis source offers no new
+        # offset once every shard was read to its tip), or a second run in a row that read
+        # nothing (one can read nothing and yet find a shard's end, whose children the next
+        # run reads).
+        if summary.input_rows == 0 and (summary.batches == 0 or read_nothing_before):
+            break
+        read_nothing_before = summary.input_rows == 0
     if plan.side_queries:
         # The lake queries have ended: waiting on the run waits for the side queries.
         side = LakeRun(run.events, run.quarantine, None, None)
