@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -77,8 +78,11 @@ class StandaloneCluster:
     def _wait_for_workers(self, count: int) -> None:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            if self.state().get("aliveworkers", 0) >= count:
-                return
+            try:
+                if self.state().get("aliveworkers", 0) >= count:
+                    return
+            except urllib.error.URLError:
+                pass  # the UI's port opens before its pages are served (a 404 at first)
             time.sleep(0.5)
         raise TimeoutError(f"{count} workers did not register with {self.url}")
 
