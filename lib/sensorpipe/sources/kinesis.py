@@ -207,6 +207,18 @@ def after(seq: str, sub: int, subs_in_record: int) -> Position:
     return Position("AT_SEQUENCE_NUMBER", seq, skip=sub + 1)
 
 
+def shard_iterator(client: Any, options: KinesisOptions, shard_id: str, position: Position) -> str:
+    """A shard iterator at `position` (GetShardIterator, with the source's retries)."""
+    return call_with_retries(
+        options,
+        f"GetShardIterator shard {shard_id} of {options.stream_name}",
+        client.get_shard_iterator,
+        StreamName=options.stream_name,
+        ShardId=shard_id,
+        **position.iterator_args(),
+    )["ShardIterator"]
+
+
 # -- metadata: where each batch's tasks stopped ---------------------------------------------
 
 
@@ -384,10 +396,7 @@ class KinesisStreamReader(DataSourceStreamReader):
                 continue
             what = f"shard {sid} of {self.options.stream_name}"
             try:
-                iterator = position.iterator or call_with_retries(
-                    self.options, f"GetShardIterator {what}", client.get_shard_iterator,
-                    StreamName=self.options.stream_name, ShardId=sid, **position.iterator_args(),
-                )["ShardIterator"]  # fmt: skip
+                iterator = position.iterator or shard_iterator(client, self.options, sid, position)
                 answer = call_with_retries(
                     self.options, f"GetRecords {what}", client.get_records,
                     ShardIterator=iterator, Limit=1,
@@ -441,14 +450,7 @@ def read_shard(part: ShardPartition, store: MetadataStore) -> Iterator[tuple]:
     closed = False
 
     def iterator_from(pos: Position) -> str:
-        return call_with_retries(
-            opts,
-            f"GetShardIterator {what}",
-            client.get_shard_iterator,
-            StreamName=opts.stream_name,
-            ShardId=part.shard_id,
-            **pos.iterator_args(),
-        )["ShardIterator"]
+        return shard_iterator(client, opts, part.shard_id, pos)
 
     iterator = position.iterator or iterator_from(position)
     position = replace(position, iterator=None)
