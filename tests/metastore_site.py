@@ -33,3 +33,15 @@ def hive_site(jdbc_url: str, user: str, secret_arn: str, secrets: Any, warehouse
         for k, v in properties.items()
     )
     return f"<configuration>{body}</configuration>\n"
+
+
+def spark_defaults(jdbc_jar: str) -> str:
+    """spark-defaults.conf beside that hive-site.xml: the driver's JDBC jar and the metastore
+    properties (`spark.sql.hive.*`) of the cluster's spark-defaults classification
+    (conf/emr/configurations.json), as EMR writes them. Not its other properties: network
+    authentication and dynamic allocation are for a YARN cluster, not local[1]."""
+    (defaults, *_) = json.loads((ROOT / "conf/emr/configurations.json").read_text())
+    assert defaults["Classification"] == "spark-defaults"
+    hive = {k: v for k, v in defaults["Properties"].items() if k.startswith("spark.sql.hive.")}
+    lines = [f"spark.driver.extraClassPath {jdbc_jar}", *(f"{k} {v}" for k, v in hive.items())]
+    return "\n".join(lines) + "\n"
