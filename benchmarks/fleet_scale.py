@@ -11,7 +11,8 @@ written to a no-op sink. Per key count it prints, medians over the steady batche
 two after the warm-up are discarded) of `--repeats` runs, with the spread:
 
 - time per key per micro-batch, and records/s;
-- checkpoint bytes written per micro-batch (new or grown files under the checkpoint);
+- checkpoint bytes written per micro-batch (new or grown files under the checkpoint), per
+  point scored, and as a share of the whole state (state bytes per key times keys);
 - state bytes per key (the state store's current version, RocksDB's SST files, at the end);
 - and the detector's own sizes: resident (shared memory) and stored (a snapshot).
 
@@ -208,8 +209,12 @@ def main() -> None:
     spark.sparkContext.setLogLevel("ERROR")
     print(f"fleet scale: {args.points} points per key per micro-batch, local[2], "
           f"{', '.join(args.conf) or 'default state store conf'}")  # fmt: skip
+    # Checkpoint bytes per point scored, and as a share of the whole state: the first stays
+    # about level as keys grow if a batch writes in proportion to its points (issue 14).
     print(f"{'keys':>7} {'ms/key/batch':>22} {'records/s':>24} {'checkpoint B/batch':>26} "
-          f"{'state B/key':>12} {'core points/s':>14} {'vs 2 cores':>10}")  # fmt: skip
+          f"{'B/point':>8} {'of state':>8} {'state B/key':>12} {'core points/s':>14} "
+          f"{'vs 2 cores':>10}")  # fmt: skip
+    points = args.points
     for keys in args.keys:
         big = keys >= args.big_keys
         repeats, batches = (1, min(args.batches, 5)) if big else (args.repeats, args.batches)
@@ -219,10 +224,13 @@ def main() -> None:
             runs.append(run_once(spark, keys, args.points, batches, args.warmup, tmp))
         core = core_rate(keys, args.points, batches)
         rate = statistics.median(r["records_per_s"] for r in runs)
+        written = statistics.median(r["written_per_batch"] for r in runs)
+        state = statistics.median(r["state_bytes_per_key"] for r in runs)
         print(f"{keys:>7} {spread([r['ms_per_key'] for r in runs], '.3f'):>22} "
               f"{spread([r['records_per_s'] for r in runs], ',.0f'):>24} "
               f"{spread([r['written_per_batch'] for r in runs], ',.0f'):>26} "
-              f"{statistics.median(r['state_bytes_per_key'] for r in runs):>12,.0f} "
+              f"{written / (keys * points):>8,.0f} {written / (state * keys):>8.2%} "
+              f"{state:>12,.0f} "
               f"{core:>14,.0f} {rate / (2 * core):>10.2f}", flush=True)  # fmt: skip
         if os.environ.get("SENSORPIPE_BENCH_DEBUG"):
             for r in runs:

@@ -90,19 +90,16 @@ def decode_records(
     """Connector columns -> typed event columns plus `reason` and `detail` (null when valid)."""
     payload = F.col("data").cast("string")
     doc = F.col("_doc")
-    raw = {name: F.try_variant_get(doc, f"$.{name}", "variant") for name in EVENT_FIELDS}
-    kind = {name: _json_type(raw[name]) for name in EVENT_FIELDS}
+    raw = {name: F.col(f"_raw_{name}") for name in EVENT_FIELDS}
+    kind = {name: F.col(f"_kind_{name}") for name in EVENT_FIELDS}
 
     missing = [(raw[n].isNull() | (kind[n] == "VOID"), n) for n in EVENT_FIELDS]
     wrong = [(kind[n] != "STRING", f"{n}: {{}}, expected a string") for n in _STRING_FIELDS]
     wrong.append((~_is_number(kind["value"]), "value: {}, expected a number"))
 
-    device_id = F.try_variant_get(doc, "$.device_id", "string")
-    sensor = F.try_variant_get(doc, "$.sensor", "string")
-    unit = F.try_variant_get(doc, "$.unit", "string")
-    event_time_text = F.try_variant_get(doc, "$.event_time", "string")
-    event_time = F.try_to_timestamp(event_time_text)
-    value = F.try_variant_get(doc, "$.value", "double")
+    device_id, sensor, unit = F.col("_device_id"), F.col("_sensor"), F.col("_unit")
+    event_time_text, event_time = F.col("_event_time_text"), F.col("_event_time")
+    value = F.col("_value")
     arrival = F.col("approximateArrivalTimestamp")
     expected_unit = _catalogue_map(sensors, "unit")[sensor]
     low = _catalogue_map(sensors, "physical_min")[sensor]
@@ -192,13 +189,34 @@ def decode_records(
     sub_sequence = (
         F.col("subSequenceNumber") if "subSequenceNumber" in records.columns else F.lit(None)
     )
+    # The first check a record fails, each condition evaluated once; then its code, and its
+    # detail built for that record only.
+    failed = F.lit(None).cast("int")
+    for i in reversed(range(len(checks))):
+        failed = F.when(checks[i][0], F.lit(i)).otherwise(failed)
+    first = F.col("_failed")
     reason = F.lit(None).cast("string")
     detail = F.lit(None).cast("string")
-    for condition, code, why in reversed(checks):
-        reason = F.when(condition, F.lit(code)).otherwise(reason)
-        detail = F.when(condition, why).otherwise(detail)
+    for i in reversed(range(len(checks))):
+        reason = F.when(first == i, F.lit(checks[i][1])).otherwise(reason)
+        detail = F.when(first == i, checks[i][2]).otherwise(detail)
 
-    return records.withColumn("_doc", F.try_parse_json(payload)).select(
+    fields = records.withColumn("_doc", F.try_parse_json(payload)).select(
+        "*",
+        *[F.try_variant_get(doc, f"$.{name}", "variant").alias(f"_raw_{name}")
+          for name in EVENT_FIELDS],
+        F.try_variant_get(doc, "$.device_id", "string").alias("_device_id"),
+        F.try_variant_get(doc, "$.sensor", "string").alias("_sensor"),
+        F.try_variant_get(doc, "$.unit", "string").alias("_unit"),
+        F.try_variant_get(doc, "$.event_time", "string").alias("_event_time_text"),
+        F.try_variant_get(doc, "$.value", "double").alias("_value"),
+    )
+    fields = fields.select(
+        "*",
+        F.try_to_timestamp("_event_time_text").alias("_event_time"),
+        *[_json_type(F.col(f"_raw_{name}")).alias(f"_kind_{name}") for name in EVENT_FIELDS],
+    )
+    return fields.withColumn("_failed", failed).select(
         device_id.alias("device_id"),
         sensor.alias("sensor"),
         event_time.alias("event_time"),
