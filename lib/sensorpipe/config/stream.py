@@ -92,10 +92,12 @@ class LakeSettings:
     # The events table rewritten one file per (day, hour) by jobs/compact_lake.py.
     compacted_path: str | None = None
     # How long the file sink's log lists a committed file ("30d"; Spark's `retention` option of
-    # the events and quarantine sinks). Without it the log lists every file for ever and each
-    # compaction of it, and each micro-batch of the side queries, reads all of them. Days older
-    # than this are read from the compacted table, so it must outlast the compaction's delay
-    # (required on EMR: at least the late-data horizon plus a week to re-run a compaction).
+    # the events sink only: the quarantine is not compacted, so its log must keep listing every
+    # file, or readers would lose its old days). Without it the log lists every file for ever
+    # and each compaction of it, and each micro-batch of the side queries, reads all of them.
+    # Days older than this are read from the compacted table, so it must outlast the
+    # compaction's delay (required on EMR: at least the late-data horizon plus a week to re-run
+    # a compaction).
     sink_log_retention: str | None = field(default=None, metadata=check(optional_duration))
     # Where the readings are protected health information (the hospital: a device serial
     # identifies its patient): every path of the run, its checkpoints (the scorer's state
