@@ -25,27 +25,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
+    from sensorpipe.config import load_settings
     from sensorpipe.decode import decode_records
     from sensorpipe.schemas import REPLAY_RECORD_SCHEMA
-    from sensorpipe.session import job_spark_conf, local_spark_conf
+    from sensorpipe.sensors import catalogue
+    from sensorpipe.session import build_session
     from sensorpipe.sources.replay import as_kinesis_records
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.master("local[2]").appName("decode-speed")
-    for key, value in {**job_spark_conf(), **local_spark_conf(2)}.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    # The job's own session and decode settings (conf/local.yaml), the streaming job's.
+    settings = load_settings(ROOT / "conf/local.yaml", environ={})
+    spark = build_session(settings)
     spark.sparkContext.setLogLevel("ERROR")
     raw = spark.read.schema(REPLAY_RECORD_SCHEMA).json(str(ROOT / "samples/telemetry"))
     records = as_kinesis_records(raw, "bench").cache()
     n = records.count()
+    d = settings.decode
+    decoded = decode_records(records, d.max_record_bytes, d.max_event_lag_hours,
+                             d.max_event_lead_minutes, catalogue(d.catalogue))  # fmt: skip
     cases = {
         "anchor: try_parse_json alone": records.select(
             F.try_parse_json(F.col("data").cast("string")).alias("doc")
         ),
-        "decode_records": decode_records(records, 8192, 168, 5),
+        "decode_records": decoded,
     }
     print(f"decode speed: {n:,} records (the bundled samples), local[2], {args.repeats} repeats")
     rates = {}

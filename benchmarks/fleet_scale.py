@@ -214,7 +214,6 @@ def main() -> None:
     print(f"{'keys':>7} {'ms/key/batch':>22} {'records/s':>24} {'checkpoint B/batch':>26} "
           f"{'B/point':>8} {'of state':>8} {'state B/key':>12} {'core points/s':>14} "
           f"{'vs 2 cores':>10}")  # fmt: skip
-    points = args.points
     for keys in args.keys:
         big = keys >= args.big_keys
         repeats, batches = (1, min(args.batches, 5)) if big else (args.repeats, args.batches)
@@ -229,7 +228,7 @@ def main() -> None:
         print(f"{keys:>7} {spread([r['ms_per_key'] for r in runs], '.3f'):>22} "
               f"{spread([r['records_per_s'] for r in runs], ',.0f'):>24} "
               f"{spread([r['written_per_batch'] for r in runs], ',.0f'):>26} "
-              f"{written / (keys * points):>8,.0f} {written / (state * keys):>8.2%} "
+              f"{written / (keys * args.points):>8,.0f} {written / (state * keys):>8.2%} "
               f"{state:>12,.0f} "
               f"{core:>14,.0f} {rate / (2 * core):>10.2f}", flush=True)  # fmt: skip
         if os.environ.get("SENSORPIPE_BENCH_DEBUG"):

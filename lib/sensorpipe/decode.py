@@ -90,6 +90,24 @@ def decode_records(
     """Connector columns -> typed event columns plus `reason` and `detail` (null when valid)."""
     payload = F.col("data").cast("string")
     doc = F.col("_doc")
+    # Each field extracted from the document once, as a column the checks below read. Written
+    # into every check, a valid record had them extracted again in all 14 checks, twice
+    # (reason and detail): half the records/s (benchmarks/decode_speed.py).
+    fields = records.withColumn("_doc", F.try_parse_json(payload)).select(
+        "*",
+        *[F.try_variant_get(doc, f"$.{name}", "variant").alias(f"_raw_{name}")
+          for name in EVENT_FIELDS],
+        F.try_variant_get(doc, "$.device_id", "string").alias("_device_id"),
+        F.try_variant_get(doc, "$.sensor", "string").alias("_sensor"),
+        F.try_variant_get(doc, "$.unit", "string").alias("_unit"),
+        F.try_variant_get(doc, "$.event_time", "string").alias("_event_time_text"),
+        F.try_variant_get(doc, "$.value", "double").alias("_value"),
+    )  # fmt: skip
+    fields = fields.select(
+        "*",
+        F.try_to_timestamp("_event_time_text").alias("_event_time"),
+        *[_json_type(F.col(f"_raw_{name}")).alias(f"_kind_{name}") for name in EVENT_FIELDS],
+    )
     raw = {name: F.col(f"_raw_{name}") for name in EVENT_FIELDS}
     kind = {name: F.col(f"_kind_{name}") for name in EVENT_FIELDS}
 
@@ -190,7 +208,8 @@ def decode_records(
         F.col("subSequenceNumber") if "subSequenceNumber" in records.columns else F.lit(None)
     )
     # The first check a record fails, each condition evaluated once; then its code, and its
-    # detail built for that record only.
+    # detail built for that record only. A case on the check's index, not
+    # element_at(codes, index + 1): that returned the last code for a null index (pyspark 4.0.2).
     failed = F.lit(None).cast("int")
     for i in reversed(range(len(checks))):
         failed = F.when(checks[i][0], F.lit(i)).otherwise(failed)
@@ -201,25 +220,6 @@ def decode_records(
         reason = F.when(first == i, F.lit(checks[i][1])).otherwise(reason)
         detail = F.when(first == i, checks[i][2]).otherwise(detail)
 
-    # Each field extracted from the document once, as a column the checks read: written into
-    # every check, each valid record extracted them again in all 14, twice (reason, detail):
-    # 2.2x the records/s this way (benchmarks/decode_speed.py). A case on the check's index,
-    # not element_at(codes, index + 1): that returned the last code for a null index here.
-    fields = records.withColumn("_doc", F.try_parse_json(payload)).select(
-        "*",
-        *[F.try_variant_get(doc, f"$.{name}", "variant").alias(f"_raw_{name}")
-          for name in EVENT_FIELDS],
-        F.try_variant_get(doc, "$.device_id", "string").alias("_device_id"),
-        F.try_variant_get(doc, "$.sensor", "string").alias("_sensor"),
-        F.try_variant_get(doc, "$.unit", "string").alias("_unit"),
-        F.try_variant_get(doc, "$.event_time", "string").alias("_event_time_text"),
-        F.try_variant_get(doc, "$.value", "double").alias("_value"),
-    )
-    fields = fields.select(
-        "*",
-        F.try_to_timestamp("_event_time_text").alias("_event_time"),
-        *[_json_type(F.col(f"_raw_{name}")).alias(f"_kind_{name}") for name in EVENT_FIELDS],
-    )
     return fields.withColumn("_failed", failed).select(
         device_id.alias("device_id"),
         sensor.alias("sensor"),
