@@ -194,6 +194,7 @@ def run_once(args: argparse.Namespace) -> tuple[float, float, float, int, int, i
     )
     spark = build_session(settings)
     spark.sparkContext.setLogLevel("ERROR")
+
     # Interleave keys so every micro-batch carries all of them, in event-time order per key.
     def interleaved(first: int, last: int | None) -> list[UserRecord]:
         return [

@@ -103,8 +103,8 @@ class Written:
 
 
 def run_once(spark, keys: int, points: int, batches: int, warmup: int, tmp: Path) -> dict:
-    from pyspark.sql.streaming import StreamingQueryListener
     from sensorpipe.config import load_settings
+    from sensorpipe.listener import ProgressListener
     from sensorpipe.schemas import EVENT_SCHEMA
     from sensorpipe.streaming.queries import score_stream, scoring_settings
 
@@ -125,10 +125,7 @@ def run_once(spark, keys: int, points: int, batches: int, warmup: int, tmp: Path
     per_batch: dict[int, dict] = {}
     done = threading.Event()
 
-    class Progress(StreamingQueryListener):
-        def onQueryStarted(self, event) -> None:  # noqa: ANN001
-            pass
-
+    class Progress(ProgressListener):
         def onQueryProgress(self, event) -> None:  # noqa: ANN001
             p = event.progress
             if p.numInputRows:
@@ -138,9 +135,6 @@ def run_once(spark, keys: int, points: int, batches: int, warmup: int, tmp: Path
                                         "written": written.since_last(), "sst": sst}  # fmt: skip
                 if len(per_batch) >= batches:
                     done.set()
-
-        def onQueryIdle(self, event) -> None:  # noqa: ANN001
-            pass
 
         def onQueryTerminated(self, event) -> None:  # noqa: ANN001
             done.set()

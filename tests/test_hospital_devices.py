@@ -110,9 +110,11 @@ def test_snapshot_device_alert_counts_equal_the_protected_alerts_table(spark, de
     hospital = devices["hospital"]
     protected = devices["protected"]
     alerts = spark.read.parquet(str(protected / "clinical_alerts")).where("is_anomaly")
-    owners = spark.read.parquet(str(protected / "device_readings")).select(
-        "patient_id", "device_id"
-    ).distinct()
+    owners = (
+        spark.read.parquet(str(protected / "device_readings"))
+        .select("patient_id", "device_id")
+        .distinct()
+    )
     expected = {
         r.patient_id: r["count"]
         for r in alerts.join(owners, "device_id").groupBy("patient_id").count().collect()

@@ -22,8 +22,9 @@ def test_an_unchanged_zip_is_not_read_again_and_a_changed_one_is(tmp_path, monke
     reads = []
     real = zipimport._read_directory
     monkeypatch.setattr(zipimport, "_read_directory", lambda p: reads.append(p) or real(p))
-    monkeypatch.setattr(zipimport.zipimporter, "invalidate_caches",
-                        zipimport.zipimporter.invalidate_caches)  # fmt: skip  (restored after)
+    monkeypatch.setattr(
+        zipimport.zipimporter, "invalidate_caches", zipimport.zipimporter.invalidate_caches
+    )  # fmt: skip  (restored after)
     worker_imports.install()
     importlib.invalidate_caches()  # the first reset after install reads it (not seen yet)
     importlib.invalidate_caches()

@@ -19,10 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pyspark.sql import SparkSession
-from pyspark.sql.streaming import StreamingQueryListener
 from pyspark.sql.types import StringType, StructField, StructType
 
 from sensorpipe.config import CatalogSettings
+from sensorpipe.listener import ProgressListener
 
 
 def _quote(name: str) -> str:
@@ -155,7 +155,7 @@ def partitions_of_files(files: Iterable[str]) -> list[dict[str, str]]:
     return [partition_spec(d) for d in sorted(partitions_of(set(files))) if d]
 
 
-class CommittedPartitionsListener(StreamingQueryListener):
+class CommittedPartitionsListener(ProgressListener):
     """Adds the partitions each committed micro-batch of a file-sink query wrote, while a
     continuous run runs: after a batch commits, its files are in the sink log, and progress
     events follow commits. Events arrive asynchronously (the last ones of a run may come after
@@ -170,9 +170,6 @@ class CommittedPartitionsListener(StreamingQueryListener):
     ) -> None:
         self.spark, self.catalog, self.database, self.tables = spark, catalog, database, tables
 
-    def onQueryStarted(self, event: Any) -> None:
-        pass
-
     def onQueryProgress(self, event: Any) -> None:
         from sensorpipe.sinks.sink_log import batch_files, sink_log_of
 
@@ -183,9 +180,3 @@ class CommittedPartitionsListener(StreamingQueryListener):
         table, path = target
         files = batch_files(sink_log_of(path), progress.batchId, 0)
         add_partitions(self.spark, self.catalog, self.database, table, partitions_of_files(files))
-
-    def onQueryIdle(self, event: Any) -> None:
-        pass
-
-    def onQueryTerminated(self, event: Any) -> None:
-        pass

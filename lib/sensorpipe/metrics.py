@@ -63,9 +63,9 @@ def commit_lag_listener(metrics: Metrics, query_name: str, clock: Any = time.tim
     of its micro-batches commits, and every idle interval), the seconds since its previous
     commit, and the readings its scorer left unscored (the live-key bound), if any. It runs on
     the driver's listener bus."""
-    from pyspark.sql.streaming import StreamingQueryListener
+    from sensorpipe.listener import ProgressListener
 
-    class CommitLag(StreamingQueryListener):
+    class CommitLag(ProgressListener):
         last_commit: float | None = None
 
         def onQueryStarted(self, event: Any) -> None:
@@ -82,11 +82,5 @@ def commit_lag_listener(metrics: Metrics, query_name: str, clock: Any = time.tim
             scoring = event.progress.observedMetrics.get(SCORING_METRICS)
             if scoring is not None and scoring["unscored"]:
                 metrics.put(UNSCORED_READINGS, scoring["unscored"], "Count")
-
-        def onQueryIdle(self, event: Any) -> None:
-            pass
-
-        def onQueryTerminated(self, event: Any) -> None:
-            pass
 
     return CommitLag()

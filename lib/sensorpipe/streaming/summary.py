@@ -370,12 +370,9 @@ def progress_printer(query_name: str, out: Any = None) -> Any:
     query sees every record): records read, valid, quarantined, and the batch's duration."""
     import sys
 
-    from pyspark.sql.streaming import StreamingQueryListener
+    from sensorpipe.listener import ProgressListener
 
-    class Progress(StreamingQueryListener):
-        def onQueryStarted(self, event: Any) -> None:
-            pass
-
+    class Progress(ProgressListener):
         def onQueryProgress(self, event: Any) -> None:
             progress = event.progress
             metrics = progress.observedMetrics.get(DECODE_METRICS)
@@ -390,12 +387,6 @@ def progress_printer(query_name: str, out: Any = None) -> Any:
                 file=out or sys.stdout,
                 flush=True,
             )
-
-        def onQueryIdle(self, event: Any) -> None:
-            pass
-
-        def onQueryTerminated(self, event: Any) -> None:
-            pass
 
     return Progress()
 

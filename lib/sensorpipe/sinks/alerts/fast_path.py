@@ -49,28 +49,19 @@ class AlertFastPath:
         make_store: Callable[[], ShadowStore],
         stats: AlertStats,
     ) -> None:
-        from pyspark.sql.streaming import StreamingQueryListener
+        from sensorpipe.listener import ProgressListener
 
         self.query_name, self.stats, self._make_store = query_name, stats, make_store
         self._sink_log = sink_log_of(events_path)
         self._batches: queue.Queue[tuple[int, int] | None] = queue.Queue()
         fast_path = self
 
-        class Listener(StreamingQueryListener):
-            def onQueryStarted(self, event: Any) -> None:
-                pass
-
+        class Listener(ProgressListener):
             def onQueryProgress(self, event: Any) -> None:
                 progress = event.progress
                 if progress.name == fast_path.query_name and progress.numInputRows:
                     started = pd.Timestamp(progress.timestamp).value // 1_000_000
                     fast_path._batches.put((progress.batchId, started))
-
-            def onQueryIdle(self, event: Any) -> None:
-                pass
-
-            def onQueryTerminated(self, event: Any) -> None:
-                pass
 
         self.listener = Listener()
         self._thread = threading.Thread(target=self._run, name="alert-fast-path", daemon=True)
