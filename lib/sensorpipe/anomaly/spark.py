@@ -35,7 +35,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle
-from pyspark.sql.types import StructType
+from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType
 
 from sensorpipe.anomaly.detectors import make_detector, restore_detector
 from sensorpipe.anomaly.incidents import SEVERITIES, IncidentState, advance, alert_id
@@ -189,6 +189,17 @@ class ScoringSettings:
         return math.ceil(self.max_live_keys / self.buckets)
 
 
+# The state variables' schemas as StructTypes: given as DDL strings, pyspark's client asks the
+# JVM's SQL parser for each (a round trip per schema, five per task, every micro-batch:
+# `StatefulProcessorApiClient._parse_string_schema`). The same schemas, so the same state.
+_BUCKET_RECORD = StructType([StructField("record", BinaryType())])
+_SNAPSHOT_KEY = StructType([StructField("device_id", StringType()),
+                            StructField("sensor", StringType())])  # fmt: skip
+_SNAPSHOT_VALUE = StructType([StructField("blob", BinaryType())])
+_CHUNK_KEY = StructType([StructField("chunk", LongType())])
+_CHUNK_VALUE = StructType([StructField("data", BinaryType())])
+
+
 class BucketedDetectorProcessor(StatefulProcessor):
     """Scores the keys of one bucket: each key's detector resident in this worker if it is
     exactly the checkpoint's, otherwise restored from its snapshot and the chunks since."""
@@ -202,10 +213,9 @@ class BucketedDetectorProcessor(StatefulProcessor):
         cheap_import_cache_resets()  # this worker's next tasks (worker_imports.py)
         self.store = detector_store(self.settings.resident_dir, self.settings.resident_bytes)
         # No state-store TTL (module docstring): the scorer forgets silent keys itself.
-        self.bucket = handle.getValueState("bucket", "record BINARY")
-        self.snapshots = handle.getMapState("snapshots", "device_id STRING, sensor STRING",
-                                            "blob BINARY")  # fmt: skip
-        self.chunks = handle.getMapState("chunks", "chunk LONG", "data BINARY")
+        self.bucket = handle.getValueState("bucket", _BUCKET_RECORD)
+        self.snapshots = handle.getMapState("snapshots", _SNAPSHOT_KEY, _SNAPSHOT_VALUE)
+        self.chunks = handle.getMapState("chunks", _CHUNK_KEY, _CHUNK_VALUE)
 
     # -- restore --------------------------------------------------------------------------
 
