@@ -58,6 +58,25 @@ def test_state_round_trip_continues_identically(name, pieces):
     np.testing.assert_array_equal(whole, np.concatenate(parts))
 
 
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_a_snapshot_from_before_the_points_moved_into_lo_continues_exactly():
+    """A forest's leaves' points live in its `lo` boxes now, not in a `point` array of their own.
+    The fixture: a small forest's snapshot after 250 points, written with the `point` array,
+    and the scores of that version for the whole 400-point series (unchanged since)."""
+    rng = np.random.default_rng(5)
+    values = 10 + np.sin(np.arange(400) / 9) + rng.normal(0, 0.2, 400)
+    values[350] += 4
+    before = np.load(DATA / "rcf-scores-before-lo-points.npy")
+    fresh = RandomCutForest(trees=6, sample_size=16, shingle_size=3, seed=3, warmup=8)
+    np.testing.assert_array_equal(fresh.update(values), before)
+    old = (DATA / "rcf-snapshot-with-point-array.bin").read_bytes()
+    restored = RandomCutForest.from_bytes(old)
+    assert "point" not in restored.layout()
+    np.testing.assert_array_equal(restored.update(values[250:]), before[250:])
+
+
 def test_rcf_memory_is_bounded_by_trees_and_sample_size():
     forest = RandomCutForest(trees=10, sample_size=32, shingle_size=2, seed=1)
     forest.update(np.random.default_rng(0).normal(size=5000))

@@ -12,9 +12,10 @@ in ``1/(depth+1)`` with the probability that a random cut of the node's box grow
 separates the point (the displacement the point would cause); times ``log2(tree mass + 1)``,
 averaged over trees. `score01` divides by ``log2(sample_size)``, as AWS's NAB run did.
 
-Memory per detector: trees x (2 x sample_size) nodes. Randomness comes from a per-tree
-splitmix64 state kept in the arrays, so the whole state serialises to bytes and a restored
-forest continues exactly as the original would have.
+Memory per detector: trees x (2 x sample_size) nodes, each with a box (a leaf's box is its
+point, so no point array). Randomness comes from a per-tree splitmix64 state kept in the
+arrays, so the whole state serialises to bytes and a restored forest continues exactly as the
+original would have.
 """
 
 from __future__ import annotations
@@ -60,15 +61,16 @@ def _release(free: np.ndarray, free_top: np.ndarray, t: int, node: int) -> None:
 
 
 @nb.njit(cache=True)
-def _same_point(point: np.ndarray, t: int, node: int, x: np.ndarray) -> bool:
+def _same_point(lo: np.ndarray, t: int, node: int, x: np.ndarray) -> bool:
+    """Whether leaf `node` holds x (a leaf's box is its point: `lo` holds it)."""
     for k in range(x.shape[0]):
-        if point[t, node, k] != x[k]:
+        if lo[t, node, k] != x[k]:
             return False
     return True
 
 
 @nb.njit(cache=True)
-def _score_tree(t, x, root, left, right, cut_dim, cut_val, lo, hi, mass, point, is_leaf):
+def _score_tree(t, x, root, left, right, cut_dim, cut_val, lo, hi, mass, is_leaf):
     node = root[t]
     if node == NONE:
         return 0.0
@@ -86,7 +88,7 @@ def _score_tree(t, x, root, left, right, cut_dim, cut_val, lo, hi, mass, point, 
             node = right[t, node]
     tree_mass = mass[t, root[t]]
     leaf_mass = mass[t, node]
-    if _same_point(point, t, node, x):
+    if _same_point(lo, t, node, x):
         damp = 1.0 - leaf_mass / (2.0 * tree_mass)
         score = damp / (depth + math.log2(leaf_mass + 1.0))
     else:
@@ -108,11 +110,12 @@ def _score_tree(t, x, root, left, right, cut_dim, cut_val, lo, hi, mass, point, 
 
 
 @nb.njit(cache=True)
-def _recompute_boxes(root, left, right, is_leaf, point, lo, hi):
-    """Every live node's bounding box from its subtree: a leaf's is its point, an inner node's
-    the union of its children's (exactly what the updates maintain, so the state need not
-    carry the boxes). Free nodes are left alone: nothing reads them before writing them."""
-    trees, capacity, d = point.shape
+def _recompute_boxes(root, left, right, is_leaf, lo, hi):
+    """Every live node's bounding box from its subtree: a leaf's is its point (which `lo`
+    holds), an inner node's the union of its children's (exactly what the updates maintain, so
+    the state need not carry `hi`). Free nodes are left alone: nothing reads them before
+    writing them."""
+    trees, capacity, d = lo.shape
     order = np.empty(capacity, np.int64)
     stack = np.empty(capacity, np.int64)
     for t in range(trees):
@@ -133,8 +136,7 @@ def _recompute_boxes(root, left, right, is_leaf, point, lo, hi):
             node = order[i]
             for k in range(d):
                 if is_leaf[t, node]:
-                    lo[t, node, k] = point[t, node, k]
-                    hi[t, node, k] = point[t, node, k]
+                    hi[t, node, k] = lo[t, node, k]
                 else:
                     lo[t, node, k] = min(lo[t, left[t, node], k], lo[t, right[t, node], k])
                     hi[t, node, k] = max(hi[t, left[t, node], k], hi[t, right[t, node], k])
@@ -166,7 +168,6 @@ def _insert(
     lo,
     hi,
     mass,
-    point,
     is_leaf,
     free,
     free_top,
@@ -180,14 +181,13 @@ def _insert(
         parent[t, leaf] = NONE
         mass[t, leaf] = 1
         for k in range(d):
-            point[t, leaf, k] = x[k]
             lo[t, leaf, k] = x[k]
             hi[t, leaf, k] = x[k]
         root[t] = leaf
         return leaf
     node = root[t]
     while True:
-        if is_leaf[t, node] and _same_point(point, t, node, x):
+        if is_leaf[t, node] and _same_point(lo, t, node, x):
             mass[t, node] += 1
             up = parent[t, node]
             while up != NONE:
@@ -217,7 +217,6 @@ def _insert(
             is_leaf[t, leaf] = True
             mass[t, leaf] = 1
             for k in range(d):
-                point[t, leaf, k] = x[k]
                 lo[t, leaf, k] = x[k]
                 hi[t, leaf, k] = x[k]
             is_leaf[t, inner] = False
@@ -331,7 +330,6 @@ def _process(
     lo,
     hi,
     mass,
-    point,
     is_leaf,
     free,
     free_top,
@@ -357,9 +355,7 @@ def _process(
             continue
         total = 0.0
         for t in range(trees):
-            total += _score_tree(
-                t, x, root, left, right, cut_dim, cut_val, lo, hi, mass, point, is_leaf
-            )
+            total += _score_tree(t, x, root, left, right, cut_dim, cut_val, lo, hi, mass, is_leaf)
         out[i] = total / trees if seq[0] - d + 1 > warmup else 0.0
         for t in range(trees):
             weight = -lam * seq[0] + math.log(-math.log(_uniform(rng, t)))
@@ -372,7 +368,7 @@ def _process(
                     t, evicted, root, left, right, parent, lo, hi, mass, is_leaf, free, free_top, d
                 )
             leaf = _insert(t, x, root, left, right, parent, cut_dim, cut_val, lo, hi, mass,
-                           point, is_leaf, free, free_top, rng)  # fmt: skip
+                           is_leaf, free, free_top, rng)  # fmt: skip
             if full:
                 _heap_replace_top(heap_w, heap_id, heap_size, t, weight, leaf)
             else:
@@ -390,8 +386,10 @@ def _narrowest(array: np.ndarray) -> np.ndarray:
     return array
 
 
-# Kept in memory for speed, rebuilt on restore rather than stored (they are half the state).
-_DERIVED = ("lo", "hi")
+# Kept in memory for speed, rebuilt on restore rather than stored. A leaf's box is its point,
+# so `lo` holds the leaves' points (there is no separate point array: a quarter of the
+# detector) and is stored; `hi` is rebuilt from it.
+_DERIVED = ("hi",)
 
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -400,8 +398,8 @@ _CONTAINER = b"SPARR001"
 
 def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
     """Named arrays as one compressed blob: a small JSON index and the arrays' bytes, zstd
-    level 1 (pyarrow's codec). Against npz in zlib level 1 on a detector: 553 KB, not 788;
-    3 ms to pack, not 25; a restore in 3 ms, not 17 (decompression and npz's zip parsing
+    level 1 (pyarrow's codec). Against npz in zlib level 1 on a detector: 553 KB, not 788
+    (525 KB since the points live in `lo`); 3 ms to pack, not 25; a restore in 3 ms, not 17 (decompression and npz's zip parsing
     were most of it)."""
     import pyarrow as pa
 
@@ -448,7 +446,6 @@ _ARRAYS = (
     "lo",
     "hi",
     "mass",
-    "point",
     "is_leaf",
     "free",
     "free_top",
@@ -501,7 +498,6 @@ class RandomCutForest:
             "lo": (np.float64, (t, nodes, d)),
             "hi": (np.float64, (t, nodes, d)),
             "mass": (index, (t, nodes)),
-            "point": (np.float64, (t, nodes, d)),
             "is_leaf": (np.bool_, (t, nodes)),
             "free": (index, (t, nodes)),
             "free_top": (np.int64, (t,)),
@@ -547,7 +543,6 @@ class RandomCutForest:
             self.lo,
             self.hi,
             self.mass,
-            self.point,
             self.is_leaf,
             self.free,
             self.free_top,
@@ -573,6 +568,9 @@ class RandomCutForest:
         for name in _ARRAYS:
             if name not in _DERIVED:
                 arrays[name] = _narrowest(getattr(self, name))
+        # Only the leaves' rows of `lo` are state (their points); inner nodes' boxes are rebuilt
+        # on restore, so they are stored as zeros, which compress (615 KB a snapshot otherwise).
+        arrays["lo"] = np.where(self.is_leaf[..., None], self.lo, 0.0)
         return arrays
 
     @classmethod
@@ -582,17 +580,12 @@ class RandomCutForest:
         for name in _ARRAYS:
             if name in _DERIVED:
                 continue
+            # A snapshot from before the points moved into `lo` stores them as `point`.
+            stored = arrays["point"] if name == "lo" and "lo" not in arrays else arrays[name]
             # Back to the dtype the kernels expect (a fresh forest's arrays have it).
-            setattr(forest, name, arrays[name].astype(getattr(forest, name).dtype, copy=True))
-        _recompute_boxes(
-            forest.root,
-            forest.left,
-            forest.right,
-            forest.is_leaf,
-            forest.point,
-            forest.lo,
-            forest.hi,
-        )
+            setattr(forest, name, stored.astype(getattr(forest, name).dtype, copy=True))
+        _recompute_boxes(forest.root, forest.left, forest.right, forest.is_leaf, forest.lo,
+                         forest.hi)  # fmt: skip
         return forest
 
     def to_bytes(self) -> bytes:

@@ -1,6 +1,6 @@
 """Streaming detector state that costs what a micro-batch scores, not what a key has seen.
 
-A detector is about 2.5 MB in memory and 0.7 MB stored (a forest of 40 trees, 256 points each).
+A detector is about 2 MB in memory and 0.5 MB stored (a forest of 40 trees, 256 points each).
 Saving and restoring it every micro-batch cost about 11 ms per key; so instead:
 
 - **Resident detectors.** Each executor keeps its keys' detectors in shared memory

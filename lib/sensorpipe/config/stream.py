@@ -124,7 +124,7 @@ class AnomalySettings:
     # A key's detector is snapshotted into the state every this many points (staggered over
     # the keys); in between, the state holds the values scored since, replayed on a restore.
     snapshot_every_points: int = field(default=2000, metadata=check(positive))
-    # Detectors an executor keeps between micro-batches, in shared memory (MB; 2.6 MB a key
+    # Detectors an executor keeps between micro-batches, in shared memory (MB; 2.0 MB a key
     # with the default detector): a key beyond it is restored from its snapshot when next
     # scored; 0 restores every key each time. Counts against the executor's memory overhead.
     resident_mb: int = 8192
