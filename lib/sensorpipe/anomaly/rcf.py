@@ -399,8 +399,8 @@ _CONTAINER = b"SPARR001"
 def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
     """Named arrays as one compressed blob: a small JSON index and the arrays' bytes, zstd
     level 1 (pyarrow's codec). Against npz in zlib level 1 on a detector: 553 KB, not 788
-    (525 KB since the points live in `lo`); 3 ms to pack, not 25; a restore in 3 ms, not 17 (decompression and npz's zip parsing
-    were most of it)."""
+    (525 KB since the points live in `lo`); 3 ms to pack, not 25; a restore in 3 ms, not 17
+    (decompression and npz's zip parsing were most of it)."""
     import pyarrow as pa
 
     index, offset = [], 0
