@@ -17,6 +17,9 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
@@ -25,16 +28,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
     from pyspark.sql.streaming.listener import StreamingQueryProgress
+    from sensorpipe.config import load_settings
     from sensorpipe.listener import progress_of
-    from sensorpipe.session import job_spark_conf, local_spark_conf
+    from sensorpipe.session import build_session
 
-    builder = SparkSession.builder.master("local[2]").appName("progress-events")
-    for key, value in {**job_spark_conf(), **local_spark_conf(2)}.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    # The job's own session (conf/local.yaml: local[2]).
+    spark = build_session(load_settings(ROOT / "conf/local.yaml", environ={}))
     spark.sparkContext.setLogLevel("ERROR")
     stream = spark.readStream.format("rate").option("rowsPerSecond", 10).load()
     query = (

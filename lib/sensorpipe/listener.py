@@ -4,13 +4,14 @@ PySpark 4.0.2 hands a Python StreamingQueryListener each progress event converte
 field over py4j (`StreamingQueryProgress.fromJObject`, pyspark/sql/streaming/listener.py):
 some thirty round trips, and for every observed metric a lookup of `PythonSQLUtils` by its
 short name, which py4j resolves by trying to load the class from each imported package,
-scanning every jar on the class path for each miss. Measured here: 118-128 ms a progress
-report with one observed metric, against 0.9-1.5 ms through its JSON. Every listener gets every
-query's events, so the job's four listeners paid it about twelve times a micro-batch round,
-on the driver's cores (JFR on the scorer alone at 20 keys: the listener thread 36% of the
-JVM's samples, nearly all in `URLClassPath.getResource`). The progress's own `json()` is one
-call, parsed by pyspark's `fromJson` (what `StreamingQuery.recentProgress` and Spark Connect
-already use): the same fields, observed metrics as Rows.
+scanning every jar on the class path for each miss: 85 ms of the driver's CPU a report with
+one observed metric, against 0.64 ms through its JSON (benchmarks/progress_events.py, median
+of 3 rounds). Every listener gets every query's events, so the job's four listeners paid it
+about twelve times a micro-batch round, on the driver's cores (JFR on the scorer alone at 20
+keys: the listener thread 36% of the JVM's samples, nearly all in
+`URLClassPath.getResource`). The progress's own `json()` is one call, parsed by pyspark's
+`fromJson` (what `StreamingQuery.recentProgress` and Spark Connect already use): the same
+fields, observed metrics as Rows.
 """
 
 from __future__ import annotations
