@@ -393,3 +393,46 @@ def test_an_idle_stream_offers_no_new_offset_until_records_arrive(tmp_path, kine
     assert second["batch"] == first["batch"] + 1
     read_second = run_batch(first, second)
     assert len(read_second) == 5 and not set(read_second) & set(read_first)
+
+
+def test_a_workers_shard_reads_keep_one_client_and_make_import_resets_cheap(
+    tmp_path, kinesis, kinesalite, monkeypatch
+):
+    """What a Python worker pays per shard task: PySpark resets the worker's import caches
+    before every task, which on Python 3.11 re-reads pyspark.zip's directory unless
+    worker_imports is installed (py-spy: about 100 ms of each read task); and a new boto3
+    client per task. The executor side of the reader installs the first and keeps the second."""
+    import sys
+    import zipimport
+
+    import boto3
+    from sensorpipe.sources import kinesis as source
+    from sensorpipe.sources.kinesis import KinesisStreamReader
+
+    def unpatched(self) -> None:  # zipimport's own (this process may have the patch already)
+        pass
+
+    monkeypatch.setattr(zipimport.zipimporter, "invalidate_caches", unpatched)
+    monkeypatch.setattr(source, "_CLIENTS", {}, raising=False)
+    created = []
+    real_client = boto3.client
+    monkeypatch.setattr(boto3, "client", lambda *a, **k: created.append(a) or real_client(*a, **k))
+    stream = new_stream(kinesis, 2)
+    put(kinesis, stream, events(0, 10))
+    options = KinesisOptions(
+        stream_name=stream,
+        metadata_path=str(tmp_path / "meta"),
+        endpoint_url=kinesalite.endpoint_url,
+        starting_position="TRIM_HORIZON",
+    )
+    shards = [s["ShardId"] for s in kinesis.list_shards(StreamName=stream)["Shards"]]
+    reader = KinesisStreamReader(options)
+    read = [
+        r[3]
+        for shard in shards
+        for r in reader.read(ShardPartition(shard, Position("TRIM_HORIZON"), 1, options))
+    ]
+    assert len(read) == 10
+    assert created == [("kinesis",)], "one client for both shards' reads"
+    if sys.version_info < (3, 12):  # 3.12+ invalidates zip caches lazily itself
+        assert getattr(zipimport.zipimporter.invalidate_caches, "_sensorpipe", False)

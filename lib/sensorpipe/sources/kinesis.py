@@ -39,6 +39,7 @@ from sensorpipe.jsonstore import JsonStore
 from sensorpipe.retry import RetriesExhausted, aws_throttling_or_network, call_with_backoff
 from sensorpipe.schemas import KINESIS_SOURCE_SCHEMA
 from sensorpipe.sources.kpl import deaggregate
+from sensorpipe.worker_imports import install as cheap_import_cache_resets
 
 SHORT_NAME = "sensorpipe-kinesis"
 STARTING_POSITIONS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
@@ -132,17 +133,30 @@ class KinesisOptions:
         )
 
 
-def kinesis_client(options: KinesisOptions) -> Any:
-    """A boto3 Kinesis client: default credential chain; our retry policy, not botocore's."""
-    import boto3
-    from botocore.config import Config
+_CLIENTS: dict[tuple[str, str | None], Any] = {}
 
-    config = Config(
-        retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30
-    )
-    return boto3.client(
-        "kinesis", region_name=options.region, endpoint_url=options.endpoint_url, config=config
-    )
+
+def kinesis_client(options: KinesisOptions) -> Any:
+    """A boto3 Kinesis client: default credential chain; our retry policy, not botocore's.
+    One per process and endpoint, kept: a Python worker reads a shard in every micro-batch,
+    and a new client cost 6-13 ms a task (service model, endpoint resolution) and its
+    connections. boto3's clients are thread-safe; refreshable credentials (an instance
+    profile's) renew inside the client."""
+    key = (options.region, options.endpoint_url)
+    client = _CLIENTS.get(key)
+    if client is None:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+        )
+        client = _CLIENTS[key] = boto3.client(
+            "kinesis", region_name=options.region, endpoint_url=options.endpoint_url, config=config
+        )
+    return client
 
 
 def call_with_retries(options: KinesisOptions, what: str, fn: Any, **kwargs: Any) -> Any:
@@ -429,6 +443,9 @@ class KinesisStreamReader(DataSourceStreamReader):
     # Executor side -------------------------------------------------------------------------
 
     def read(self, partition: ShardPartition) -> Iterator[tuple]:
+        # The worker resets its import caches before every task; on Python 3.11 that re-read
+        # pyspark.zip's directory, about 100 ms of each shard's read (py-spy, 2026-12-02).
+        cheap_import_cache_resets()  # this worker's next tasks (worker_imports.py)
         yield from read_shard(partition, MetadataStore(partition.options.metadata_path))
 
 
