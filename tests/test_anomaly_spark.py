@@ -1,6 +1,7 @@
 """The detectors' Spark glue: streaming state across micro-batches, and the batch scorer."""
 
 import os
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -40,12 +41,13 @@ def series_frame(points: int = 700) -> pd.DataFrame:
 
 def stream_scores(
     spark, tmp_path, frame, batches: int, detector: str, restart_after: int | None = None,
-    **scoring,
+    then: dict | None = None, **scoring,
 ) -> pd.DataFrame:  # fmt: skip
     """The frame's two keys cut into `batches` micro-batches (one file each) and scored by the
     streaming scorer; with `restart_after`, the query stops after that many batches and a new
-    query resumes from the checkpoint."""
+    query resumes from the checkpoint, with the settings changed by `then`."""
     name = f"{batches}-{restart_after}-{'-'.join(f'{k}{v}' for k, v in scoring.items())}"
+    name = f"{name}-{detector}-{len(then or {})}".replace(";", "_").replace("=", "")
     source = tmp_path / f"in-{name}"
     source.mkdir()
     chunks = np.array_split(np.arange(len(frame) // 2), batches)
@@ -64,7 +66,9 @@ def stream_scores(
         if restart_after is None
         else [range(restart_after), range(restart_after, batches)]
     )
-    for files in runs:
+    for n, files in enumerate(runs):
+        if n and then:
+            settings = replace(settings, **then)
         for k in files:
             write_file(k)
         stream = (
@@ -108,6 +112,26 @@ def test_scores_do_not_depend_on_how_the_stream_is_cut(spark, tmp_path, detector
     flagged = results[0][results[0]["is_anomaly"]]
     spike = flagged["event_time"] == datetime(2026, 11, 1) + timedelta(minutes=500)
     assert spike.sum() == 2, "the spike is flagged on both trains"
+
+
+def test_a_key_keeps_the_forest_it_started_with_when_the_setting_changes(spark, tmp_path):
+    """anomaly.forest_trees changes the forest of new keys only: a key that started with 8
+    trees and restarts under the default, restored by replaying its values into a new forest
+    (no snapshot yet, no resident copy), goes on with 8 trees, bit for bit."""
+    from sensorpipe.anomaly.detectors import make_detector
+    from sensorpipe.anomaly.state import detector_nbytes
+
+    frame = series_frame(300)
+    small = "likelihood;trees=8"
+    whole = stream_scores(spark, tmp_path, frame, 1, small)
+    changed = stream_scores(spark, tmp_path, frame, 4, small, restart_after=2,
+                            snapshot_every=100_000,
+                            then={"detector": "likelihood", "resident_bytes": 0})  # fmt: skip
+    for column in ("anomaly_raw", "anomaly_score"):
+        np.testing.assert_array_equal(whole[column], changed[column])
+    default = stream_scores(spark, tmp_path, frame, 1, "likelihood")
+    assert not np.array_equal(whole["anomaly_raw"], default["anomaly_raw"]), "8 trees, not 40"
+    assert detector_nbytes(make_detector(small)) < detector_nbytes(make_detector()) / 3
 
 
 def test_keys_beyond_the_live_key_bound_land_unscored(spark, tmp_path):

@@ -93,6 +93,18 @@ def test_bad_trigger_is_named(tmp_path):
         load_settings(path, environ={})
 
 
+def test_forest_trees_are_checked_and_reach_the_scorer(tmp_path):
+    from sensorpipe.streaming.queries import scoring_settings
+
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(ConfigError, match=r"^anomaly\.forest_trees: expected a positive integer"):
+        load_settings(path, environ={"SENSORPIPE__ANOMALY__FOREST_TREES": "0"})
+    default = load_settings(path, environ={})
+    assert scoring_settings(default.anomaly, 2).detector == "likelihood"
+    fewer = load_settings(path, environ={"SENSORPIPE__ANOMALY__FOREST_TREES": "10"})
+    assert scoring_settings(fewer.anomaly, 2).detector == "likelihood;trees=10"
+
+
 def test_environment_overrides_one_field(tmp_path):
     path = write(tmp_path, MINIMAL)
     settings = load_settings(

@@ -36,9 +36,10 @@ class RcfDetector:
 
     name = "rcf"
 
-    def __init__(self, forest: RandomCutForest | None = None, seed: int = 42) -> None:
+    def __init__(self, forest: RandomCutForest | None = None, seed: int = 42,
+                 trees: int = 100) -> None:  # fmt: skip
         self.forest = forest or RandomCutForest(
-            trees=100, sample_size=256, shingle_size=1, time_decay=100000.0, seed=seed
+            trees=trees, sample_size=256, shingle_size=1, time_decay=100000.0, seed=seed
         )
 
     def update(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,16 +73,31 @@ DETECTORS = {"rcf": RcfDetector, "likelihood": LikelihoodDetector}
 DEFAULT_DETECTOR = "likelihood"
 
 
-def make_detector(name: str | None = None, seed: int = 42) -> Detector:
-    name = name or DEFAULT_DETECTOR
+_TREES = ";trees="
+
+
+def detector_spec(name: str, trees: int | None = None) -> str:
+    """A detector as a key's state records it: its name, and its forest's trees where they
+    are not the detector's own ("likelihood", "likelihood;trees=10"). A key keeps the detector
+    it started with, so a snapshot-less key replays into the same forest after a change."""
+    return name if trees is None else f"{name}{_TREES}{trees}"
+
+
+def _parsed_spec(spec: str) -> tuple[str, dict[str, int]]:
+    name, _, trees = spec.partition(_TREES)
     if name not in DETECTORS:
         raise ValueError(f"detector {name!r}: expected one of {', '.join(sorted(DETECTORS))}")
-    return DETECTORS[name](seed=seed)
+    return name, ({"trees": int(trees)} if trees else {})
 
 
-def restore_detector(name: str, data: bytes) -> Detector:
-    return DETECTORS[name].from_bytes(data)
+def make_detector(spec: str | None = None, seed: int = 42) -> Detector:
+    name, options = _parsed_spec(spec or DEFAULT_DETECTOR)
+    return DETECTORS[name](seed=seed, **options)
 
 
-def attach_detector(name: str, config: tuple, arrays: dict[str, np.ndarray]) -> Detector:
-    return DETECTORS[name].attach(config, arrays)
+def restore_detector(spec: str, data: bytes) -> Detector:
+    return DETECTORS[_parsed_spec(spec)[0]].from_bytes(data)  # the snapshot has its trees
+
+
+def attach_detector(spec: str, config: tuple, arrays: dict[str, np.ndarray]) -> Detector:
+    return DETECTORS[_parsed_spec(spec)[0]].attach(config, arrays)

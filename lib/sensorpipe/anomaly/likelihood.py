@@ -157,9 +157,10 @@ class LikelihoodDetector:
 
     name = "likelihood"
 
-    def __init__(self, forest: RandomCutForest | None = None, seed: int = 42) -> None:
+    def __init__(self, forest: RandomCutForest | None = None, seed: int = 42,
+                 trees: int = 40) -> None:  # fmt: skip
         self.forest = forest or RandomCutForest(
-            trees=40, sample_size=256, shingle_size=4, time_decay=100000.0, seed=seed
+            trees=trees, sample_size=256, shingle_size=4, time_decay=100000.0, seed=seed
         )
         self.scores = np.zeros(HISTORIC_WINDOW)
         self.values = np.zeros(HISTORIC_WINDOW)

@@ -25,6 +25,11 @@ def positive(name: str, value: int) -> None:
         raise ConfigError(f"{name}: expected a positive integer, got {value}")
 
 
+def optional_positive(name: str, value: int | None) -> None:
+    if value is not None:
+        positive(name, value)
+
+
 def trigger(name: str, value: str) -> None:
     if value != "available_now" and not _PROCESSING_TIME.match(value):
         raise ConfigError(

@@ -14,6 +14,7 @@ from sensorpipe.config.checks import (
     duration_seconds,
     interval,
     optional_duration,
+    optional_positive,
     optional_trigger,
     positive,
     shared_path,
@@ -109,6 +110,10 @@ class LakeSettings:
 class AnomalySettings:
     # likelihood (default: best NAB score) or rcf (AWS's Random Cut Forest, as KDA ran it).
     detector: Literal["likelihood", "rcf"] = "likelihood"
+    # Trees of the detector's forest; null: the detector's own (likelihood 40, rcf 100).
+    # Memory and scoring time per key grow with them (docs/sizing.md), score noise falls. A
+    # key keeps the forest it started with; new keys get the new size.
+    forest_trees: int | None = field(default=None, metadata=check(optional_positive))
     # is_anomaly = anomaly_score >= threshold (scores are in [0, 1]).
     threshold: float = field(default=0.5, metadata=check(unit_interval))
     # A key's first points only teach its detector: nothing is flagged before this many.

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from sensorpipe.aggregates import window_aggregates
+from sensorpipe.anomaly.detectors import detector_spec
 from sensorpipe.anomaly.spark import ScoringSettings, score_stream
 from sensorpipe.config import AnomalySettings, DecodeSettings, SourceSettings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
@@ -56,7 +57,7 @@ def decoded_stream(
 def scoring_settings(anomaly: AnomalySettings, partitions: int) -> ScoringSettings:
     """The streaming scorer's settings, as plain values."""
     return ScoringSettings(
-        detector=anomaly.detector,
+        detector=detector_spec(anomaly.detector, anomaly.forest_trees),
         threshold=anomaly.threshold,
         warmup=anomaly.warmup_points,
         ttl_ms=anomaly.state_ttl_hours * 3600 * 1000,
