@@ -1,7 +1,7 @@
 """Fleet scale: the streaming scorer's cost per key per micro-batch, from 20 to 20,000 keys.
 
     .venv/bin/python benchmarks/fleet_scale.py [--keys 20 200 2000 20000] [--points 10]
-        [--batches 8] [--repeats 3] [--conf spark.key=value ...]
+        [--batches 8] [--repeats 3] [--trees N] [--resident-mb MB] [--conf spark.key=value ...]
 
 Each key (train, sensor) first gets `--warmup` points of history in one batch, then `--points`
 readings per micro-batch, one Parquet file per batch
@@ -15,6 +15,11 @@ two after the warm-up are discarded) of `--repeats` runs, with the spread:
   point scored, and as a share of the whole state (state bytes per key times keys);
 - state bytes per key (the state store's current version, RocksDB's SST files, at the end);
 - and the detector's own sizes: resident (shared memory) and stored (a snapshot).
+
+`--trees` sets `anomaly.forest_trees` (the scorer's and the anchor's forest): the default forest
+is 1.87 MiB a key resident, so 20,000 keys need 37 GiB of shared memory, more than a 24 GiB
+machine has; with 10 trees (0.57 MiB) the same run fits and shows how the cost grows with keys.
+The last line divides each key count's records/s by the first's.
 
 The anchor, in the same process: the detector core alone scoring the same points in the same
 `--points`-point calls, one core (`core points/s`), and what two such cores would reach.
@@ -65,15 +70,15 @@ def batch_frame(keys: int, points: int, batch: int, offset: int = 0) -> pd.DataF
     })  # fmt: skip
 
 
-def core_rate(keys: int, points: int, batches: int) -> float:
+def core_rate(keys: int, points: int, batches: int, spec: str) -> float:
     """points/s of the detector core on one core, `points` values per call, as the stream."""
     from sensorpipe.anomaly.detectors import make_detector
 
     sample = min(keys, 200)
     frames = [batch_frame(sample, points, b) for b in range(batches)]
-    detectors = [make_detector() for _ in range(sample)]
+    detectors = [make_detector(spec) for _ in range(sample)]
     detectors[0].update(np.ones(4))  # compiled outside the timing
-    detectors[0] = make_detector()
+    detectors[0] = make_detector(spec)
     start = time.perf_counter()
     for frame in frames:
         values = frame["value"].to_numpy().reshape(sample, points)
@@ -102,8 +107,8 @@ class Written:
         return total
 
 
-def run_once(spark, keys: int, points: int, batches: int, warmup: int, tmp: Path) -> dict:
-    from sensorpipe.config import load_settings
+def run_once(spark, keys: int, points: int, batches: int, warmup: int, tmp: Path,
+             anomaly) -> dict:  # noqa: ANN001 (AnomalySettings)  # fmt: skip
     from sensorpipe.listener import ProgressListener
     from sensorpipe.schemas import EVENT_SCHEMA
     from sensorpipe.streaming.queries import score_stream, scoring_settings
@@ -120,7 +125,6 @@ def run_once(spark, keys: int, points: int, batches: int, warmup: int, tmp: Path
         frame.to_parquet(path, coerce_timestamps="us")
         os.utime(path, (1_700_000_000 + b, 1_700_000_000 + b))  # the file source's order
     batches += 1
-    settings = load_settings(ROOT / "conf/local.yaml", environ={})
     written = Written(checkpoint)
     per_batch: dict[int, dict] = {}
     done = threading.Event()
@@ -144,7 +148,7 @@ def run_once(spark, keys: int, points: int, batches: int, warmup: int, tmp: Path
     stream = (
         spark.readStream.schema(EVENT_SCHEMA).option("maxFilesPerTrigger", 1).parquet(str(source))
     )
-    scoring = scoring_settings(settings.anomaly, partitions=2)
+    scoring = scoring_settings(anomaly, partitions=2)
     query = (
         score_stream(stream, scoring)
         .writeStream.format("noop")
@@ -186,11 +190,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--big-keys", type=int, default=20000,
                         help="from this many keys: one run of 5 batches (time)")  # fmt: skip
+    parser.add_argument("--trees", type=int, help="anomaly.forest_trees (default: the detector's)")
+    parser.add_argument("--resident-mb", type=int, help="anomaly.resident_mb (conf/local.yaml's)")
     parser.add_argument("--conf", action="append", default=[], help="extra spark.key=value")
     args = parser.parse_args()
 
+    from dataclasses import replace
+
     from pyspark.sql import SparkSession
+    from sensorpipe.anomaly.detectors import detector_spec, make_detector
+    from sensorpipe.anomaly.state import detector_nbytes
+    from sensorpipe.config import load_settings
     from sensorpipe.session import job_spark_conf, local_spark_conf
+
+    anomaly = load_settings(ROOT / "conf/local.yaml", environ={}).anomaly
+    anomaly = replace(anomaly, forest_trees=args.trees,
+                      resident_mb=args.resident_mb or anomaly.resident_mb)  # fmt: skip
+    spec = detector_spec(anomaly.detector, anomaly.forest_trees)
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf = {**job_spark_conf(), **local_spark_conf(2), "spark.sql.shuffle.partitions": "2",
@@ -201,22 +217,25 @@ def main() -> None:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
-    print(f"fleet scale: {args.points} points per key per micro-batch, local[2], "
+    print(f"fleet scale: {args.points} points per key per micro-batch, local[2], detector "
+          f"{spec}, resident {anomaly.resident_mb:,} MB, "
           f"{', '.join(args.conf) or 'default state store conf'}")  # fmt: skip
     # Checkpoint bytes per point scored, and as a share of the whole state: the first stays
     # about level as keys grow if a batch writes in proportion to its points (issue 14).
     print(f"{'keys':>7} {'ms/key/batch':>22} {'records/s':>24} {'checkpoint B/batch':>26} "
           f"{'B/point':>8} {'of state':>8} {'state B/key':>12} {'core points/s':>14} "
           f"{'vs 2 cores':>10}")  # fmt: skip
+    rates: dict[int, float] = {}
     for keys in args.keys:
         big = keys >= args.big_keys
         repeats, batches = (1, min(args.batches, 5)) if big else (args.repeats, args.batches)
         runs = []
         for _ in range(repeats):
             tmp = Path(tempfile.mkdtemp(prefix=f"fleet-{keys}-"))
-            runs.append(run_once(spark, keys, args.points, batches, args.warmup, tmp))
-        core = core_rate(keys, args.points, batches)
+            runs.append(run_once(spark, keys, args.points, batches, args.warmup, tmp, anomaly))
+        core = core_rate(keys, args.points, batches, spec)
         rate = statistics.median(r["records_per_s"] for r in runs)
+        rates[keys] = rate
         written = statistics.median(r["written_per_batch"] for r in runs)
         state = statistics.median(r["state_bytes_per_key"] for r in runs)
         print(f"{keys:>7} {spread([r['ms_per_key'] for r in runs], '.3f'):>22} "
@@ -228,10 +247,10 @@ def main() -> None:
         if os.environ.get("SENSORPIPE_BENCH_DEBUG"):
             for r in runs:
                 print("   batch ms:", r["batches_ms"])
-    from sensorpipe.anomaly.detectors import make_detector
-    from sensorpipe.anomaly.state import detector_nbytes
-
-    detector = make_detector()
+    first = args.keys[0]
+    print(f"records/s against {first:,} keys: " + ", ".join(
+        f"{keys:,} keys {rate / rates[first]:.2f}" for keys, rate in rates.items()))  # fmt: skip
+    detector = make_detector(spec)
     detector.update(batch_frame(1, 5000, 0)["value"].to_numpy())
     stored = len(detector.to_bytes())
     print(f"detector: {detector_nbytes(detector) / 2**20:.2f} MiB resident, "
