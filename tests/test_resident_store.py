@@ -66,3 +66,38 @@ def test_eviction_keeps_the_store_within_budget_and_survives_files_removed_meanw
     monkeypatch.undo()
     left = list(store.root.rglob("*.det"))
     assert removed and len(left) == 3  # 4 after the other worker's removal, 3 within budget
+
+
+def test_more_detectors_than_the_descriptor_limit_stay_usable(tmp_path):
+    """A worker that scores more keys than its process may open files (20,000 keys against a
+    limit of 20,000 failed with EMFILE: each mapping held two descriptors) keeps at most what
+    the limit allows mapped and maps the others again when they come back."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
+        import numpy as np
+        from sensorpipe.anomaly.detectors import make_detector
+        from sensorpipe.anomaly.resident import DetectorStore
+        from sensorpipe.anomaly.state import chain_digest
+        store = DetectorStore({str(tmp_path)!r}, 1 << 30)
+        values = np.arange(20.0)
+        digest = chain_digest(b"", values)
+        keys = [(f"train-{{i:04d}}", "s") for i in range(400)]
+        for key in keys:
+            detector = make_detector("likelihood;trees=1")
+            detector.update(values)
+            store.put("likelihood;trees=1/42", key, detector, 20, digest)
+        for _ in range(2):
+            for key in keys:
+                resident = store.get("likelihood;trees=1/42", key, "likelihood;trees=1", 20, digest)
+                assert resident is not None, key
+                resident.close()
+        print(len(store._maps))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) < 300

@@ -23,8 +23,10 @@ import hashlib
 import json
 import mmap
 import os
+import resource
 import shutil
 import struct
+import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -38,8 +40,14 @@ HEADER = struct.Struct("<8sqB16s")  # magic, points, dirty, digest
 HEADER_BYTES = 4096
 ALIGN = 64
 PREFIX = "sensorpipe-detectors-"
-# Files a worker keeps mapped (address space only; the pages are the executor's, shared).
-MAX_MAPPINGS = 16384
+# Files a worker keeps mapped (address space only; the pages are the executor's, shared), at
+# most: each mapping holds a file descriptor (Python's mmap keeps a duplicate of the one it
+# was made from, before 3.13's trackfd), so the bound is also the process's descriptor limit,
+# less room for everything else. At 20,000 keys a worker maps nearly all of them (any worker
+# serves any bucket); with a descriptor per mapping and one more held open, it failed at the
+# limit (EMFILE: 20,000 here, often 32,768 or 65,536 for YARN's containers).
+MAX_MAPPINGS = 65536
+FDS_KEPT_FREE = 512
 
 
 def _executor_jvm() -> str:
@@ -91,13 +99,37 @@ def _parsed(meta: bytes) -> tuple[dict, tuple]:
     return _PARSED[meta]
 
 
+def mapping_limit() -> int:
+    """How many files this process may keep mapped: the soft descriptor limit raised to the
+    hard one (as servers do), less FDS_KEPT_FREE, and at most MAX_MAPPINGS."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return MAX_MAPPINGS
+    return max(16, min(MAX_MAPPINGS, soft - FDS_KEPT_FREE))
+
+
+def _map(fd: int) -> mmap.mmap:
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    if sys.version_info >= (3, 13):  # no duplicate descriptor kept for the mapping's life
+        return mmap.mmap(fd, 0, flags=flags, trackfd=False)
+    return mmap.mmap(fd, 0, flags=flags)
+
+
 class Resident:
     """A detector file mapped by this worker. The mapping is kept between micro-batches (a
     fresh mapping faults in every page the kernels touch again: measured 4x slower scoring);
-    each use takes the file's lock and checks its header first."""
+    each use opens the file, takes its lock and checks its header first, and closes it after:
+    no descriptor of ours is held between uses."""
 
-    def __init__(self, path: Path, name: str, fd: int, memory: mmap.mmap, inode: int) -> None:
-        self.path, self.name, self._fd, self._memory, self.inode = path, name, fd, memory, inode
+    def __init__(self, path: Path, name: str, memory: mmap.mmap, inode: int) -> None:
+        self.path, self.name, self._memory, self.inode = path, name, memory, inode
+        self._fd: int | None = None
         meta_len = int.from_bytes(memory[HEADER.size : HEADER.size + 4], "little")
         offsets, config = _parsed(memory[HEADER.size + 4 : HEADER.size + 4 + meta_len])
         arrays = {
@@ -107,11 +139,20 @@ class Resident:
         self.detector = attach_detector(name, config, arrays)
 
     def lock(self) -> bool:
-        """Held while a task uses it (another attempt of the task may have it: then False)."""
+        """Held while a task uses it (another attempt of the task may have it, or the file was
+        replaced or removed since it was mapped: then False)."""
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
             return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_ino != self.inode:
+                raise BlockingIOError  # another file at the path now: not this mapping's
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
         return True
 
     def header(self) -> tuple[int, bool, bytes]:
@@ -129,7 +170,10 @@ class Resident:
 
     def close(self) -> None:
         """Released for the next use (the mapping stays)."""
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
     def unmap(self) -> None:
         self.detector = None
@@ -137,7 +181,6 @@ class Resident:
             self._memory.close()
         except BufferError:  # an array still referenced: unmapped when it is collected
             pass
-        os.close(self._fd)
 
 
 class DetectorStore:
@@ -149,6 +192,7 @@ class DetectorStore:
         self.budget = budget_bytes
         self._created = 0
         self._maps: OrderedDict[Path, Resident] = OrderedDict()
+        self._max_maps = mapping_limit()
         if not self.root.is_dir():
             self._sweep_dead()
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -180,13 +224,14 @@ class DetectorStore:
             except FileNotFoundError:
                 return None
             try:
-                memory = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+                memory, mapped_inode = _map(fd), os.fstat(fd).st_ino
             except (ValueError, OSError):
-                os.close(fd)
                 return None
-            resident = Resident(path, name, fd, memory, os.fstat(fd).st_ino)
+            finally:
+                os.close(fd)
+            resident = Resident(path, name, memory, mapped_inode)
             self._maps[path] = resident
-            while len(self._maps) > MAX_MAPPINGS:
+            while len(self._maps) > self._max_maps:
                 self._maps.popitem(last=False)[1].unmap()
         self._maps.move_to_end(path)
         return resident if resident.lock() else None
