@@ -18,7 +18,8 @@ two after the warm-up are discarded) of `--repeats` runs, with the spread:
 
 `--trees` sets `anomaly.forest_trees` (the scorer's and the anchor's forest): the default forest
 is 1.87 MiB a key resident, so 20,000 keys need 37 GiB of shared memory, more than a 24 GiB
-machine has; with 10 trees (0.57 MiB) the same run fits and shows how the cost grows with keys.
+machine has; with 8 trees (0.48 MiB, 9.5 GB at 20,000 keys) the same run fits here (10 trees
+left too little memory: a worker was OOM-killed) and shows how the cost grows with keys.
 The last line divides each key count's records/s by the first's.
 
 The anchor, in the same process: the detector core alone scoring the same points in the same

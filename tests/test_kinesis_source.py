@@ -113,12 +113,8 @@ def test_reader_resumes_inside_an_aggregate_without_skip_or_repeat(tmp_path, kin
     produced = events(0, 23)
     put(kinesis, stream, produced, aggregate=3)
     shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
-    options = KinesisOptions(
-        stream_name=stream,
-        metadata_path=str(tmp_path / "meta"),
-        endpoint_url=kinesalite.endpoint_url,
-        starting_position="TRIM_HORIZON",
-        max_fetch_records_per_shard=5,
+    options = _reader_options(
+        tmp_path, stream, kinesalite.endpoint_url, max_fetch_records_per_shard=5
     )
     store = MetadataStore(options.metadata_path)
     position, seen, resumed_inside = Position("TRIM_HORIZON"), [], 0
@@ -142,12 +138,7 @@ def test_reexecuted_batch_reads_exactly_what_it_read_first(tmp_path, kinesis, ki
     stream = new_stream(kinesis, 1)
     put(kinesis, stream, events(0, 10))
     shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
-    options = KinesisOptions(
-        stream_name=stream,
-        metadata_path=str(tmp_path / "meta"),
-        endpoint_url=kinesalite.endpoint_url,
-        starting_position="TRIM_HORIZON",
-    )
+    options = _reader_options(tmp_path, stream, kinesalite.endpoint_url)
     store = MetadataStore(options.metadata_path)
     part = ShardPartition(shard, Position("TRIM_HORIZON"), 1, options)
     first = [r[3] for r in read_shard(part, store)]
@@ -236,13 +227,15 @@ def test_options_are_validated_naming_the_option():
         )
 
 
-def _one_shard_options(tmp_path, stream: str, endpoint: str) -> KinesisOptions:
+def _reader_options(tmp_path, stream: str, endpoint: str, **extra) -> KinesisOptions:
+    """A reader of `stream` from its first record, its metadata under tmp_path."""
     return KinesisOptions(
         stream_name=stream,
         metadata_path=str(tmp_path / "meta"),
         endpoint_url=endpoint,
         starting_position="TRIM_HORIZON",
         retry_initial_ms=5,
+        **extra,
     )
 
 
@@ -262,7 +255,7 @@ def test_a_stretch_of_empty_answers_while_behind_is_crossed_batch_by_batch_mock_
     gap = KinesisGap(empty=12)
     proxy = FaultProxy(kinesalite.port, lambda *_: None, rewrite=gap)
     try:
-        options = _one_shard_options(tmp_path, stream, proxy.endpoint_url)
+        options = _reader_options(tmp_path, stream, proxy.endpoint_url)
         store = MetadataStore(options.metadata_path)
         position, seen = Position("TRIM_HORIZON"), []
         for batch in range(1, 8):
@@ -297,7 +290,7 @@ def test_two_attempts_of_one_shard_task_keep_the_first_end_recorded(
     stream = new_stream(kinesis, 1)
     put(kinesis, stream, events(0, 10))
     shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
-    options = _one_shard_options(tmp_path, stream, kinesalite.endpoint_url)
+    options = _reader_options(tmp_path, stream, kinesalite.endpoint_url)
     store = MetadataStore(options.metadata_path)
     part = ShardPartition(shard, Position("TRIM_HORIZON"), 1, options)
     slow = read_shard(part, store)
@@ -368,12 +361,7 @@ def test_an_idle_stream_offers_no_new_offset_until_records_arrive(tmp_path, kine
 
     stream = new_stream(kinesis, 2)
     put(kinesis, stream, events(0, 10))
-    options = KinesisOptions(
-        stream_name=stream,
-        metadata_path=str(tmp_path / "meta"),
-        endpoint_url=kinesalite.endpoint_url,
-        starting_position="TRIM_HORIZON",
-    )
+    options = _reader_options(tmp_path, stream, kinesalite.endpoint_url)
     reader = KinesisStreamReader(options)
 
     def run_batch(start: dict, end: dict) -> list[str]:
@@ -419,12 +407,7 @@ def test_a_workers_shard_reads_keep_one_client_and_make_import_resets_cheap(
     monkeypatch.setattr(boto3, "client", lambda *a, **k: created.append(a) or real_client(*a, **k))
     stream = new_stream(kinesis, 2)
     put(kinesis, stream, events(0, 10))
-    options = KinesisOptions(
-        stream_name=stream,
-        metadata_path=str(tmp_path / "meta"),
-        endpoint_url=kinesalite.endpoint_url,
-        starting_position="TRIM_HORIZON",
-    )
+    options = _reader_options(tmp_path, stream, kinesalite.endpoint_url)
     shards = [s["ShardId"] for s in kinesis.list_shards(StreamName=stream)["Shards"]]
     reader = KinesisStreamReader(options)
     read = [

@@ -41,11 +41,10 @@ HEADER_BYTES = 4096
 ALIGN = 64
 PREFIX = "sensorpipe-detectors-"
 # Files a worker keeps mapped (address space only; the pages are the executor's, shared), at
-# most: each mapping holds a file descriptor (Python's mmap keeps a duplicate of the one it
-# was made from, before 3.13's trackfd), so the bound is also the process's descriptor limit,
-# less room for everything else. At 20,000 keys a worker maps nearly all of them (any worker
-# serves any bucket); with a descriptor per mapping and one more held open, it failed at the
-# limit (EMFILE: 20,000 here, often 32,768 or 65,536 for YARN's containers).
+# most. Before 3.13 (mmap's trackfd) a mapping holds the descriptor Python's mmap duplicates,
+# so the process's descriptor limit, less FDS_KEPT_FREE, bounds it too (mapping_limit). Any
+# worker serves any bucket, so it maps nearly every key: at 20,000 keys, with two descriptors
+# a mapping, the scorer failed with EMFILE (limit 20,000 here; YARN's is often 32,768).
 MAX_MAPPINGS = 65536
 FDS_KEPT_FREE = 512
 
@@ -147,9 +146,10 @@ class Resident:
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(fd).st_ino != self.inode:
-                raise BlockingIOError  # another file at the path now: not this mapping's
         except BlockingIOError:
+            os.close(fd)
+            return False
+        if os.fstat(fd).st_ino != self.inode:  # another file at the path now
             os.close(fd)
             return False
         self._fd = fd
