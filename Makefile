@@ -161,6 +161,10 @@ dist: venv
 	@# venv-pack's --python-prefix mangles python3 links (python3.113); point the link at the
 	@# cluster's interpreter ourselves, after the last pip install into this venv.
 	ln -sfn $(CLUSTER_PYTHON_PREFIX)/bin/python$(CLUSTER_PYTHON_VERSION) $(DIST_VENV)/bin/python3
+	@# pyvenv.cfg's home is where the interpreter finds its standard library: the cluster's,
+	@# not this machine's (a 3.11.2 binary with a 3.11.7 stdlib fails to import _ssl).
+	printf 'home = %s\ninclude-system-site-packages = false\nversion = %s\n' \
+		'$(CLUSTER_PYTHON_PREFIX)/bin' '$(CLUSTER_PYTHON_VERSION)' > $(DIST_VENV)/pyvenv.cfg
 	$(VENV)/bin/venv-pack --quiet -p $(DIST_VENV) -o $(DIST)/sensorpipe-deps.tar.gz
 	tar tzvf $(DIST)/sensorpipe-deps.tar.gz bin/python3 | grep -q -- '-> $(CLUSTER_PYTHON_PREFIX)/bin/python$(CLUSTER_PYTHON_VERSION)$$'
 	@# The wheels pip chose are this machine's: `sensorpipe deploy` checks the instances match.

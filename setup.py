@@ -21,14 +21,17 @@ RUNTIME = [
     "psycopg[binary]>=3.2",
     # The anomaly detectors' kernels.
     "numba>=0.60",
-]
-
-# The cluster's Spark, for local runs and tests; plus what Spark 4's stateful pandas API imports.
-LOCAL = [
-    "pyspark==4.0.2",
+    # The scorer's transformWithStateInPandas: PySpark's state client imports google.protobuf
+    # (StateMessage_pb2) and grpc in every worker; EMR's Spark does not bring them, so the
+    # dependency archive must (tests/test_packaging.py runs the jobs from the archive alone).
     "grpcio>=1.67",
     "protobuf>=5.28",
     "googleapis-common-protos>=1.65",
+]
+
+# The cluster's Spark, for local runs and tests.
+LOCAL = [
+    "pyspark==4.0.2",
     # `sensorpipe plot`
     "matplotlib>=3.8",
 ]

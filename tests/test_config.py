@@ -20,6 +20,9 @@ REDSHIFT_ENV = {
     "SENSORPIPE_REDSHIFT_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:000000000000:secret:x",
     "SENSORPIPE_REDSHIFT_COPY_ROLE_ARN": "arn:aws:iam::000000000000:role/copy",
     "SENSORPIPE_IOT_DATA_ENDPOINT": "https://example-ats.iot.us-east-1.amazonaws.com",
+    # What `sensorpipe deploy` gives every step: the EMR configurations have no region of
+    # their own.
+    "AWS_REGION": "us-east-1",
 }
 EMR_ENV = {**REDSHIFT_ENV, "SENSORPIPE_BUCKET": "b"}
 
@@ -50,7 +53,18 @@ def test_emr_yaml_interpolates_environment():
 
 def test_emr_yaml_without_bucket_names_the_field():
     with pytest.raises(ConfigError, match=r"lake\.events_path: refers to \$\{SENSORPIPE_BUCKET\}"):
-        load_settings(ROOT / "conf/emr.yaml", environ={})
+        load_settings(ROOT / "conf/emr.yaml", environ={"AWS_REGION": "eu-west-1"})
+
+
+@pytest.mark.parametrize("config", ["emr.yaml", "hospital-stream-emr.yaml"])
+def test_emr_configurations_have_no_region_of_their_own(config):
+    """The region comes from the step's environment, which the deploy sets from the region it
+    deploys to; a default here put every endpoint in us-east-1 whatever the cluster's."""
+    env = {**EMR_ENV, "SENSORPIPE_PROTECTED_BUCKET": "p"}
+    del env["AWS_REGION"]
+    with pytest.raises(ConfigError, match=r"^source\.region: refers to \$\{AWS_REGION\}"):
+        load_settings(ROOT / "conf" / config, environ=env)
+    assert "us-east-1" not in (ROOT / "conf" / config).read_text()
 
 
 def test_missing_field_is_named(tmp_path):
@@ -151,13 +165,15 @@ def test_at_timestamp_needs_a_timestamp(tmp_path):
 def test_kinesis_reader_options_use_the_connector_names():
     from sensorpipe.sources import kinesis_reader_options
 
-    settings = load_settings(ROOT / "conf/emr.yaml", environ=EMR_ENV)
+    # conf/emr.yaml runs the project's source; EMR's connector stays available by setting.
+    connector = {**EMR_ENV, "SENSORPIPE__SOURCE__KIND": "aws-kinesis",
+                 "SENSORPIPE__SOURCE__ENDPOINT_URL": "https://kinesis.us-east-1.amazonaws.com"}
+    settings = load_settings(ROOT / "conf/emr.yaml", environ=connector)
     options = kinesis_reader_options(settings.source, "s3://b/checkpoints/x/kinesis")
     assert options["kinesis.streamName"] == "train-telemetry"
     assert options["kinesis.startingPosition"] == "LATEST"
-    assert options["kinesis.consumerType"] == "GetRecords"
     assert options["kinesis.maxFetchRecordsPerShard"] == "10000"
-    # The connector has no default endpoint (issue 16): the regional one, set in conf/emr.yaml.
+    # The connector has no default endpoint (issue 16): the regional one.
     assert options["kinesis.endpointUrl"] == "https://kinesis.us-east-1.amazonaws.com"
     # LATEST is pinned once for both lake queries, written as the connector takes a moment.
     pinned = replace(settings.source, starting_position="AT_TIMESTAMP",
@@ -167,7 +183,7 @@ def test_kinesis_reader_options_use_the_connector_names():
     assert "kinesis.startingTimestamp" not in options
     with pytest.raises(ConfigError, match="^source.endpoint_url: required by the aws-kinesis"):
         load_settings(
-            ROOT / "conf/emr.yaml", environ={**EMR_ENV, "SENSORPIPE__SOURCE__ENDPOINT_URL": ""}
+            ROOT / "conf/emr.yaml", environ={**connector, "SENSORPIPE__SOURCE__ENDPOINT_URL": ""}
         )
 
 
@@ -239,13 +255,14 @@ def test_emr_connections_require_verified_tls_and_local_ones_do_not(tmp_path):
         "EmrServiceRoleName": "r",
         "EmrInstanceProfileName": "i",
         "EmrKeyArn": "k",
-        "SENSORPIPE_RANGER_ADMIN_URL": "u",
-        "SENSORPIPE_RANGER_ADMIN_SECRET_ARN": "a",
-        "SENSORPIPE_RANGER_PLUGIN_ROLE_ARN": "a",
-        "SENSORPIPE_RANGER_OTHER_SERVICES_ROLE_ARN": "a",
-        "SENSORPIPE_RANGER_SPARK_SECRET_ARN": "a",
-        "SENSORPIPE_RANGER_EMRFS_SECRET_ARN": "a",
-        "SENSORPIPE_RANGER_AUDIT_LOG_GROUP_ARN": "a",
+        "AWS_REGION": "us-east-1",
+        "EmrPrimarySecurityGroupId": "sg-0aaa",
+        "EmrCoreSecurityGroupId": "sg-0bbb",
+        "EmrServiceAccessSecurityGroupId": "sg-0ccc",
+        "StreamingJobsRoleArn": "arn:aws:iam::123456789012:role/s",
+        "BatchJobsRoleArn": "arn:aws:iam::123456789012:role/b",
+        "HospitalJobsRoleArn": "arn:aws:iam::123456789012:role/h",
+        "HospitalStreamName": "hospital-devices",
         "WarehouseWorkgroupName": "w",
         "WarehouseLoaderSecretArn": "s",
         "WarehouseCopyRoleArn": "c",

@@ -5,6 +5,8 @@ no EMR can run here)."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from botocore.validate import ParamValidator
 from sensorpipe.config import ConfigError, DeploySettings, load_settings
 from sensorpipe.config.deploy import RELEASE_APPLICATIONS
 from sensorpipe_tools.deploy import (
+    HOSPITAL_STREAMING_STEP,
     REDACTED,
     STEPS_FILES,
     STREAMING_STEP,
@@ -43,13 +46,22 @@ ESTATE_OUTPUTS = {
     },
     "sensorpipe-network": {
         "EmrSubnetId": "subnet-0abc",
+        "EmrPrimarySecurityGroupId": "sg-0aaa1",
+        "EmrCoreSecurityGroupId": "sg-0ccc2",
+        "EmrServiceAccessSecurityGroupId": "sg-0eee3",
         "HospitalJdbcUrl": "jdbc:postgresql://db.hospital.test:5432/clinical?sslmode=verify-full",
     },
     "sensorpipe-access": {
         "EmrServiceRoleName": "sensorpipe-emr-service",
         "EmrInstanceProfileName": "sensorpipe-emr-instance",
+        "StreamingJobsRoleArn": "arn:aws:iam::123456789012:role/sensorpipe-streaming-jobs",
+        "BatchJobsRoleArn": "arn:aws:iam::123456789012:role/sensorpipe-batch-jobs",
+        "HospitalJobsRoleArn": "arn:aws:iam::123456789012:role/sensorpipe-hospital-jobs",
     },
-    "sensorpipe-streams-iot": {"TelemetryStreamName": "train-telemetry"},
+    "sensorpipe-streams-iot": {
+        "TelemetryStreamName": "train-telemetry",
+        "HospitalStreamName": "hospital-devices",
+    },
     "sensorpipe-warehouse-reporting": {
         "WarehouseWorkgroupName": "wg",
         "WarehouseLoaderSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rw",
@@ -58,17 +70,11 @@ ESTATE_OUTPUTS = {
 }
 OUTPUTS = {k: v for outputs in ESTATE_OUTPUTS.values() for k, v in outputs.items()}
 IOT_ENDPOINT = {"IotDataEndpoint": "https://example-ats.iot.us-east-1.amazonaws.com"}
-# What the estate does not make: the corporate Ranger admin, the Kerberos passwords.
+# What the estate does not make: the Kerberos passwords; and the deploy's region.
 CORPORATE_ENV = {
-    "SENSORPIPE_RANGER_ADMIN_URL": "https://ranger.corp.test:6182",
-    "SENSORPIPE_RANGER_ADMIN_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ra",
-    "SENSORPIPE_RANGER_PLUGIN_ROLE_ARN": "arn:aws:iam::123456789012:role/ranger-plugins",
-    "SENSORPIPE_RANGER_OTHER_SERVICES_ROLE_ARN": "arn:aws:iam::123456789012:role/ranger-other",
-    "SENSORPIPE_RANGER_SPARK_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rs",
-    "SENSORPIPE_RANGER_EMRFS_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:re",
-    "SENSORPIPE_RANGER_AUDIT_LOG_GROUP_ARN": "arn:aws:logs:us-east-1:123456789012:log-group:ra",
     "SENSORPIPE_KDC_ADMIN_PASSWORD": "kdc-admin-pw",
     "SENSORPIPE_CROSS_REALM_TRUST_PASSWORD": "trust-pw",
+    "AWS_REGION": "us-east-1",
 }
 DEPLOY_ENV = {**CORPORATE_ENV, **OUTPUTS, **IOT_ENDPOINT}
 
@@ -108,20 +114,13 @@ SECURITY_CONFIGURATION_FIELDS = {
             },
         }
     },
+    # "Runtime roles for Amazon EMR steps" and "Enable Lake Formation with Amazon EMR".
     "AuthorizationConfiguration": {
-        "RangerConfiguration": {
-            "AdminServerURL": str,
-            "RoleForRangerPluginsARN": str,
-            "RoleForOtherAWSServicesARN": str,
-            "AdminServerSecretARN": str,
-            "RangerPluginConfigurations": [
-                {"App": {"Spark", "Hive", "EMRFS", "Trino"}, "ClientSecretARN": str,
-                 "PolicyRepositoryName": str}
-            ],
-            "AuditConfiguration": {
-                "Destinations": {"AmazonCloudWatchLogs": {"CloudWatchLogGroup": str}}
-            },
-        }
+        "IAMConfiguration": {
+            "EnableApplicationScopedIAMRole": bool,
+            "ApplicationScopedIAMRoleConfiguration": {"PropagateSourceIdentity": bool},
+        },
+        "LakeFormationConfiguration": {"AuthorizedSessionTagValue": {"Amazon EMR"}},
     },
 }  # fmt: skip
 
@@ -196,7 +195,8 @@ def test_batch_steps_stop_at_the_first_failure_and_run_one_at_a_time(tmp_path):
     assert position["S3DistCp)"] < position["compaction"] < position["compact_lake"]
     plan = build_plan(settings(), project_copy(tmp_path), "v1", date(2026, 11, 1), "batch")
     assert plan.run_job_flow["StepConcurrencyLevel"] == 1
-    assert [s["Name"] for s in plan.run_job_flow["Steps"]] == [s["Name"] for s in batch]
+    assert [s["Name"] for s in plan.steps] == [s["Name"] for s in batch]
+    assert "Steps" not in plan.run_job_flow  # each goes with its runtime role (AddJobFlowSteps)
 
 
 def awscli_add_steps(steps_file: Path, release_label: str = "emr-spark-8.0.0") -> list[dict]:
@@ -253,10 +253,9 @@ def test_an_unfilled_placeholder_is_named():
 def test_security_configuration_uses_documented_fields_only():
     plan_values = {k: "x" for k in ("TLS_CERTIFICATES_URI", "KMS_KEY_ARN", "TRUSTED_REALM")}
     text = (ROOT / "conf/emr/security-configuration.json").read_text()
-    import re
 
     values = {m: f"value-of-{m}" for m in re.findall(r"\{\{([A-Z_]+)\}\}", text)} | plan_values
-    document = json.loads(fill(text, values, "security-configuration.json"))
+    document = fill(json.loads(text), values, "security-configuration.json")
     assert check_fields(document, SECURITY_CONFIGURATION_FIELDS) == []
     kerberos = document["AuthenticationConfiguration"]["KerberosConfiguration"]
     assert kerberos["Provider"] == "ClusterDedicatedKdc"
@@ -283,7 +282,7 @@ RELEASE_CLASSIFICATIONS = {"spark-defaults", "spark-env", "spark-hive-site", "sp
                            "spark-metrics", "delta-defaults"}  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["batch", "stream"])
+@pytest.mark.parametrize("kind", ["batch", "stream", "hospital-stream"])
 @pytest.mark.parametrize("metastore", ["glue", "jdbc"])
 def test_run_job_flow_request_passes_the_emr_model(kind, metastore, tmp_path):
     env = {
@@ -308,10 +307,13 @@ def test_run_job_flow_request_passes_the_emr_model(kind, metastore, tmp_path):
         assert properties["javax.jdo.option.ConnectionURL"].endswith(
             "meta.test:5432/hive?sslmode=verify-full"
         )
-        # EMR resolves the secret when it configures the nodes; the request holds its ARN only.
-        assert properties["javax.jdo.option.ConnectionPassword"] == (
-            "EMR.secret@arn:aws:secretsmanager:us-east-1:123456789012:secret:m"
+        # EMR resolves the secret when it configures the nodes; the request holds its ARN only,
+        # as the value of the property's key marked EMR.secret@ (Release Guide, "Store
+        # sensitive configuration data in AWS Secrets Manager").
+        assert properties["EMR.secret@javax.jdo.option.ConnectionPassword"] == (
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:m"
         )
+        assert "javax.jdo.option.ConnectionPassword" not in properties
     else:
         assert "AWSGlueDataCatalogHiveClientFactory" in json.dumps(hive)
     assert request["ReleaseLabel"] == "emr-spark-8.0.0"
@@ -347,9 +349,14 @@ def test_configuration_refuses_what_the_release_or_the_network_cannot_give(tmp_p
             load(text.replace(old, new))
     with pytest.raises(ConfigError, match="must share an architecture"):
         load(SENSORPIPE_PRIMARY_INSTANCE_TYPE="m7g.xlarge")
-    with pytest.raises(ConfigError, match="security.ranger_admin_url: required"):
-        load(SENSORPIPE_RANGER_ADMIN_URL="")
-    assert load(SENSORPIPE_RANGER_ADMIN_URL="", SENSORPIPE_AUTHORIZATION="none")
+    with pytest.raises(ConfigError, match="^cluster.core_security_group: a security group id"):
+        load(EmrCoreSecurityGroupId="subnet-0abc")
+    with pytest.raises(ConfigError, match="^runtime_roles.hospital: an IAM role ARN"):
+        load(HospitalJobsRoleArn="sensorpipe-hospital-jobs")
+    with pytest.raises(ConfigError, match="^region: an AWS region such as eu-west-1"):
+        load(AWS_REGION="Ireland")
+    with pytest.raises(ConfigError, match=r"^region: refers to \$\{AWS_REGION\}, which is not set"):
+        load(AWS_REGION="")
 
 
 def test_the_archive_architecture_must_match_the_instances(tmp_path):
@@ -370,8 +377,11 @@ def test_the_archive_architecture_must_match_the_instances(tmp_path):
 def test_the_security_configuration_is_named_by_its_content(tmp_path):
     root = project_copy(tmp_path)
     first = build_plan(settings(), root, "v1", date(2026, 11, 1), "stream")
-    again = build_plan(settings(), root, "v2", date(2026, 11, 2), "batch")
+    again = build_plan(settings(), root, "v2", date(2026, 11, 2), "stream")
     assert first.security_configuration_name == again.security_configuration_name
+    # The batch cluster's adds Lake Formation for its readers: another document, another name.
+    batch = build_plan(settings(), root, "v1", date(2026, 11, 1), "batch")
+    assert batch.security_configuration_name != first.security_configuration_name
     assert first.run_job_flow["SecurityConfiguration"] == first.security_configuration_name
     env = {**DEPLOY_ENV, "SENSORPIPE_CORP_REALM": "OTHER.CORP"}
     changed = load_settings(ROOT / "conf/deploy.yaml", kind=DeploySettings, environ=env)
@@ -380,14 +390,18 @@ def test_the_security_configuration_is_named_by_its_content(tmp_path):
     assert other.security_configuration_name.startswith("sensorpipe-")
     without = load_settings(ROOT / "conf/deploy.yaml", kind=DeploySettings,
                             environ={**DEPLOY_ENV, "SENSORPIPE_KERBEROS": "none",
-                                     "SENSORPIPE_AUTHORIZATION": "none"})  # fmt: skip
-    bare = build_plan(without, root, "v1", date(2026, 11, 1), "stream")
-    assert set(bare.security_configuration) == {"EncryptionConfiguration"}
+                                     "SENSORPIPE_AUTHORIZATION": "runtime-roles"})  # fmt: skip
+    bare = build_plan(without, root, "v1", date(2026, 11, 1), "batch")
+    assert set(bare.security_configuration) == {
+        "EncryptionConfiguration", "AuthorizationConfiguration"
+    }  # fmt: skip
+    assert set(bare.security_configuration["AuthorizationConfiguration"]) == {"IAMConfiguration"}
     assert (
         "KerberosAttributes" not in bare.run_job_flow and not bare.run_job_flow["BootstrapActions"]
     )
-    stream = bare.run_job_flow["Steps"][0]["HadoopJarStep"]["Args"]
-    assert bare.run_job_flow["Steps"][0]["Name"] == STREAMING_STEP
+    bare = build_plan(without, root, "v1", date(2026, 11, 1), "stream")
+    stream = bare.steps[0]["HadoopJarStep"]["Args"]
+    assert bare.steps[0]["Name"] == STREAMING_STEP
     assert "--principal" not in stream and "--keytab" not in stream
 
 
@@ -449,7 +463,7 @@ def deployed(moto_server, tmp_path_factory):
     create_estate_stacks(moto_server)
     emr = boto3.client("emr", region_name="us-east-1", endpoint_url=moto_server)
     ids = {}
-    for kind in ("stream", "batch"):
+    for kind in ("stream", "hospital-stream", "batch"):
         assert run_deploy(root, "--cluster", kind, "--endpoint-url", moto_server) == 0
         (ids[kind],) = [c["Id"] for c in emr.list_clusters()["Clusters"]
                         if c["Name"] == f"sensorpipe-{kind}"]  # fmt: skip
@@ -506,9 +520,9 @@ def test_created_clusters_carry_everything_moto_mock(deployed):
     assert "spark.yarn.appMasterEnv.SENSORPIPE_STREAM_NAME=train-telemetry" in args
     name = emr.describe_cluster(ClusterId=ids["stream"])["Cluster"]["SecurityConfiguration"]
     security = json.loads(emr.describe_security_configuration(Name=name)["SecurityConfiguration"])
-    ranger = security["AuthorizationConfiguration"]["RangerConfiguration"]
-    assert ranger["AdminServerURL"] == "https://ranger.corp.test:6182"
-    assert [p["App"] for p in ranger["RangerPluginConfigurations"]] == ["Spark", "EMRFS"]
+    assert security["AuthorizationConfiguration"] == {"IAMConfiguration": {
+        "EnableApplicationScopedIAMRole": True,
+        "ApplicationScopedIAMRoleConfiguration": {"PropagateSourceIdentity": True}}}  # fmt: skip
 
 
 def test_a_second_deploy_adds_no_streaming_step_moto_mock(deployed, moto_server, capsys):
@@ -532,7 +546,7 @@ def test_a_second_deploy_adds_no_streaming_step_moto_mock(deployed, moto_server,
     assert run_deploy(root, "--cluster", "stream", "--cluster-id", ids["batch"],
                       "--endpoint-url", moto_server) == 2  # fmt: skip
     assert "is a batch cluster, not stream" in capsys.readouterr().err
-    assert len(emr.list_clusters()["Clusters"]) == 2
+    assert len(emr.list_clusters()["Clusters"]) == 3
 
 
 def test_steps_to_add_submits_the_stream_once_per_cluster(tmp_path):
@@ -567,9 +581,10 @@ def test_dry_run_json_prints_requests_the_model_accepts(tmp_path, capsys, monkey
                      "--endpoint-url", "http://127.0.0.1:9"]) == 0  # fmt: skip
         out = capsys.readouterr().out
         requests = json.loads(out)
-        assert set(requests) == {"CreateSecurityConfiguration", "RunJobFlow"}
+        assert set(requests) == {"CreateSecurityConfiguration", "RunJobFlow", "AddJobFlowSteps"}
         for operation, params in requests.items():
-            validate(operation, params)
+            for one in params if isinstance(params, list) else [params]:
+                validate(operation, one)
         assert requests["RunJobFlow"]["Instances"]["Ec2SubnetId"] == "subnet-0abc"
         assert requests["RunJobFlow"]["ServiceRole"] == "sensorpipe-emr-service"
         for secret in ("kdc-admin-pw", "trust-pw"):
@@ -590,9 +605,13 @@ def test_dry_run_json_for_a_running_cluster_prints_add_job_flow_steps_moto_mock(
     capsys.readouterr()
     assert run_deploy(root, "--cluster", "batch", "--cluster-id", ids["batch"], "--dry-run",
                       "--json", "--endpoint-url", moto_server) == 0  # fmt: skip
-    requests = json.loads(capsys.readouterr().out)
-    validate("AddJobFlowSteps", requests["AddJobFlowSteps"])
-    assert requests["AddJobFlowSteps"]["JobFlowId"] == ids["batch"]
+    requests = json.loads(capsys.readouterr().out)["AddJobFlowSteps"]
+    for request in requests:
+        validate("AddJobFlowSteps", request)
+        assert request["JobFlowId"] == ids["batch"]
+    assert [r["ExecutionRoleArn"].rsplit("/", 1)[1] for r in requests] == [
+        "sensorpipe-hospital-jobs", "sensorpipe-batch-jobs"
+    ]  # fmt: skip
     assert len(emr.list_steps(ClusterId=ids["batch"])["Steps"]) == before  # nothing added
 
 
@@ -626,3 +645,162 @@ def test_the_batch_compacts_a_day_whose_late_data_horizon_has_passed():
     others = [s for s in batch if s["Name"] in ("sensorpipe patient_profile_snapshot",
                                                 "sensorpipe batch_daily_rollup")]  # fmt: skip
     assert all("2026-11-28" in " ".join(s["Args"]) for s in others)
+
+
+# --- one plan, one region, every step with its runtime role (issue 28) --------------------------
+
+# The estate's outputs as `cdk deploy --outputs-file` writes them for a deployment in eu-west-1.
+EU_OUTPUTS = {
+    stack: {
+        key: value.replace("us-east-1", "eu-west-1").replace(
+            "db.hospital.test", "db.hospital.eu.test"
+        )
+        for key, value in outputs.items()
+    }
+    for stack, outputs in ESTATE_OUTPUTS.items()
+}
+ANY_REGION = re.compile(r"\b[a-z]{2}(?:-gov)?-(?:north|south|east|west|central)[a-z]*-\d\b")
+
+
+def dry_run_in_a_clean_environment(root: Path, outputs: Path, kind: str, **env: str):
+    """`sensorpipe deploy --dry-run --json` in a process whose environment holds only what
+    a first deployment has: PATH, the region, the Kerberos passwords (and the project root)."""
+    clean = {"PATH": os.environ["PATH"], "SENSORPIPE_ROOT": str(root),
+             "SENSORPIPE_KDC_ADMIN_PASSWORD": "kdc-admin-pw",
+             "SENSORPIPE_CROSS_REALM_TRUST_PASSWORD": "trust-pw", **env}  # fmt: skip
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "sensorpipe"), "deploy", "--config",
+         str(root / "conf/deploy.yaml"), "--cluster", kind, "--dry-run", "--json",
+         "--code-version", "v1", "--date", "2026-11-28", "--stack-outputs", str(outputs)],
+        env=clean, capture_output=True, text=True,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def eu_project(tmp_path_factory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("eu")
+    (tmp / "cdk-outputs.json").write_text(json.dumps(EU_OUTPUTS))
+    return project_copy(tmp), tmp / "cdk-outputs.json"
+
+
+@pytest.mark.parametrize("kind", ["stream", "hospital-stream", "batch"])
+def test_a_dry_run_in_eu_west_1_needs_only_the_estates_outputs_and_stays_in_that_region(
+    kind, eu_project
+):
+    root, outputs = eu_project
+    result = dry_run_in_a_clean_environment(root, outputs, kind, AWS_REGION="eu-west-1")
+    assert result.returncode == 0, result.stderr
+    requests = json.loads(result.stdout)
+    for request in requests["AddJobFlowSteps"]:
+        validate("AddJobFlowSteps", request)
+    validate("RunJobFlow", requests["RunJobFlow"])
+    # Every step, Spark or not, is submitted with a runtime role, the one of its family.
+    roles = EU_OUTPUTS["sensorpipe-access"]
+    family = {"streaming": roles["StreamingJobsRoleArn"], "batch": roles["BatchJobsRoleArn"],
+              "hospital": roles["HospitalJobsRoleArn"]}  # fmt: skip
+    expected = {
+        "sensorpipe stream_sensor_anomalies": "streaming",
+        "sensorpipe hospital device stream": "hospital",
+        "sensorpipe ingest_jdbc": "hospital",
+        "sensorpipe patient_profile_snapshot": "hospital",
+        "sensorpipe batch_daily_rollup": "batch",
+        "sensorpipe committed files of the day (for S3DistCp)": "batch",
+        "sensorpipe s3-dist-cp events to HDFS for compaction": "batch",
+        "sensorpipe compact_lake": "batch",
+    }
+    submitted = [(s, r["ExecutionRoleArn"]) for r in requests["AddJobFlowSteps"]
+                 for s in r["Steps"]]  # fmt: skip
+    spark = [(s, role) for s, role in submitted if s["HadoopJarStep"]["Args"][0] == "spark-submit"]
+    assert spark and all(role == family[expected[s["Name"]]] for s, role in spark)
+    assert all(role in family.values() for _, role in submitted)
+    assert "Steps" not in requests["RunJobFlow"]
+    # Application-scoped roles with source identity; no Ranger integration.
+    security = json.loads(requests["CreateSecurityConfiguration"]["SecurityConfiguration"])
+    iam = security["AuthorizationConfiguration"]["IAMConfiguration"]
+    assert iam == {"EnableApplicationScopedIAMRole": True,
+                   "ApplicationScopedIAMRoleConfiguration": {"PropagateSourceIdentity": True}}
+    assert "Ranger" not in result.stdout
+    # Lake Formation's fine-grained access only where no streaming job runs.
+    lake_formation = "LakeFormationConfiguration" in security["AuthorizationConfiguration"]
+    assert lake_formation == (kind == "batch")
+    # One region, and it is the deployment's: the jar, the endpoints, every ARN.
+    assert set(ANY_REGION.findall(result.stdout)) == {"eu-west-1"}
+    instances = requests["RunJobFlow"]["Instances"]
+    network = EU_OUTPUTS["sensorpipe-network"]
+    assert (instances["EmrManagedMasterSecurityGroup"], instances["EmrManagedSlaveSecurityGroup"],
+            instances["ServiceAccessSecurityGroup"]) == (
+        network["EmrPrimarySecurityGroupId"], network["EmrCoreSecurityGroupId"],
+        network["EmrServiceAccessSecurityGroupId"])  # fmt: skip
+    # Every Spark step's driver and executors are told the region.
+    for step, _ in spark:
+        args = step["HadoopJarStep"]["Args"]
+        assert "spark.yarn.appMasterEnv.AWS_REGION=eu-west-1" in args
+        assert "spark.executorEnv.AWS_REGION=eu-west-1" in args
+    names = [s["Name"] for s, _ in submitted]
+    assert (HOSPITAL_STREAMING_STEP in names) == (kind == "hospital-stream")
+
+
+def test_only_aws_default_region_gives_the_whole_plan_that_region(eu_project):
+    """The AWS CLI reads AWS_DEFAULT_REGION when AWS_REGION is unset; so does the deploy, for
+    the whole plan: script-runner's bucket included (it was us-east-1 with an eu subnet)."""
+    root, outputs = eu_project
+    result = dry_run_in_a_clean_environment(root, outputs, "stream", AWS_DEFAULT_REGION="eu-west-1")
+    assert result.returncode == 0, result.stderr
+    assert "s3://eu-west-1.elasticmapreduce/libs/script-runner/script-runner.jar" in result.stdout
+    assert set(ANY_REGION.findall(result.stdout)) == {"eu-west-1"}
+    none = dry_run_in_a_clean_environment(root, outputs, "stream")
+    assert none.returncode == 2 and "region: refers to ${AWS_REGION}" in none.stderr
+
+
+def test_a_plan_naming_another_region_is_refused(tmp_path):
+    """The estate deployed in us-east-1, the deploy aimed at eu-west-1: refused, naming it."""
+    env = {**DEPLOY_ENV, "AWS_REGION": "eu-west-1"}
+    deploy = load_settings(ROOT / "conf/deploy.yaml", environ=env, kind=DeploySettings)
+    with pytest.raises(DeployError, match="the plan for region eu-west-1 names us-east-1"):
+        build_plan(deploy, project_copy(tmp_path), "v1", date(2026, 11, 1), "batch")
+
+
+def test_ranger_authorization_is_refused_from_release_7_4_citing_the_guide():
+    env = {**DEPLOY_ENV, "SENSORPIPE_AUTHORIZATION": "ranger"}
+    with pytest.raises(ConfigError, match=r"^security.authorization: ranger is not supported on "
+                       r"emr-spark-8.0.0: .* from release 7.4 on .*Integrate Amazon EMR with "
+                       r"Apache Ranger"):  # fmt: skip
+        load_settings(ROOT / "conf/deploy.yaml", environ=env, kind=DeploySettings)
+
+
+def test_a_value_holding_quotes_stays_one_value_in_the_requests(tmp_path):
+    """The code version (a branch name, a tag) lands in every artifact URI. Filled into the JSON
+    text, `v1", "--conf", "spark.driver.extraJavaOptions=-Dx` added spark-submit arguments."""
+    evil = 'v1", "--conf", "spark.driver.extraJavaOptions=-Dinjected=1'
+    root = project_copy(tmp_path)
+    plain = build_plan(settings(), root, "v1", date(2026, 11, 1), "stream")
+    tricky = build_plan(settings(), root, evil, date(2026, 11, 1), "stream")
+    for a, b in zip(plain.steps, tricky.steps, strict=True):
+        assert len(a["HadoopJarStep"]["Args"]) == len(b["HadoopJarStep"]["Args"])
+    args = tricky.steps[-1]["HadoopJarStep"]["Args"]
+    assert "spark.driver.extraJavaOptions=-Dinjected=1" not in args
+    assert any(evil in a for a in args)
+
+
+def test_the_estates_security_groups_are_the_clusters(tmp_path):
+    plan = build_plan(settings(), project_copy(tmp_path), "v1", date(2026, 11, 1), "batch")
+    instances = plan.run_job_flow["Instances"]
+    assert instances["EmrManagedMasterSecurityGroup"] == OUTPUTS["EmrPrimarySecurityGroupId"]
+    assert instances["EmrManagedSlaveSecurityGroup"] == OUTPUTS["EmrCoreSecurityGroupId"]
+    assert instances["ServiceAccessSecurityGroup"] == OUTPUTS["EmrServiceAccessSecurityGroupId"]
+
+
+def test_the_metastore_password_is_an_emr_secret_on_the_propertys_key(tmp_path):
+    """Release Guide, "Store sensitive configuration data in AWS Secrets Manager": the key is
+    `EMR.secret@<property>` and the value the secret's ARN; in the value, EMR would set the
+    literal text `EMR.secret@arn:...` as the password."""
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:m"
+    env = {**DEPLOY_ENV, "SENSORPIPE_METASTORE_KIND": "jdbc", "SENSORPIPE_METASTORE_SECRET_ARN": arn,
+           "SENSORPIPE_METASTORE_JDBC_URL": "jdbc:postgresql://m.test:5432/h?sslmode=verify-full"}
+    deploy = load_settings(ROOT / "conf/deploy.yaml", environ=env, kind=DeploySettings)
+    plan = build_plan(deploy, project_copy(tmp_path), "v1", date(2026, 11, 1), "batch")
+    (hive,) = [c["Properties"] for c in plan.run_job_flow["Configurations"]
+               if c["Classification"] == "spark-hive-site"]  # fmt: skip
+    secret_keys = {k: v for k, v in hive.items() if k.startswith("EMR.secret@")}
+    assert secret_keys == {"EMR.secret@javax.jdo.option.ConnectionPassword": arn}
+    assert not any("EMR.secret@" in v for v in hive.values())

@@ -53,14 +53,22 @@ TOOL_MODULES = ("cli.py", "deploy.py", "local_services.py", "samples.py", "produ
 NEVER_ON_THE_CLUSTER = ("sensorpipe_tools", "aws_cdk", "checkov", "cfn_lint", "pyspark/", "awscli")
 
 
-@pytest.mark.slow
-def test_cluster_artifacts_hold_the_runtime_package_and_no_tool(tmp_path):
-    """`make dist`: the wheel, the --py-files zip and the dependency archive, listed."""
+@pytest.fixture(scope="module")
+def cluster_dist(tmp_path_factory) -> Path:
+    """`make dist` once for this module: what `sensorpipe deploy` uploads (tmp/dist)."""
+    tmp_path = tmp_path_factory.mktemp("make-dist")
     subprocess.run(
         ["make", "--no-print-directory", "-s", "dist", f"DIST={tmp_path}/dist",
          f"DIST_VENV={tmp_path}/venv"],
         cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_cluster_artifacts_hold_the_runtime_package_and_no_tool(cluster_dist):
+    """`make dist`: the wheel, the --py-files zip and the dependency archive, listed."""
+    tmp_path = cluster_dist
     (wheel,) = (tmp_path / "dist").glob("sensorpipe-*.whl")
     # What `sensorpipe deploy` checks the instances' architecture against.
     build = json.loads((tmp_path / "dist/BUILD-INFO.json").read_text())
@@ -140,3 +148,97 @@ def test_make_run_is_quiet_and_ends_with_the_summary():
     assert len(summary["events"]["partitions_written"]) == manifest["event_partitions"]
     assert summary["aggregate_rows_loaded"] == manifest["valid"]  # 1-minute windows
     assert str(ROOT / "build/sensorpipe.zip") in summary["code"], "ran the checkout, not the zip"
+
+
+def _unpacked_archive(cluster_dist: Path, into: Path) -> Path:
+    """The dependency archive unpacked into an empty folder, as YARN localises
+    `spark.archives=...#environment`: its interpreter is the cluster's Python (bin/python3 links
+    to /usr/bin/python3.11) and its site-packages are the archive's alone."""
+    into.mkdir()
+    with tarfile.open(cluster_dist / "dist/sensorpipe-deps.tar.gz") as tar:
+        tar.extractall(into, filter="fully_trusted")
+    return into / "bin/python"
+
+
+def _errors(stderr: str) -> str:
+    """The Python and Java error lines of a failed spark-submit (its stack traces are long)."""
+    lines = [line for line in stderr.splitlines() if "Error" in line or "Exception:" in line]
+    return "\n".join(dict.fromkeys(lines[:40])) or stderr[-3000:]
+
+
+def _archive_only_environment(python: Path) -> dict[str, str]:
+    """What a YARN container has: the archive's interpreter for the driver and the workers, and
+    none of this machine's Python paths (no dev venv, no user site, no PYTHONPATH)."""
+    import pyspark
+
+    keep = ("PATH", "HOME", "JAVA_HOME", "LANG", "TMPDIR", "USER")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    # The cluster's Spark (here the pyspark wheel's jars and scripts, as /usr/lib/spark is on
+    # EMR): spark-submit puts its pyspark.zip and py4j on the Python path, nothing more.
+    spark_home = str(Path(pyspark.__file__).parent)
+    return {**env, "SPARK_HOME": spark_home, "PYSPARK_PYTHON": str(python),
+            "PYSPARK_DRIVER_PYTHON": str(python), "PYTHONNOUSERSITE": "1",
+            "SPARK_CONF_DIR": "/nonexistent"}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_dependency_archive_alone_runs_the_streaming_job_and_a_batch_job(
+    cluster_dist, tmp_path
+):
+    """EMR runs the jobs with `spark.archives=sensorpipe-deps.tar.gz#environment` and
+    PYSPARK_PYTHON=./environment/bin/python (emr-steps.json): the driver and every Python worker
+    import from that archive and the --py-files zip, nothing else. A short finite run of the
+    streaming job (the scorer's transformWithStateInPandas workers, numba, the file sinks and
+    the alerts) and the compaction batch job, with only the archive's interpreter."""
+    python = _unpacked_archive(cluster_dist, tmp_path / "environment")
+    env = _archive_only_environment(python)
+    # The cluster's interpreter with the cluster's standard library (pyvenv.cfg's home).
+    assert "home = /usr/bin\n" in (python.parent.parent / "pyvenv.cfg").read_text()
+    # The interpreter sees the archive's site-packages only: no pyspark (the cluster's Spark
+    # brings it on PYTHONPATH), nothing of the dev venv.
+    probe = subprocess.run(
+        [str(python), "-c", "import sys, importlib.util as u; print(repr(sys.path)); "
+         "print(u.find_spec('pyspark') is None, u.find_spec('pytest') is None)"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert str(VENV_BIN.parent) not in probe.stdout and probe.stdout.split()[-2:] == [
+        "True", "True"
+    ], probe.stdout
+    samples = tmp_path / "samples"
+    subprocess.run([str(VENV_BIN / "sensorpipe"), "samples", "--out", str(samples), "--trains",
+                    "1", "--hours", "26", "--interval-seconds", "300"],
+                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    build = tmp_path / "build"
+    overrides = {
+        "SENSORPIPE__SOURCE__KIND": "replay",
+        "SENSORPIPE__SOURCE__REPLAY_PATH": str(samples / "telemetry"),
+        "SENSORPIPE__WAREHOUSE__KIND": "none",
+        "SENSORPIPE__LAKE__EVENTS_PATH": str(build / "lake/events"),
+        "SENSORPIPE__LAKE__QUARANTINE_PATH": str(build / "lake/quarantine"),
+        "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(build / "checkpoints"),
+        "SENSORPIPE__LAKE__ANOMALIES_PATH": str(build / "lake/anomalies"),
+        "SENSORPIPE__LAKE__COMPACTED_PATH": str(build / "lake/compacted"),
+        "SENSORPIPE__ALERTS__OUTBOX_PATH": str(build / "outbox"),
+        "SENSORPIPE__LINEAGE__PATH": str(build / "lineage"),
+    }
+    submit = [str(VENV_BIN / "spark-submit"), "--master", "local[2]", "--py-files",
+              str(cluster_dist / "dist/sensorpipe.zip")]  # fmt: skip
+    summary = tmp_path / "summary.json"
+    stream = subprocess.run(
+        [*submit, str(ROOT / "jobs/stream_sensor_anomalies.py"), "--config",
+         str(ROOT / "conf/local.yaml"), "--summary-json", str(summary)],
+        env={**env, **overrides}, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert stream.returncode == 0, _errors(stream.stderr) + stream.stdout[-3000:]
+    counts = json.loads((samples / "manifest.json").read_text())["counts"]
+    result = json.loads(summary.read_text())
+    assert result["records_in"] == counts["records"] and result["valid"] == counts["valid"]
+    assert str(cluster_dist / "dist/sensorpipe.zip") in result["code"], "ran the checkout"
+    day = sorted(p.name for p in (build / "lake/events").glob("event_date=*"))[0].split("=")[1]
+    compact = subprocess.run(
+        [*submit, str(ROOT / "jobs/compact_lake.py"), "--config", str(ROOT / "conf/local.yaml"),
+         "--date", day],
+        env={**env, **overrides}, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert compact.returncode == 0, _errors(compact.stderr) + compact.stdout[-3000:]
+    assert list((build / "lake/compacted").glob(f"event_date={day}/**/*.parquet"))

@@ -219,9 +219,11 @@ def _deploy(args: argparse.Namespace) -> int:
     from sensorpipe.config import ConfigError, DeploySettings, load_settings
     from sensorpipe.lineage import code_version
 
+    from sensorpipe.sinks.alerts.stores import iot_data_endpoint
+
     from sensorpipe_tools.deploy import (
         DeployError,
-        add_steps_request,
+        add_steps_requests,
         build_plan,
         dry_run_requests,
         execute,
@@ -231,24 +233,30 @@ def _deploy(args: argparse.Namespace) -> int:
         stack_outputs,
     )
 
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    # One region for everything: the deploy's own (AWS_REGION, or AWS_DEFAULT_REGION when only
+    # that is set, as the AWS CLI reads it). No default: conf/deploy.yaml fails naming it.
+    environ = dict(os.environ)
+    if not environ.get("AWS_REGION") and environ.get("AWS_DEFAULT_REGION"):
+        environ["AWS_REGION"] = environ["AWS_DEFAULT_REGION"]
+    region = environ.get("AWS_REGION")
     try:
         if args.stack_outputs:
             outputs = outputs_from_file(args.stack_outputs)
         else:
+            if not region:
+                raise DeployError("no region: set AWS_REGION to the estate's region")
             cfn = boto3.client("cloudformation", region_name=region, endpoint_url=args.endpoint_url)
             outputs = stack_outputs(cfn, args.stack_prefix)
-            if "IotDataEndpoint" not in outputs:  # not a CloudFormation attribute: ask IoT
-                iot = boto3.client("iot", region_name=region, endpoint_url=args.endpoint_url)
-                address = iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
-                outputs["IotDataEndpoint"] = f"https://{address}"
+        if "IotDataEndpoint" not in outputs and region and not args.dry_run:
+            # not a CloudFormation attribute: ask IoT (a dry run leaves it to the job)
+            iot = boto3.client("iot", region_name=region, endpoint_url=args.endpoint_url)
+            outputs["IotDataEndpoint"] = iot_data_endpoint(iot)
     except DeployError as exc:
         print(f"deploy: {exc}", file=sys.stderr)
         return 2
     # ${Name} in the deploy configuration: the estate's outputs first, then the environment.
     try:
-        environ = {**os.environ, **outputs}
-        settings = load_settings(args.config, environ=environ, kind=DeploySettings)
+        settings = load_settings(args.config, environ={**environ, **outputs}, kind=DeploySettings)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -262,7 +270,7 @@ def _deploy(args: argparse.Namespace) -> int:
         if args.dry_run:
             add_steps = None
             if args.cluster_id:  # read-only: which steps the running cluster still needs
-                add_steps, _ = add_steps_request(plan, emr, args.cluster_id, args.restart_stream)
+                add_steps, _ = add_steps_requests(plan, emr, args.cluster_id, args.restart_stream)
             if args.json:
                 print(json.dumps(dry_run_requests(plan, add_steps), indent=1))
             else:
@@ -400,8 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument("--config", default="conf/deploy.yaml")
     deploy.add_argument(
-        "--cluster", choices=("stream", "batch"), required=True,
-        help="stream: the long-running streaming cluster; batch: the daily batch steps",
+        "--cluster", choices=("stream", "hospital-stream", "batch"), required=True,
+        help="stream: the trains' streaming cluster; hospital-stream: the hospital's device "
+        "stream, on nodes of its own (PHI); batch: the daily batch steps",
     )  # fmt: skip
     deploy.add_argument("--json", action="store_true", help="with --dry-run: the requests as JSON")
     deploy.add_argument(

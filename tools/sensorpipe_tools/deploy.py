@@ -4,19 +4,26 @@ steps onto a running one.
     plan = build_plan(settings, ROOT, code_version, day, "batch")   # pure: what would be done
     result = execute(plan, settings, s3_client, emr_client, cluster_id=None)
 
-Two kinds of cluster, because the streaming step never ends and the batch steps depend on each
-other (docs/emr.md):
-- `stream`: long-running; the keytab step, then the streaming step, submitted once per cluster;
-  a later deploy to it adds nothing unless told to restart an ended stream.
+Three kinds of cluster, because the streaming steps never end, the batch steps depend on each
+other, and the protected zone's device stream keeps PHI off shared nodes (docs/emr.md):
+- `stream`: long-running; the keytab step, then the train streaming step, submitted once per
+  cluster; a later deploy to it adds nothing unless told to restart an ended stream.
+- `hospital-stream`: the same for the hospital's device stream, on nodes of its own.
 - `batch`: one step at a time (StepConcurrencyLevel 1) in the order of emr-steps.json (ingest
   before the snapshot, the committed-files manifest before S3DistCp before compaction);
   CANCEL_AND_WAIT stops the day at its first failure; managed scaling, and auto-termination
   once idle.
 
-The plan fills every `{{PLACEHOLDER}}` in the steps files and conf/emr/*.json from the deploy
-settings (an unfilled one is an error naming it) and turns the CLI-shaped steps into the API's
-`HadoopJarStep` shape the way `aws emr add-steps` does (tests/test_emr_deploy.py compares the
-two). The security configuration is named by a hash of its content.
+Every step runs with its family's runtime role: RunJobFlow carries no step, and the steps go
+in file order through one AddJobFlowSteps per run of steps of one family, each with that
+family's `ExecutionRoleArn` (the field is per request, not per step).
+
+The plan parses the steps files and conf/emr/*.json first and then fills every
+`{{PLACEHOLDER}}` inside their string values from the deploy settings (an unfilled one is an
+error naming it; a value holding a quote stays one value), turns the CLI-shaped steps into the
+API's `HadoopJarStep` shape the way `aws emr add-steps` does (tests/test_emr_deploy.py compares
+the two), and refuses a plan that names any region other than the deployment's. The security
+configuration is named by a hash of its content.
 """
 
 from __future__ import annotations
@@ -35,10 +42,26 @@ from sensorpipe.secrets import secret_value
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Z0-9_]+)\}\}")
 REDACTED = "***"
-ClusterKind = Literal["stream", "batch"]
-STEPS_FILES: dict[str, str] = {"stream": "emr-streaming-steps.json", "batch": "emr-steps.json"}
+ClusterKind = Literal["stream", "hospital-stream", "batch"]
+STEPS_FILES: dict[str, str] = {
+    "stream": "emr-streaming-steps.json",
+    "hospital-stream": "emr-hospital-streaming-steps.json",
+    "batch": "emr-steps.json",
+}
+STREAM_KINDS = ("stream", "hospital-stream")
 KEYTAB_STEP = "sensorpipe jobs keytab"
 STREAMING_STEP = "sensorpipe stream_sensor_anomalies"
+HOSPITAL_STREAMING_STEP = "sensorpipe hospital device stream"
+STREAMING_STEPS = (STREAMING_STEP, HOSPITAL_STREAMING_STEP)
+# The job configurations of the hospital (protected zone): their steps run as the hospital role.
+HOSPITAL_CONFIGS = ("health-emr.yaml", "hospital-stream-emr.yaml")
+# What RunJobFlow returns, standing for the new cluster's id in a dry run's AddJobFlowSteps.
+NEW_CLUSTER_ID = "j-FROM-RUNJOBFLOW"
+# AWS region names as they appear in endpoints, jar buckets and ARNs.
+_REGION_NAME = re.compile(
+    r"(?<![a-z0-9-])(?:us|eu|ap|sa|ca|me|af|il|mx|cn)(?:-gov|-iso[a-z]?)?"
+    r"-(?:north|south|east|west|central|northeast|southeast|northwest|southwest)-\d(?![0-9])"
+)
 ACTIVE_STEP_STATES = ("PENDING", "CANCEL_PENDING", "RUNNING")
 # What `make dist` records about the dependency archive it built.
 BUILD_INFO = "BUILD-INFO.json"
@@ -89,11 +112,32 @@ def merge_outputs(by_stack: dict[str, dict[str, str]]) -> dict[str, str]:
     return merged
 
 
-def fill(text: str, values: dict[str, str], where: str) -> str:
-    missing = sorted({m for m in _PLACEHOLDER.findall(text) if m not in values})
+def fill(data: Any, values: dict[str, str], where: str) -> Any:
+    """`data` (parsed JSON) with each `{{NAME}}` inside its string values replaced by
+    `values[NAME]`. Substituted after parsing, so a value is only ever a value: a quote, a
+    comma or a brace in it cannot add an argument or a field."""
+    missing: set[str] = set()
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            missing.update(m for m in _PLACEHOLDER.findall(item) if m not in values)
+            return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), item)
+        if isinstance(item, list):
+            return [walk(v) for v in item]
+        if isinstance(item, dict):
+            return {k: walk(v) for k, v in item.items()}
+        return item
+
+    filled = walk(data)
     if missing:
-        raise DeployError(f"{where}: no value for placeholder(s) {', '.join(missing)}")
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+        raise DeployError(f"{where}: no value for placeholder(s) {', '.join(sorted(missing))}")
+    return filled
+
+
+def regions_named(data: Any) -> set[str]:
+    """Every AWS region named in a string of `data` (endpoints, jar buckets, ARNs)."""
+    text = json.dumps(data)
+    return set(_REGION_NAME.findall(text))
 
 
 def cli_steps_to_api(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -120,13 +164,20 @@ def cli_steps_to_api(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _with_step_environment(
-    steps: list[dict[str, Any]], environment: dict[str, str]
+    steps: list[dict[str, Any]], environment: dict[str, str], region: str
 ) -> list[dict[str, Any]]:
     """Each Spark step's driver gets the deploy's step environment (cluster mode: the YARN
-    application master's environment)."""
+    application master's environment), and the driver and the executors get the deployment's
+    region (AWS_REGION, AWS_DEFAULT_REGION): the jobs' configurations have no region of their
+    own, and the executors' AWS clients (the Kinesis reader, the alerts) take it from there.
+    An empty value (an optional output the estate did not give) is left out."""
     confs = []
     for key, value in sorted(environment.items()):
-        confs += ["--conf", f"spark.yarn.appMasterEnv.{key}={value}"]
+        if value:
+            confs += ["--conf", f"spark.yarn.appMasterEnv.{key}={value}"]
+    for key in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        confs += ["--conf", f"spark.yarn.appMasterEnv.{key}={region}",
+                  "--conf", f"spark.executorEnv.{key}={region}"]  # fmt: skip
     out = []
     for step in steps:
         step = dict(step)
@@ -136,6 +187,38 @@ def _with_step_environment(
             step["Args"] = args[:at] + confs + args[at:]
         out.append(step)
     return out
+
+
+def step_family(steps: list[dict[str, Any]], index: int) -> str:
+    """The job family whose runtime role runs step `index`: a Spark step's from its job and
+    configuration (the hospital's configurations: hospital; the streaming job on the trains'
+    configuration: streaming; the rest: batch); a step that is not Spark (the keytab, S3DistCp)
+    serves the Spark step after it and runs with that one's role."""
+    for step in steps[index:]:
+        if step["Type"].upper() != "SPARK":
+            continue
+        args = step["Args"]
+        config = Path(args[args.index("--config") + 1]).name if "--config" in args else ""
+        job = next((Path(a).name for a in args if a.endswith(".py")), "")
+        if config in HOSPITAL_CONFIGS:
+            return "hospital"
+        return "streaming" if job == "stream_sensor_anomalies.py" else "batch"
+    raise DeployError(f"step {steps[index]['Name']!r}: no Spark step follows it to take a role from")
+
+
+def step_requests(
+    steps: list[dict[str, Any]], roles: dict[str, str], cluster_id: str
+) -> list[dict[str, Any]]:
+    """AddJobFlowSteps requests for `steps` (API shape) in order: one per run of consecutive
+    steps with the same runtime role (`roles`: step name -> role ARN)."""
+    requests: list[dict[str, Any]] = []
+    for step in steps:
+        role = roles[step["Name"]]
+        if requests and requests[-1]["ExecutionRoleArn"] == role:
+            requests[-1]["Steps"].append(step)
+        else:
+            requests.append({"JobFlowId": cluster_id, "ExecutionRoleArn": role, "Steps": [step]})
+    return requests
 
 
 @dataclass
@@ -150,11 +233,16 @@ class DeployPlan:
     artifacts_uri: str
     uploads: list[Upload]
     steps_cli: list[dict[str, Any]]  # the steps file's shape, filled
-    steps: list[dict[str, Any]]  # API shape
+    steps: list[dict[str, Any]]  # API shape, in order
+    step_roles: dict[str, str]  # step name -> the runtime role it is submitted with
     security_configuration_name: str
     security_configuration: dict[str, Any]
-    run_job_flow: dict[str, Any]  # without secrets: see `with_secrets`
+    run_job_flow: dict[str, Any]  # without secrets: see `with_secrets`; no steps
     notes: list[str] = field(default_factory=list)
+
+    def step_requests(self, cluster_id: str = NEW_CLUSTER_ID) -> list[dict[str, Any]]:
+        """The AddJobFlowSteps requests that submit every step of the plan, in order."""
+        return step_requests(self.steps, self.step_roles, cluster_id)
 
 
 def placeholder_values(settings: DeploySettings, code_version: str, day: date) -> dict[str, str]:
@@ -177,13 +265,6 @@ def placeholder_values(settings: DeploySettings, code_version: str, day: date) -
         "TRUSTED_DOMAIN": s.trusted_domain,
         "TRUSTED_KDC": s.trusted_kdc,
         "TRUSTED_ADMIN_SERVER": s.trusted_admin_server,
-        "RANGER_ADMIN_URL": s.ranger_admin_url or "",
-        "RANGER_ADMIN_SECRET_ARN": s.ranger_admin_secret_arn or "",
-        "RANGER_PLUGIN_ROLE_ARN": s.ranger_plugin_role_arn or "",
-        "RANGER_OTHER_SERVICES_ROLE_ARN": s.ranger_other_services_role_arn or "",
-        "RANGER_SPARK_CLIENT_SECRET_ARN": s.ranger_spark_client_secret_arn or "",
-        "RANGER_EMRFS_CLIENT_SECRET_ARN": s.ranger_emrfs_client_secret_arn or "",
-        "RANGER_AUDIT_LOG_GROUP_ARN": s.ranger_audit_log_group_arn or "",
         "METASTORE_JDBC_URL": m.jdbc_url or "",
         "METASTORE_USER": m.user or "",
         "METASTORE_PASSWORD_SECRET_ARN": m.password_secret_arn or "",
@@ -191,20 +272,24 @@ def placeholder_values(settings: DeploySettings, code_version: str, day: date) -
 
 
 def _json_file(path: Path, values: dict[str, str]) -> Any:
-    return json.loads(fill(path.read_text(), values, str(path)))
+    return fill(json.loads(path.read_text()), values, str(path))
 
 
 def security_configuration(
-    settings: DeploySettings, root: Path, values: dict[str, str]
+    settings: DeploySettings, root: Path, values: dict[str, str], kind: ClusterKind = "batch"
 ) -> tuple[str, dict[str, Any]]:
     """The security configuration document and its name, `<prefix>-<hash of the document>`:
     EMR's security configurations cannot be changed, so a changed document gets a new name
-    and the new cluster uses it."""
+    and the new cluster uses it. Application-scoped IAM roles (runtime roles) with source
+    identity propagation always; Lake Formation's fine-grained access only on the batch
+    cluster in `lake-formation` mode: it does not cover Spark streaming or custom data sources,
+    so a stream cluster with it would refuse the streaming job's Kinesis source."""
     document = _json_file(root / "conf/emr/security-configuration.json", values)
     if settings.security.kerberos == "none":
         del document["AuthenticationConfiguration"]
-    if settings.security.authorization == "none":
-        del document["AuthorizationConfiguration"]
+    authorization = document["AuthorizationConfiguration"]
+    if settings.security.authorization != "lake-formation" or kind in STREAM_KINDS:
+        del authorization["LakeFormationConfiguration"]
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     return f"{settings.cluster.security_configuration_prefix}-{digest}", document
@@ -235,7 +320,7 @@ def plan_steps(
     steps = _json_file(root / STEPS_FILES[kind], values)
     if settings.security.kerberos == "none":
         steps = _without_kerberos(steps)
-    return _with_step_environment(steps, settings.step_environment)
+    return _with_step_environment(steps, settings.step_environment, settings.region)
 
 
 def dist_architecture(dist: Path) -> str:
@@ -327,11 +412,17 @@ def build_plan(
     uploads = _uploads(settings, root, prefix, wheel)
     cli_steps = plan_steps(settings, root, values, kind)
     steps = cli_steps_to_api(cli_steps)
+    role_of_family = {
+        "streaming": settings.runtime_roles.streaming,
+        "batch": settings.runtime_roles.batch,
+        "hospital": settings.runtime_roles.hospital,
+    }
+    roles = {s["Name"]: role_of_family[step_family(cli_steps, i)] for i, s in enumerate(cli_steps)}
     configurations = _json_file(root / "conf/emr/configurations.json", values)
     configurations += _json_file(
         root / f"conf/emr/metastore-{settings.metastore.kind}.json", values
     )
-    security_name, security = security_configuration(settings, root, values)
+    security_name, security = security_configuration(settings, root, values, kind)
     instances: dict[str, Any] = {
         "InstanceGroups": [
             {"Name": "primary", "InstanceRole": "MASTER", "InstanceType": c.primary_instance_type,
@@ -344,6 +435,10 @@ def build_plan(
         "KeepJobFlowAliveWhenNoSteps": True,
         "TerminationProtected": False,
         "Ec2SubnetId": c.ec2_subnet_id,
+        # The estate's groups: the warehouse and the endpoints admit these, not EMR's own.
+        "EmrManagedMasterSecurityGroup": c.primary_security_group,
+        "EmrManagedSlaveSecurityGroup": c.core_security_group,
+        "ServiceAccessSecurityGroup": c.service_access_security_group,
     }  # fmt: skip
     if c.ec2_key_name:
         instances["Ec2KeyName"] = c.ec2_key_name
@@ -356,12 +451,13 @@ def build_plan(
         "Configurations": configurations,
         "SecurityConfiguration": security_name,
         "BootstrapActions": _bootstrap_actions(settings, artifacts, wheel),
-        "Steps": steps,
+        # No steps here: each goes with its runtime role through AddJobFlowSteps (a cluster
+        # with application-scoped roles refuses a step without one).
         "JobFlowRole": c.instance_profile,
         "ServiceRole": c.service_role,
         "VisibleToAllUsers": True,
-        # One step at a time on both: the batch steps in file order; on the stream's cluster
-        # the keytab step completes before the streaming step starts.
+        # One step at a time on all: the batch steps in file order; on a stream cluster the
+        # keytab step completes before the streaming step starts.
         "StepConcurrencyLevel": 1,
         "Tags": [{"Key": "project", "Value": "sensorpipe"},
                  {"Key": "sensorpipe:cluster", "Value": kind},
@@ -382,10 +478,18 @@ def build_plan(
             }
         }
         request["AutoTerminationPolicy"] = {"IdleTimeout": c.batch_idle_timeout_seconds}
-    return DeployPlan(
-        kind, artifacts, uploads, cli_steps, steps, security_name, security, request,
+    plan = DeployPlan(
+        kind, artifacts, uploads, cli_steps, steps, roles, security_name, security, request,
         notes=[f"dependency archive built for {built_for}"],
     )  # fmt: skip
+    others = regions_named([request, security, plan.step_requests()]) - {settings.region}
+    if others:
+        raise DeployError(
+            f"the plan for region {settings.region} names {', '.join(sorted(others))}: every "
+            "endpoint, jar and ARN must be in the deployment's region (check the stack outputs "
+            "and AWS_REGION)"
+        )
+    return plan
 
 
 def with_secrets(request: dict[str, Any], settings: DeploySettings) -> dict[str, Any]:
@@ -407,7 +511,7 @@ def steps_to_add(
     plan: DeployPlan, existing: list[dict[str, Any]], restart_stream: bool = False
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The plan's steps a running cluster still needs, given its steps (ListSteps), and why
-    the others are left out. The streaming step is submitted once per cluster: never while one
+    the others are left out. A streaming step is submitted once per cluster: never while one
     is pending or running (two streams on one checkpoint), and after one ended only when
     asked to restart it. The keytab step runs once, unless it never completed."""
     by_name: dict[str, list[str]] = {}
@@ -416,7 +520,7 @@ def steps_to_add(
     keep, skipped = [], []
     for step in plan.steps:
         states = by_name.get(step["Name"], [])
-        if step["Name"] == STREAMING_STEP and states:
+        if step["Name"] in STREAMING_STEPS and states:
             active = [s for s in states if s in ACTIVE_STEP_STATES]
             if active or not restart_stream:
                 skipped.append(
@@ -435,10 +539,11 @@ def steps_to_add(
     return keep, skipped
 
 
-def add_steps_request(
+def add_steps_requests(
     plan: DeployPlan, emr: Any, cluster_id: str, restart_stream: bool = False
-) -> tuple[dict[str, Any], list[str]]:
-    """AddJobFlowSteps for a running cluster of the plan's kind (read-only calls only)."""
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """AddJobFlowSteps requests (one per runtime role, in order) for a running cluster of the
+    plan's kind (read-only calls only)."""
     cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
     kind = {t["Key"]: t["Value"] for t in cluster.get("Tags", [])}.get("sensorpipe:cluster")
     if kind and kind != plan.kind:
@@ -452,7 +557,7 @@ def add_steps_request(
     for page in emr.get_paginator("list_steps").paginate(ClusterId=cluster_id):
         existing += page["Steps"]
     steps, skipped = steps_to_add(plan, existing, restart_stream)
-    return {"JobFlowId": cluster_id, "Steps": steps}, skipped
+    return step_requests(steps, plan.step_roles, cluster_id), skipped
 
 
 @dataclass
@@ -479,9 +584,8 @@ def execute(
         s3.upload_file(str(upload.local), settings.bucket, upload.key)
         uploaded.append(f"s3://{settings.bucket}/{upload.key}")
     if cluster_id:
-        request, skipped = add_steps_request(plan, emr, cluster_id, restart_stream)
-        ids = emr.add_job_flow_steps(**request)["StepIds"] if request["Steps"] else []
-        names = [s["Name"] for s in request["Steps"]]
+        requests, skipped = add_steps_requests(plan, emr, cluster_id, restart_stream)
+        ids, names = _submit(emr, requests)
         return DeployResult(uploaded, "unchanged", cluster_id, False, ids, names, skipped)
     from botocore.exceptions import ClientError
 
@@ -498,15 +602,25 @@ def execute(
         state = "created"
     response = emr.run_job_flow(**with_secrets(plan.run_job_flow, settings))
     new_id = response["JobFlowId"]
-    steps = emr.list_steps(ClusterId=new_id)["Steps"]
-    return DeployResult(
-        uploaded, state, new_id, True, [s["Id"] for s in steps], [s["Name"] for s in steps]
-    )
+    ids, names = _submit(emr, plan.step_requests(new_id))
+    return DeployResult(uploaded, state, new_id, True, ids, names)
 
 
-def dry_run_requests(plan: DeployPlan, add_steps: dict[str, Any] | None = None) -> dict[str, Any]:
+def _submit(emr: Any, requests: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """AddJobFlowSteps, one request at a time (their order is the steps' order)."""
+    ids: list[str] = []
+    names: list[str] = []
+    for request in requests:
+        ids += emr.add_job_flow_steps(**request)["StepIds"]
+        names += [s["Name"] for s in request["Steps"]]
+    return ids, names
+
+
+def dry_run_requests(
+    plan: DeployPlan, add_steps: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The requests a deploy would send, by API operation (`deploy --dry-run --json`),
-    passwords redacted."""
+    passwords redacted; for a new cluster the AddJobFlowSteps name it NEW_CLUSTER_ID."""
     if add_steps is not None:
         return {"AddJobFlowSteps": add_steps}
     return {
@@ -515,6 +629,7 @@ def dry_run_requests(plan: DeployPlan, add_steps: dict[str, Any] | None = None) 
             "SecurityConfiguration": json.dumps(plan.security_configuration, sort_keys=True),
         },
         "RunJobFlow": plan.run_job_flow,
+        "AddJobFlowSteps": plan.step_requests(),
     }
 
 

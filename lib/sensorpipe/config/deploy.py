@@ -2,7 +2,12 @@
 
 What a release offers is taken from its release page, not assumed: `RELEASE_APPLICATIONS` is
 the "Amazon EMR 8.0.0 - emr-spark-8.0.0" application list (GA 2026-05-21), and a request for
-an application the release does not have fails at start-up, naming it.
+an application the release does not have fails at start-up, naming it. Likewise for access
+control: EMR's Ranger integration ends at release 7.3 (Management Guide, "Integrate Amazon EMR
+with Apache Ranger": not supported from 7.4 on), so `security.authorization: ranger` is refused
+for later releases; the jobs run with runtime roles (AddJobFlowSteps `ExecutionRoleArn`,
+"Runtime roles for Amazon EMR steps") and readers get Lake Formation ("Enable Lake Formation
+with Amazon EMR"). docs/emr.md has the table of who enforces what.
 """
 
 from __future__ import annotations
@@ -47,6 +52,46 @@ def _release(name: str, value: str) -> None:
         )
 
 
+# EMR's Ranger integration is documented up to release 7.3 (Management Guide, "Integrate Amazon
+# EMR with Apache Ranger": "not supported ... from Amazon EMR release 7.4 onwards").
+RANGER_LAST_RELEASE = (7, 3)
+_RELEASE_VERSION = re.compile(r"^emr-(?:[a-z]+-)?(\d+)\.(\d+)\.\d+$")
+_REGION = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+
+
+def release_version(label: str) -> tuple[int, int]:
+    """(major, minor) of a release label such as emr-7.3.0 or emr-spark-8.0.0."""
+    match = _RELEASE_VERSION.match(label)
+    if not match:
+        raise ConfigError(f"cluster.release_label: {label!r} is not an EMR release label")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _region(name: str, value: str) -> None:
+    if not _REGION.match(value or ""):
+        raise ConfigError(
+            f"{name}: an AWS region such as eu-west-1 is required, got {value!r}; the plan takes "
+            "every endpoint, jar and ARN from this one region (set AWS_REGION)"
+        )
+
+
+def _role_arn(name: str, value: str) -> None:
+    if not _ROLE_ARN.match(value or ""):
+        raise ConfigError(
+            f"{name}: an IAM role ARN (arn:aws:iam::<account>:role/...) is required, got "
+            f"{value!r}; the estate's access stack outputs it"
+        )
+
+
+def _security_group(name: str, value: str) -> None:
+    if not re.fullmatch(r"sg-[0-9a-f]{4,17}", value or ""):
+        raise ConfigError(
+            f"{name}: a security group id (sg-...) of the estate's network is required, got "
+            f"{value!r}; without it EMR makes its own and the warehouse's rules never match"
+        )
+
+
 def _subnet(name: str, value: str) -> None:
     if not re.fullmatch(r"subnet-[0-9a-f]{4,17}", value or ""):
         raise ConfigError(
@@ -58,6 +103,12 @@ def _subnet(name: str, value: str) -> None:
 @dataclass(frozen=True)
 class ClusterSettings:
     ec2_subnet_id: str = field(metadata=check(_subnet))  # a private subnet (infra/ network)
+    # The estate's EMR security groups (infra/ network): EmrManagedMasterSecurityGroup,
+    # EmrManagedSlaveSecurityGroup and ServiceAccessSecurityGroup of RunJobFlow; the
+    # warehouse, the metastore and the VPC endpoints admit these groups by id.
+    primary_security_group: str = field(metadata=check(_security_group))
+    core_security_group: str = field(metadata=check(_security_group))
+    service_access_security_group: str = field(metadata=check(_security_group))
     name: str = "sensorpipe"  # the clusters are <name>-stream and <name>-batch
     release_label: str = field(default="emr-spark-8.0.0", metadata=check(_release))
     # Comma-separated; each must be one of the release's applications. Spark runs the jobs;
@@ -131,13 +182,6 @@ class ClusterSettings:
         return instance_architecture(self.core_instance_type)
 
 
-_RANGER_FIELDS = (
-    "ranger_admin_url", "ranger_admin_secret_arn", "ranger_plugin_role_arn",
-    "ranger_other_services_role_arn", "ranger_spark_client_secret_arn",
-    "ranger_emrfs_client_secret_arn", "ranger_audit_log_group_arn",
-)  # fmt: skip
-
-
 @dataclass(frozen=True)
 class SecuritySettings:
     kms_key_arn: str
@@ -146,26 +190,24 @@ class SecuritySettings:
     trusted_domain: str
     trusted_kdc: str
     trusted_admin_server: str
-    # Whether the release accepts these parts of a security configuration is not settled by
-    # the emr-spark-8.0.0 release page (docs/emr.md): each is a switch. The defaults fail
-    # closed: a release that refuses them refuses to launch instead of running unprotected.
     kerberos: Literal["cluster-dedicated-kdc", "none"] = "cluster-dedicated-kdc"
-    authorization: Literal["ranger", "none"] = "ranger"
-    ranger_admin_url: str | None = None
-    ranger_admin_secret_arn: str | None = None
-    ranger_plugin_role_arn: str | None = None
-    ranger_other_services_role_arn: str | None = None
-    ranger_spark_client_secret_arn: str | None = None
-    ranger_emrfs_client_secret_arn: str | None = None
-    ranger_audit_log_group_arn: str | None = None
+    # Every job step runs with its family's runtime role in both modes (application-scoped IAM
+    # roles with source identity propagation). lake-formation: the batch cluster's security
+    # configuration also enables Lake Formation's fine-grained access for the readers of its
+    # tables; never on the stream clusters, because Lake Formation's fine-grained access does
+    # not cover Spark streaming or custom data sources (the job's Kinesis source is one).
+    # ranger: EMR's Ranger integration, refused from release 7.4 on (RANGER_LAST_RELEASE).
+    authorization: Literal["lake-formation", "runtime-roles", "ranger"] = "lake-formation"
 
-    def __post_init__(self) -> None:
-        if self.authorization == "ranger":
-            for name in _RANGER_FIELDS:
-                if not getattr(self, name):
-                    raise ConfigError(
-                        f"security.{name}: required when security.authorization is ranger"
-                    )
+
+@dataclass(frozen=True)
+class RuntimeRoleSettings:
+    """The runtime role of each job family (the estate's access stack): every step of that
+    family is submitted with it (AddJobFlowSteps ExecutionRoleArn)."""
+
+    streaming: str = field(metadata=check(_role_arn))  # the train stream
+    batch: str = field(metadata=check(_role_arn))  # rollup, manifest, S3DistCp, compaction
+    hospital: str = field(metadata=check(_role_arn))  # ingest, snapshot, the device stream
 
 
 @dataclass(frozen=True)
@@ -193,15 +235,29 @@ class MetastoreSettings:
 
 @dataclass(frozen=True)
 class DeploySettings:
-    region: str
+    # The one region of a plan (the deploy's AWS_REGION): the clusters, the steps' AWS_REGION,
+    # script-runner's bucket, and every ARN and endpoint the plan holds (checked).
+    region: str = field(metadata=check(_region))
     bucket: str  # artifacts, logs, the lake, the general zone
     protected_bucket: str  # the hospital's protected zone
     log_uri: str
     cluster: ClusterSettings
     security: SecuritySettings
+    runtime_roles: RuntimeRoleSettings
     metastore: MetastoreSettings = field(default_factory=MetastoreSettings)
     artifacts_prefix: str = "sensorpipe/artifacts"
     # Uploaded with the artifacts and shipped to the JDBC steps with --jars.
     jdbc_driver_jar: str = "/usr/share/java/postgresql.jar"
     # Environment of every step's driver (conf/emr.yaml's ${...} references).
     step_environment: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.security.authorization == "ranger" and (
+            release_version(self.cluster.release_label) > RANGER_LAST_RELEASE
+        ):
+            raise ConfigError(
+                f"security.authorization: ranger is not supported on {self.cluster.release_label}: "
+                "Amazon EMR does not support its Ranger integration from release 7.4 on "
+                '(Amazon EMR Management Guide, "Integrate Amazon EMR with Apache Ranger"); use '
+                "lake-formation (readers) with runtime roles (jobs), docs/emr.md"
+            )

@@ -166,6 +166,12 @@ class FileOutbox:
             )
 
 
+def iot_data_endpoint(iot: Any) -> str:
+    """The account's device shadow endpoint in the client's region (IoT DescribeEndpoint,
+    iot:Data-ATS): what `alerts.endpoint_url` is when the deployment does not give it."""
+    return "https://" + iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
+
+
 def shadow_store_from_settings(settings: Any) -> ShadowStore:
     """The configured shadow store (`settings` is config.AlertSettings)."""
     if settings.kind == "outbox":
@@ -173,8 +179,9 @@ def shadow_store_from_settings(settings: Any) -> ShadowStore:
     if settings.kind == "iot":
         import boto3
 
-        client = boto3.client(
-            "iot-data", region_name=settings.region, endpoint_url=settings.endpoint_url
+        endpoint = settings.endpoint_url or iot_data_endpoint(
+            boto3.client("iot", region_name=settings.region)
         )
+        client = boto3.client("iot-data", region_name=settings.region, endpoint_url=endpoint)
         return IotShadowStore(client, settings.shadow_name, settings.closed_retention_hours)
     raise AlertDeliveryError("alerts.kind is none: no shadow store configured")
