@@ -512,3 +512,23 @@ def test_checkov_fails_no_check_and_every_skip_is_listed_with_its_reason(cdk_out
     assert all(not hits for hits in matched.values())
     matched = apply_checkov_skips(build_app(settings))
     assert all(hits for hits in matched.values()), f"a skip matches no resource: {matched}"
+
+
+def test_every_estate_output_the_deploy_reads_is_an_output_of_the_estate(templates):
+    """conf/deploy.yaml's ${Name} references are the estate's CloudFormation outputs (the
+    deploy reads them with DescribeStacks or from `cdk deploy --outputs-file`): each must be an
+    output of a synthesised stack, as must every output the deploy tests stand in for. The IoT
+    data endpoint is no CloudFormation attribute: the deploy asks IoT for it."""
+    import re
+
+    from tests.test_emr_deploy import OUTPUTS
+
+    text = "\n".join(line.split("#", 1)[0] for line in
+                     (ROOT / "conf/deploy.yaml").read_text().splitlines())  # fmt: skip
+    read = {name for name in re.findall(r"\$\{([A-Z][A-Za-z0-9]+)(?::-[^}]*)?\}", text)
+            if not name.isupper()}  # fmt: skip
+    produced = {key for t in templates.values() for key in t.get("Outputs", {})}
+    assert read - produced == {"IotDataEndpoint"}
+    assert set(OUTPUTS) - produced == set()
+    assert {"StreamingJobsRoleArn", "BatchJobsRoleArn", "HospitalJobsRoleArn",
+            "EmrPrimarySecurityGroupId", "HospitalStreamName"} <= read  # fmt: skip

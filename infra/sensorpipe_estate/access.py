@@ -156,6 +156,15 @@ class AccessStack(Stack):
                 resources=[f"arn:aws:iot:{settings.region}:{account}:thing/*"],
             )
         )
+        streaming.add_to_policy(
+            iam.PolicyStatement(
+                sid="ShadowEndpoint",
+                actions=["iot:DescribeEndpoint"],
+                # DescribeEndpoint has no resource type: the job asks its region's data endpoint
+                # when the deploy did not give one (alerts.endpoint_url unset).
+                resources=["*"],
+            )
+        )
         self._warehouse(streaming)
 
         batch = runtime_role(
