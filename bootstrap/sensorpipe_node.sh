@@ -19,6 +19,14 @@
 #       after the bootstrap actions, so this is the first step, as AWS's tutorial on the
 #       cluster-dedicated KDC adds principals (EMR Management Guide, "Tutorial: Configure a
 #       cluster-dedicated KDC").
+#   sensorpipe_node.sh hdfs-home --principal sensorpipe@REALM [--hdfs-keytab /etc/hdfs.keytab]
+#                                                                      (a step, primary node)
+#       /user/<name> in HDFS, owned by the principal's short name, mode 0700: spark-submit in
+#       cluster mode stages the application in the submitting user's home (spark.yarn.stagingDir
+#       defaults to it), and a Kerberos user added to the cluster has none ("Configuring an
+#       Amazon EMR cluster for Kerberos-authenticated HDFS users and SSH connections": "You must
+#       create an HDFS user directory on the primary node for each user"). As the HDFS
+#       superuser: a ticket from hdfs/<this host>'s keytab in a private credentials cache.
 #   sensorpipe_node.sh wheel [--python /usr/bin/python3] s3://.../sensorpipe-X.whl
 #                                                   (bootstrap, only if configured)
 #       The wheel into the node's Python. pip needs an index for the dependencies: none is
@@ -172,6 +180,53 @@ cmd_keytab() {
   fi
 }
 
+# --- hdfs-home ----------------------------------------------------------------------------------
+
+cmd_hdfs_home() {
+  local principal="" hdfs_keytab=/etc/hdfs.keytab
+  while (($#)); do
+    case $1 in
+      --principal) principal=$2; shift ;;
+      --hdfs-keytab) hdfs_keytab=$2; shift ;;
+      *) common_option "$@" || die "hdfs-home: unknown argument $1"; shift "$SHIFT"; continue ;;
+    esac
+    shift
+  done
+  [[ $principal == *@* ]] || die "hdfs-home: --principal NAME@REALM is required"
+  is_primary || die "hdfs-home: run this step on the primary node"
+  local user=${principal%%@*} realm=${principal##*@} home cache superuser
+  home=/user/${user%%/*}
+  superuser="hdfs/$(hostname -f)@$realm"
+  # The hdfs client EMR installs (SENSORPIPE_HDFS: another path, e.g. in tests).
+  local hdfs=${SENSORPIPE_HDFS:-hdfs}
+  cache=$(as_root mktemp /tmp/krb5cc_sensorpipe_hdfs.XXXXXX)
+  # shellcheck disable=SC2064  # the cache's name is fixed now
+  trap "as_root rm -f '$cache'" EXIT
+  hdfs_dfs() {
+    as_root env KRB5CCNAME="FILE:$cache" ${KRB5_CONFIG:+KRB5_CONFIG="$KRB5_CONFIG"} \
+      "$hdfs" dfs "$@"
+  }
+
+  step "HDFS superuser ticket ($superuser)"
+  as_root env KRB5CCNAME="FILE:$cache" ${KRB5_CONFIG:+KRB5_CONFIG="$KRB5_CONFIG"} \
+    kinit -kt "$(path "$hdfs_keytab")" "$superuser" || die "no ticket for $superuser"
+
+  step "HDFS home $home of ${user%%/*}"
+  if hdfs_dfs -test -d "$home"; then
+    log "$home exists"
+  else
+    change hdfs_dfs -mkdir -p "$home"
+  fi
+  local stat=""
+  hdfs_dfs -test -d "$home" && stat=$(hdfs_dfs -stat '%u %a' "$home")
+  if [[ $stat == "${user%%/*} 700" ]]; then
+    log "$home owned by ${user%%/*}, mode 700: unchanged"
+  else
+    change hdfs_dfs -chown "${user%%/*}:${user%%/*}" "$home"
+    change hdfs_dfs -chmod 700 "$home"
+  fi
+}
+
 # --- wheel ------------------------------------------------------------------------------------
 
 cmd_wheel() {
@@ -227,8 +282,9 @@ main() {
   case $command in
     user) cmd_user "$@" ;;
     keytab) cmd_keytab "$@" ;;
+    hdfs-home) cmd_hdfs_home "$@" ;;
     wheel) cmd_wheel "$@" ;;
-    *) die "usage: $0 user|keytab|wheel [options] (see the header of this script)" ;;
+    *) die "usage: $0 user|keytab|hdfs-home|wheel [options] (see the header of this script)" ;;
   esac
   CURRENT_STEP="done"
   log "$command: done"

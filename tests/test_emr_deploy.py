@@ -166,18 +166,21 @@ def test_steps_files_convert_to_api_steps_the_model_accepts():
     batch, stream = filled_steps("batch"), filled_steps("stream")
     names = [s["Name"] for s in batch]
     assert names == [
-        "sensorpipe jobs keytab", "sensorpipe ingest_jdbc", "sensorpipe patient_profile_snapshot",
+        "sensorpipe jobs keytab", "sensorpipe jobs HDFS home", "sensorpipe ingest_jdbc",
+        "sensorpipe patient_profile_snapshot",
         "sensorpipe batch_daily_rollup", "sensorpipe committed files of the day (for S3DistCp)",
         "sensorpipe s3-dist-cp events to HDFS for compaction", "sensorpipe compact_lake",
     ]  # fmt: skip
-    assert [s["Name"] for s in stream] == ["sensorpipe jobs keytab", STREAMING_STEP]
+    assert [s["Name"] for s in stream] == [
+        "sensorpipe jobs keytab", "sensorpipe jobs HDFS home", STREAMING_STEP
+    ]  # fmt: skip
     assert not any("stream_sensor_anomalies" in n for n in names)
     for steps in (batch, stream):
         validate("AddJobFlowSteps", {"JobFlowId": "j-1", "Steps": cli_steps_to_api(steps)})
         assert "{{" not in json.dumps(steps)
     # S3DistCp copies only the files the manifest step listed from the sink log, to where
     # compaction reads.
-    manifest, distcp, compact = batch[4], batch[5], batch[6]
+    manifest, distcp, compact = batch[5], batch[6], batch[7]
     arg = lambda step, name: step["Args"][step["Args"].index(name) + 1]  # noqa: E731
     assert arg(manifest, "--write-manifest") == arg(distcp, "--srcPrefixesFile")
     assert arg(distcp, "--dest").startswith(arg(compact, "--input"))
@@ -191,7 +194,7 @@ def test_batch_steps_stop_at_the_first_failure_and_run_one_at_a_time(tmp_path):
     assert {s["ActionOnFailure"] for s in batch} == {"CANCEL_AND_WAIT"}
     position = {s["Name"].split()[-1]: i for i, s in enumerate(batch)}
     assert position["ingest_jdbc"] < position["patient_profile_snapshot"]
-    assert position["keytab"] == 0
+    assert position["keytab"] == 0 and position["home"] == 1
     assert position["S3DistCp)"] < position["compaction"] < position["compact_lake"]
     plan = build_plan(settings(), project_copy(tmp_path), "v1", date(2026, 11, 1), "batch")
     assert plan.run_job_flow["StepConcurrencyLevel"] == 1
@@ -541,7 +544,7 @@ def test_a_second_deploy_adds_no_streaming_step_moto_mock(deployed, moto_server,
     assert run_deploy(root, "--cluster", "batch", "--cluster-id", ids["batch"],
                       "--endpoint-url", moto_server) == 0  # fmt: skip
     added = emr.list_steps(ClusterId=ids["batch"])["Steps"][: -batch_before or None][::-1]
-    assert [s["Name"] for s in added] == [s["Name"] for s in filled_steps("batch")][1:]
+    assert [s["Name"] for s in added] == [s["Name"] for s in filled_steps("batch")][2:]
     # A stream deploy aimed at the batch cluster is refused.
     assert run_deploy(root, "--cluster", "stream", "--cluster-id", ids["batch"],
                       "--endpoint-url", moto_server) == 2  # fmt: skip
@@ -556,9 +559,12 @@ def test_steps_to_add_submits_the_stream_once_per_cluster(tmp_path):
         return [{"Name": n, "Status": {"State": st}} for n, st in states]
 
     keep, _ = steps_to_add(plan, [])
-    assert [s["Name"] for s in keep] == ["sensorpipe jobs keytab", STREAMING_STEP]
+    assert [s["Name"] for s in keep] == [
+        "sensorpipe jobs keytab", "sensorpipe jobs HDFS home", STREAMING_STEP
+    ]  # fmt: skip
     for state in ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"):
-        existing = on_cluster(("sensorpipe jobs keytab", "COMPLETED"), (STREAMING_STEP, state))
+        existing = on_cluster(("sensorpipe jobs keytab", "COMPLETED"),
+                              ("sensorpipe jobs HDFS home", "COMPLETED"), (STREAMING_STEP, state))
         assert steps_to_add(plan, existing)[0] == []
         restarted, _ = steps_to_add(plan, existing, restart_stream=True)
         active = state in ("PENDING", "RUNNING")
@@ -795,7 +801,8 @@ def test_the_metastore_password_is_an_emr_secret_on_the_propertys_key(tmp_path):
     `EMR.secret@<property>` and the value the secret's ARN; in the value, EMR would set the
     literal text `EMR.secret@arn:...` as the password."""
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:m"
-    env = {**DEPLOY_ENV, "SENSORPIPE_METASTORE_KIND": "jdbc", "SENSORPIPE_METASTORE_SECRET_ARN": arn,
+    env = {**DEPLOY_ENV, "SENSORPIPE_METASTORE_KIND": "jdbc",
+           "SENSORPIPE_METASTORE_SECRET_ARN": arn,
            "SENSORPIPE_METASTORE_JDBC_URL": "jdbc:postgresql://m.test:5432/h?sslmode=verify-full"}
     deploy = load_settings(ROOT / "conf/deploy.yaml", environ=env, kind=DeploySettings)
     plan = build_plan(deploy, project_copy(tmp_path), "v1", date(2026, 11, 1), "batch")

@@ -250,3 +250,72 @@ def test_keytab_step_refuses_a_core_node_and_a_user_without_sudo(realms, emr_use
     assert core.returncode != 0 and "run this step there" in core.stderr
     denied = run_keytab_step(make_node(primary=True), cluster, NO_SUDO_USER)
     assert denied.returncode != 0 and "error: step 'principal" in denied.stderr
+
+
+FAKE_HDFS = """#!/usr/bin/env bash
+# A stand-in for EMR's hdfs client (a mock: no HDFS runs here). The namespace is a folder;
+# every call is logged; it refuses a caller without a ticket of the HDFS superuser.
+set -euo pipefail
+ns={ns}; log={log}
+klist -s || {{ echo "hdfs: no Kerberos ticket" >&2; exit 1; }}
+case $(klist | sed -n 's/^Default principal: //p') in
+  hdfs/*) ;;
+  *) echo "hdfs: not the HDFS superuser" >&2; exit 1 ;;
+esac
+echo "$*" >>"$log"
+[[ $1 == dfs ]] || exit 2
+case $2 in
+  -test) [[ -d $ns$4 ]] ;;
+  -mkdir) mkdir -p "$ns$4" ;;
+  -chown) echo "$3" >"$ns$4/.owner" ;;
+  -chmod) echo "$3" >"$ns$4/.mode" ;;
+  -stat) printf '%s %s\\n' "$(cut -d: -f1 "$ns$4/.owner" 2>/dev/null || echo hdfs)" \\
+           "$(cat "$ns$4/.mode" 2>/dev/null || echo 755)" ;;
+  *) exit 2 ;;
+esac
+"""
+
+
+def test_hdfs_home_step_makes_the_jobs_home_once_as_the_hdfs_superuser_mock_hdfs(
+    realms, emr_users, tmp_path
+):
+    """The HDFS home step of emr-streaming-steps.json, as the step user with sudo: a ticket
+    of hdfs/<this host> from the real cluster KDC with /etc/hdfs.keytab, then /user/sensorpipe
+    owned by sensorpipe, mode 700, where spark-submit stages in cluster mode. HDFS cannot run
+    here: `hdfs` is a stand-in that keeps the namespace in a folder and refuses any caller not
+    holding the superuser's ticket. A second run changes nothing; a dry run nothing at all."""
+    cluster, _ = realms
+    node = make_node(primary=True)
+    host = subprocess.run(["hostname", "-f"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+    superuser = f"hdfs/{host}@{CLUSTER}"
+    cluster.kadmin(f"addprinc -randkey {superuser}")
+    (node.root / "etc").mkdir(mode=0o755)
+    cluster.kadmin(f"ktadd -k {node.root / 'etc/hdfs.keytab'} {superuser}")
+    ns, log, fake = tmp_path / "hdfs-namespace", tmp_path / "hdfs.log", tmp_path / "hdfs"
+    ns.mkdir()
+    fake.write_text(FAKE_HDFS.format(ns=ns, log=log))
+    fake.chmod(0o755)
+    (step,) = [s for s in streaming_steps() if s["Name"] == "sensorpipe jobs HDFS home"]
+    env = {"KRB5_CONFIG": str(cluster.folder / "krb5.conf"), "SENSORPIPE_HDFS": str(fake)}
+
+    dry = node.run(STEP_USER, *step["Args"][1:], "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "dry-run: would run: hdfs_dfs -mkdir -p /user/sensorpipe" in dry.stderr
+    assert not (ns / "user").exists()
+    first = node.run(STEP_USER, *step["Args"][1:], env=env)
+    assert first.returncode == 0, first.stderr
+    home = ns / "user/sensorpipe"
+    assert (home / ".owner").read_text().strip() == "sensorpipe:sensorpipe"
+    assert (home / ".mode").read_text().strip() == "700"
+    calls = log.read_text().splitlines()
+    second = node.run(STEP_USER, *step["Args"][1:], env=env)
+    assert second.returncode == 0, second.stderr
+    again = log.read_text().splitlines()[len(calls):]
+    assert again and not [c for c in again if c.split()[1] in ("-mkdir", "-chown", "-chmod")]
+    assert "unchanged" in second.stderr
+    # Without the superuser's keytab the step fails, naming what it was doing.
+    (node.root / "etc/hdfs.keytab").unlink()
+    failed = node.run(STEP_USER, *step["Args"][1:], env=env)
+    assert failed.returncode != 0
+    assert "step 'HDFS superuser ticket" in failed.stderr

@@ -218,7 +218,6 @@ def _deploy(args: argparse.Namespace) -> int:
     import boto3
     from sensorpipe.config import ConfigError, DeploySettings, load_settings
     from sensorpipe.lineage import code_version
-
     from sensorpipe.sinks.alerts.stores import iot_data_endpoint
 
     from sensorpipe_tools.deploy import (

@@ -50,6 +50,10 @@ STEPS_FILES: dict[str, str] = {
 }
 STREAM_KINDS = ("stream", "hospital-stream")
 KEYTAB_STEP = "sensorpipe jobs keytab"
+HDFS_HOME_STEP = "sensorpipe jobs HDFS home"
+# Once per cluster, before the jobs, and only with Kerberos (without it the steps run as
+# hadoop, whose HDFS home EMR makes).
+SETUP_STEPS = (KEYTAB_STEP, HDFS_HOME_STEP)
 STREAMING_STEP = "sensorpipe stream_sensor_anomalies"
 HOSPITAL_STREAMING_STEP = "sensorpipe hospital device stream"
 STREAMING_STEPS = (STREAMING_STEP, HOSPITAL_STREAMING_STEP)
@@ -203,7 +207,9 @@ def step_family(steps: list[dict[str, Any]], index: int) -> str:
         if config in HOSPITAL_CONFIGS:
             return "hospital"
         return "streaming" if job == "stream_sensor_anomalies.py" else "batch"
-    raise DeployError(f"step {steps[index]['Name']!r}: no Spark step follows it to take a role from")
+    raise DeployError(
+        f"step {steps[index]['Name']!r}: no Spark step follows it to take a runtime role from"
+    )
 
 
 def step_requests(
@@ -296,10 +302,10 @@ def security_configuration(
 
 
 def _without_kerberos(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """No KDC: no keytab step, and spark-submit without --principal/--keytab."""
+    """No KDC: no keytab or HDFS home step, and spark-submit without --principal/--keytab."""
     out = []
     for step in steps:
-        if step["Name"] == KEYTAB_STEP:
+        if step["Name"] in SETUP_STEPS:
             continue
         args, kept, skip = step["Args"], [], False
         for arg in args:
@@ -513,7 +519,8 @@ def steps_to_add(
     """The plan's steps a running cluster still needs, given its steps (ListSteps), and why
     the others are left out. A streaming step is submitted once per cluster: never while one
     is pending or running (two streams on one checkpoint), and after one ended only when
-    asked to restart it. The keytab step runs once, unless it never completed."""
+    asked to restart it. The setup steps (keytab, HDFS home) run once, unless they never
+    completed."""
     by_name: dict[str, list[str]] = {}
     for step in existing:
         by_name.setdefault(step["Name"], []).append(step["Status"]["State"])
@@ -528,14 +535,14 @@ def steps_to_add(
                     + ("one stream per checkpoint" if active else "--restart-stream to restart")
                 )
                 continue
-        if step["Name"] == KEYTAB_STEP and any(
+        if step["Name"] in SETUP_STEPS and any(
             s in ("COMPLETED", *ACTIVE_STEP_STATES) for s in states
         ):
             skipped.append(f"{step['Name']}: already on the cluster")
             continue
         keep.append(step)
-    if len(keep) == 1 and keep[0]["Name"] == KEYTAB_STEP:
-        keep = []  # a keytab that never completed is retried with the jobs, not alone
+    if all(s["Name"] in SETUP_STEPS for s in keep):
+        keep = []  # a setup step that never completed is retried with the jobs, not alone
     return keep, skipped
 
 
