@@ -532,3 +532,30 @@ def test_every_estate_output_the_deploy_reads_is_an_output_of_the_estate(templat
     assert set(OUTPUTS) - produced == set()
     assert {"StreamingJobsRoleArn", "BatchJobsRoleArn", "HospitalJobsRoleArn",
             "EmrPrimarySecurityGroupId", "HospitalStreamName"} <= read  # fmt: skip
+
+
+def test_the_instance_profile_holds_what_emr_and_the_nodes_need_and_no_jobs_data(templates):
+    """With runtime roles a step cannot use the instance profile ("Runtime roles for Amazon EMR
+    steps"); what remains on it is the nodes' own: the artifacts and TLS certificates read, the
+    logs written, the local-disk and lake keys (artifacts and logs are under the lake key), and
+    assuming the three runtime roles. No stream, no data prefix, no secret, no shadow."""
+    found = [
+        s for _, logical, _, s in statements({"access": templates["access"]})
+        if logical.startswith("EmrInstanceRole") and "Policy" in logical
+    ]  # fmt: skip
+    assert found
+    actions = {a for s in found for a in as_list(s["Action"])}
+    assert {a.split(":")[0] for a in actions} == {"s3", "kms", "sts"}
+    s3 = {r if isinstance(r, str) else json.dumps(r) for s in found for r in as_list(s["Resource"])
+          if any(a.startswith("s3:") for a in as_list(s["Action"]))}  # fmt: skip
+    objects = {r.split("/", 1)[1] for r in s3 if r.startswith("arn:aws:s3:::") and "/" in r}
+    assert objects == {"sensorpipe/artifacts/*", "sensorpipe/tls/*", "emr-logs/*"}
+    assumed = {r for s in found if "sts:AssumeRole" in as_list(s["Action"])
+               for r in as_list(s["Resource"])}  # fmt: skip
+    assert {json.dumps(r).split("role/")[1].split('"')[0] for r in assumed} == {
+        "sensorpipe-streaming-jobs", "sensorpipe-batch-jobs", "sensorpipe-hospital-jobs"
+    }  # fmt: skip
+    text = json.dumps(found)
+    for absent in ("kinesis", "secretsmanager", "iot:", "redshift", "protected", "lake/",
+                   "checkpoints/"):  # fmt: skip
+        assert absent not in text, absent
