@@ -145,3 +145,19 @@ def emr_users():
     create_emr_users()
     yield
     remove_emr_users()
+
+
+@pytest.fixture(scope="session")
+def estate_cdk_out(tmp_path_factory):
+    """The estate (infra/, infra/estate.yaml) synthesised once per session: cdk.out's folder."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "infra"))
+    os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+    from sensorpipe_estate.build import build_app
+    from sensorpipe_estate.settings import load_estate
+
+    out = tmp_path_factory.mktemp("cdk.out")
+    build_app(load_estate(Path(__file__).resolve().parent.parent / "infra/estate.yaml"),
+              outdir=str(out)).synth()  # fmt: skip
+    return out

@@ -13,7 +13,7 @@ SECRET_ANNOTATION = "EMR.secret@"
 
 
 def hive_site(jdbc_url: str, user: str, secret_arn: str, secrets: Any, warehouse: Path) -> str:
-    """The classification's properties, filled; the password's EMR.secret@ ARN resolved with
+    """The classification's properties, filled; the EMR.secret@ property's ARN resolved with
     `secrets` (a Secrets Manager client), as EMR resolves it when it configures the nodes."""
     (classification,) = json.loads((ROOT / "conf/emr/metastore-jdbc.json").read_text())
     assert classification["Classification"] == "spark-hive-site"
@@ -23,9 +23,11 @@ def hive_site(jdbc_url: str, user: str, secret_arn: str, secrets: Any, warehouse
     for key, value in classification["Properties"].items():
         for name, filled in values.items():
             value = value.replace("{{" + name + "}}", filled)
-        if value.startswith(SECRET_ANNOTATION):
-            arn = value.removeprefix(SECRET_ANNOTATION)
-            value = secrets.get_secret_value(SecretId=arn)["SecretString"]
+        # "Store sensitive configuration data in AWS Secrets Manager": the annotation is on the
+        # property's key, the value is the secret's ARN; EMR writes the property without it.
+        if key.startswith(SECRET_ANNOTATION):
+            key = key.removeprefix(SECRET_ANNOTATION)
+            value = secrets.get_secret_value(SecretId=value)["SecretString"]
         properties[key] = value
     properties["hive.metastore.warehouse.dir"] = str(warehouse)
     body = "".join(

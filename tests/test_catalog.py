@@ -65,7 +65,9 @@ def spark_conf_dir(metastore_db, secret_arn, tmp_path_factory):
 
 def test_the_classification_names_the_password_by_secret_arn_only(metastore_db, secret_arn):
     text = (ROOT / "conf/emr/metastore-jdbc.json").read_text()
-    assert PASSWORD not in text and SECRET_ANNOTATION + "{{METASTORE_PASSWORD_SECRET_ARN}}" in text
+    assert PASSWORD not in text
+    assert f'"{SECRET_ANNOTATION}javax.jdo.option.ConnectionPassword": ' \
+           '"{{METASTORE_PASSWORD_SECRET_ARN}}"' in text
     arn, client = secret_arn
     site = hive_site(metastore_db, "hive", arn, client, Path("/w"))
     assert f"<value>{PASSWORD}</value>" in site and "javax.jdo.option.ConnectionURL" in site

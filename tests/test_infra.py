@@ -38,10 +38,8 @@ def settings():
 
 
 @pytest.fixture(scope="session")
-def cdk_out(settings, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cdk.out")
-    build_app(settings, outdir=str(out)).synth()
-    return out
+def cdk_out(estate_cdk_out):
+    return estate_cdk_out
 
 
 @pytest.fixture(scope="session")

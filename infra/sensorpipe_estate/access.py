@@ -17,17 +17,37 @@ from constructs import Construct
 from sensorpipe_estate.common import Names, output
 from sensorpipe_estate.settings import EstateSettings
 
-# S3 prefixes of the lake bucket, as conf/emr.yaml and conf/health-emr.yaml lay them out.
+
+def settings_db(settings: EstateSettings, protected: bool = False) -> str:
+    """The catalog databases of conf/*.yaml (catalog.database, catalog.protected_database)."""
+    from sensorpipe.config.stream import CatalogSettings
+
+    defaults = CatalogSettings()
+    return defaults.protected_database if protected else defaults.database
+
+# S3 prefixes of the lake bucket, as conf/emr.yaml, conf/health-emr.yaml and emr-steps.json lay
+# them out (tests/test_access_contract.py derives every access from those files and checks
+# these grants against them, both ways).
 RAW = "lake/raw/"
 ANOMALIES = "lake/anomalies/"
 COMPACTED = "lake/compacted/"
 CHECKPOINTS = "checkpoints/"
 STAGING = "warehouse-staging/"
 LINEAGE = "lineage/"
-GENERAL = "general/"
+GENERAL = "hospital-general/"
+MANIFESTS = "sensorpipe/staging/manifests/"
 ARTIFACTS = "sensorpipe/artifacts/"
 TLS = "sensorpipe/tls/"
 EMR_LOGS = "emr-logs/"
+# The protected bucket's prefix (conf/health-emr.yaml, conf/hospital-stream-emr.yaml).
+HOSPITAL = "hospital/"
+# Tables each family registers in the Glue Data Catalog (lib/sensorpipe: streaming/run.py,
+# compaction.py, health/snapshot.py, health/tables.py).
+LAKE_TABLES = ("events", "quarantine")
+SNAPSHOT_TABLES = ("patient_profile", "billing_discrepancies")
+# The secrets the hospital's jobs read (conf/health-emr.yaml), made by the keys-storage stack.
+HOSPITAL_JDBC_SECRET = "hospital-jdbc"
+PHI_TOKEN_SECRET = "phi-token-key"
 
 
 class AccessStack(Stack):
@@ -91,8 +111,8 @@ class AccessStack(Stack):
         # The instances read the artifacts and the in-transit certificates, write their logs,
         # and encrypt their local disks with the EMR key (security configuration).
         self._s3(instance, names.lake_bucket, read=[ARTIFACTS, TLS], write=[EMR_LOGS])
-        self._key(instance, names.lake_key_alias, decrypt=True, encrypt=True)
-        self._key(instance, names.emr_key_alias, decrypt=True, encrypt=True)
+        self._key(instance, names.lake_key_alias, decrypt=True, generate=True)
+        self._key(instance, names.emr_key_alias, decrypt=True, generate=True)
         # EBS encryption: EMR's service role lets EC2 use the EMR key for the volumes.
         resource, condition = names.keys_with_alias(names.emr_key_alias)
         service.add_to_policy(
@@ -132,7 +152,6 @@ class AccessStack(Stack):
                     resources=[names.role_arn(name)],
                 )
             )
-            self._metrics(role)
             return role
 
         streaming = runtime_role(
@@ -140,13 +159,15 @@ class AccessStack(Stack):
             names.streaming_role,
             "jobs/stream_sensor_anomalies.py: telemetry stream to the lake, shadows and warehouse",
         )
+        # The file sink and its log are read back (raw), the checkpoint too; the anomalies
+        # table is only written.
         self._s3(
             streaming,
             names.lake_bucket,
-            read=[RAW, ANOMALIES, ARTIFACTS],
+            read=[RAW, CHECKPOINTS, ARTIFACTS],
             write=[RAW, ANOMALIES, CHECKPOINTS, STAGING, LINEAGE],
         )
-        self._key(streaming, names.lake_key_alias, decrypt=True, encrypt=True)
+        self._key(streaming, names.lake_key_alias, decrypt=True, generate=True)
         self._kinesis_read(streaming, names.telemetry_stream)
         self._key(streaming, names.stream_key_alias, decrypt=True)
         streaming.add_to_policy(
@@ -166,6 +187,8 @@ class AccessStack(Stack):
             )
         )
         self._warehouse(streaming)
+        self._metrics(streaming)
+        self._catalog(streaming, "StreamingTables", {settings_db(settings): LAKE_TABLES})
 
         batch = runtime_role(
             "BatchJobsRole",
@@ -175,38 +198,49 @@ class AccessStack(Stack):
         self._s3(
             batch,
             names.lake_bucket,
-            read=[RAW, ANOMALIES, COMPACTED, ARTIFACTS],
-            write=[COMPACTED, STAGING, LINEAGE],
+            read=[RAW, COMPACTED, MANIFESTS, ARTIFACTS],
+            write=[COMPACTED, MANIFESTS, STAGING, LINEAGE],
         )
-        self._key(batch, names.lake_key_alias, decrypt=True, encrypt=True)
+        self._key(batch, names.lake_key_alias, decrypt=True, generate=True)
         self._warehouse(batch)
+        self._catalog(batch, "BatchTables", {settings_db(settings): ("compacted_events",)})
 
         hospital = runtime_role(
             "HospitalJobsRole",
             names.hospital_role,
-            "ingest and patient snapshot: the protected zone, and the "
+            "ingest, patient snapshot and the device stream: the protected zone, and the "
             "general zone through the declared crossing",
         )
-        self._s3(hospital, names.protected_bucket, read=[""], write=[""])
-        self._key(hospital, names.protected_key_alias, decrypt=True, encrypt=True)
+        self._s3(hospital, names.protected_bucket, read=[HOSPITAL], write=[HOSPITAL])
+        self._key(hospital, names.protected_key_alias, decrypt=True, generate=True)
         self._s3(
             hospital,
             names.lake_bucket,
-            read=[GENERAL, ANOMALIES, ARTIFACTS],
+            read=[GENERAL, ARTIFACTS],
             write=[GENERAL, LINEAGE],
         )
-        self._key(hospital, names.lake_key_alias, decrypt=True, encrypt=True)
+        self._key(hospital, names.lake_key_alias, decrypt=True, generate=True)
         self._kinesis_read(hospital, names.hospital_stream)
+        self._metrics(hospital)
         hospital.add_to_policy(
             iam.PolicyStatement(
-                sid="HospitalDatabaseSecret",
+                sid="HospitalSecrets",
                 actions=["secretsmanager:GetSecretValue"],
+                # Secrets Manager appends six random characters to a secret's name in its ARN.
                 resources=[
                     f"arn:aws:secretsmanager:{settings.region}:{account}:secret:"
-                    f"{settings.name}/hospital/*"
+                    f"{settings.name}/{secret}-??????"
+                    for secret in (HOSPITAL_JDBC_SECRET, PHI_TOKEN_SECRET)
                 ],
             )
         )
+        from sensorpipe.health.tables import SOURCE_TABLES
+
+        self._catalog(hospital, "HospitalTables", {
+            settings_db(settings, protected=True): (
+                *LAKE_TABLES, *SNAPSHOT_TABLES, *(t.output_name for t in SOURCE_TABLES)),
+            settings_db(settings): SNAPSHOT_TABLES,
+        })  # fmt: skip
 
         # --- producers ----------------------------------------------------------------------
         proxy = iam.Role(
@@ -345,7 +379,7 @@ class AccessStack(Stack):
         prefixes = sorted(set(read) | set(write))
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=["s3:ListBucket", "s3:GetBucketLocation"],
+                actions=["s3:ListBucket"],
                 resources=[arn],
                 conditions=None
                 if "" in prefixes
@@ -372,15 +406,18 @@ class AccessStack(Stack):
         alias: str,
         *,
         decrypt: bool = False,
-        encrypt: bool = False,
         generate: bool = False,
+        encrypt: bool = False,
         region: str | None = None,
         via: str | None = None,
     ) -> None:
-        actions = ["kms:DescribeKey"]
+        """Use of the key behind `alias`: Decrypt to read what it protects, GenerateDataKey to
+        write (S3 and Kinesis ask for a data key); Encrypt only where S3 replication encrypts
+        into the DR region's key (Amazon S3 User Guide, "Replicating encrypted objects")."""
+        actions = []
         if decrypt:
             actions += ["kms:Decrypt"]
-        if encrypt or generate:
+        if generate:
             actions += ["kms:GenerateDataKey"]
         if encrypt:
             actions += ["kms:Encrypt"]
@@ -395,13 +432,8 @@ class AccessStack(Stack):
         arn = self.names.stream_arn(stream)
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=[
-                    "kinesis:DescribeStream",
-                    "kinesis:DescribeStreamSummary",
-                    "kinesis:GetShardIterator",
-                    "kinesis:GetRecords",
-                    "kinesis:ListShards",
-                ],
+                # What the project's Kinesis source calls (sources/kinesis.py).
+                actions=["kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"],
                 resources=[arn],
             )
         )
@@ -420,12 +452,38 @@ class AccessStack(Stack):
             )
         )
 
+    def _catalog(self, role: iam.Role, sid: str, tables: dict[str, tuple[str, ...]]) -> None:
+        """Registering tables through Spark's Hive client on the Glue Data Catalog: CREATE
+        DATABASE IF NOT EXISTS, CREATE TABLE IF NOT EXISTS, ALTER TABLE ADD IF NOT EXISTS
+        PARTITION; each Glue action is authorised on the catalog, the database and the table
+        (AWS Glue Developer Guide, "Specifying AWS Glue resource ARNs")."""
+        base = f"arn:aws:glue:{self.settings.region}:{self.settings.account}"
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid=f"{sid}Databases",
+                actions=["glue:GetDatabase", "glue:CreateDatabase"],
+                resources=[f"{base}:catalog", *(f"{base}:database/{db}" for db in sorted(tables))],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid=sid,
+                actions=["glue:GetTable", "glue:CreateTable", "glue:GetPartition",
+                         "glue:GetPartitions", "glue:BatchCreatePartition"],
+                resources=[f"{base}:catalog",
+                           *(f"{base}:database/{db}" for db in sorted(tables)),
+                           *(f"{base}:table/{db}/{t}" for db in sorted(tables)
+                             for t in tables[db])],
+            )
+        )  # fmt: skip
+
     def _warehouse(self, role: iam.Role) -> None:
         s, n = self.settings, self.names
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="WarehouseStatements",
-                actions=["redshift-data:ExecuteStatement", "redshift-data:BatchExecuteStatement"],
+                # The warehouse sink's one call per load (sinks/warehouse.py).
+                actions=["redshift-data:BatchExecuteStatement"],
                 # the workgroup's ARN holds an id CloudFormation assigns: this account and region
                 resources=[f"arn:aws:redshift-serverless:{s.region}:{s.account}:workgroup/*"],
             )
@@ -433,7 +491,7 @@ class AccessStack(Stack):
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="OwnStatementResults",
-                actions=["redshift-data:DescribeStatement", "redshift-data:GetStatementResult"],
+                actions=["redshift-data:DescribeStatement"],
                 resources=[
                     "*"
                 ],  # no resource type; the Data API limits these to the caller's statements

@@ -11,6 +11,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from sensorpipe_estate.common import (
@@ -92,6 +93,35 @@ class KeysStorageStack(Stack):
                 conditions={"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
             )
         )
+
+        # --- the hospital jobs' secrets, under the protected zone's key --------------------
+        # conf/health-emr.yaml reads them by name (source.password_secret_id,
+        # general.token_key_secret_id); the hospital role may read these two and no other.
+        # Both start as random values: the operator puts the hospital database's password, and
+        # may replace the token key (64 hex characters, `sensorpipe phi-key`), before the first
+        # import (docs/estate.md).
+        self.hospital_jdbc_secret = secretsmanager.Secret(
+            self,
+            "HospitalJdbcSecret",
+            secret_name=f"{settings.name}/hospital-jdbc",
+            encryption_key=self.protected_key,
+            description="password of the hospital database's read-only import user",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                exclude_punctuation=True, password_length=32
+            ),
+        )
+        self.phi_token_secret = secretsmanager.Secret(
+            self,
+            "PhiTokenKeySecret",
+            secret_name=f"{settings.name}/phi-token-key",
+            encryption_key=self.protected_key,
+            description="HMAC-SHA256 key of the general zone's tokens (hex, 32 bytes)",
+            # 64 characters of 0-9a-f: a 32-byte key in hex, as phi.py requires.
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=64, exclude_punctuation=True, exclude_uppercase=True,
+                exclude_characters="ghijklmnopqrstuvwxyz",
+            ),
+        )  # fmt: skip
 
         # --- buckets ------------------------------------------------------------------------
         self.access_logs = secure_bucket(
