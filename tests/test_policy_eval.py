@@ -90,7 +90,8 @@ def test_the_buckets_deny_other_encryption_spares_a_write_naming_none():
     put = Request(ROLE, "s3:PutObject", f"{BUCKET}/a", {})
     identity = [allow("s3:PutObject", "*")]
     assert evaluate(put, identity, [deny], account=ACCOUNT).allowed
-    aes = Request(ROLE, "s3:PutObject", f"{BUCKET}/a", {"s3:x-amz-server-side-encryption": "AES256"})
+    aes = Request(ROLE, "s3:PutObject", f"{BUCKET}/a",
+                  {"s3:x-amz-server-side-encryption": "AES256"})  # fmt: skip
     assert not evaluate(aes, identity, [deny], account=ACCOUNT).allowed
 
 

@@ -308,7 +308,8 @@ class Estate:
             return p["Name"]
         if kind == "AWS::SecretsManager::Secret":
             return f"arn:aws:secretsmanager:{self.region}:{self.account}:secret:{p['Name']}-AbCdEf"
-        ids = {"AWS::EC2::Subnet": "subnet", "AWS::EC2::SecurityGroup": "sg", "AWS::EC2::VPC": "vpc"}
+        ids = {"AWS::EC2::Subnet": "subnet", "AWS::EC2::SecurityGroup": "sg",
+               "AWS::EC2::VPC": "vpc"}  # fmt: skip
         if kind in ids:  # ids EC2 assigns: stand-ins of the right shape
             return f"{ids[kind]}-{hashlib.sha256(logical.encode()).hexdigest()[:12]}"
         return f"{kind}:{logical}"
@@ -321,7 +322,8 @@ class Estate:
                 "AWS::S3::Bucket": f"arn:aws:s3:::{name}",
                 "AWS::IAM::Role": f"arn:aws:iam::{self.account}:role/{name}",
                 "AWS::KMS::Key": f"arn:aws:kms:{self.region}:{self.account}:key/{name}",
-                "AWS::Kinesis::Stream": f"arn:aws:kinesis:{self.region}:{self.account}:stream/{name}",
+                "AWS::Kinesis::Stream":
+                    f"arn:aws:kinesis:{self.region}:{self.account}:stream/{name}",
             }.get(kind, f"{kind}:{logical}.Arn")
         if attribute == "GroupId":
             return name
@@ -351,7 +353,7 @@ class Estate:
 
     def bucket(self, name: str) -> tuple[list[dict], str | None]:
         """A bucket's policy statements and its default KMS key's ARN (None: not SSE-KMS)."""
-        for stack, logical, p in self._of_type("AWS::S3::Bucket"):
+        for stack, _, p in self._of_type("AWS::S3::Bucket"):
             if p.get("BucketName") != name:
                 continue
             statements: list[dict] = []
