@@ -348,15 +348,16 @@ def test_cloudtrail_records_data_events_with_file_validation(templates):
     assert "Lake" in values and "Protected" in values
 
 
+JOB_ALARMS = ("LakeCommitLag", "UnscoredReadings", "WarehouseLoadFailures", "AlertDeadLetters")
 ALARMS = (
     "TelemetryConsumerLag",
     "HospitalConsumerLag",
     "TelemetryWriteThrottling",
     "HospitalWriteThrottling",
-    "WarehouseLoadFailures",
-    "AlertDeadLetters",
-    "UnscoredReadings",
-    "LakeCommitLag",
+    *(f"{job}{a}" for job in ("Sensorpipe", "SensorpipeHospital") for a in JOB_ALARMS),
+    "WarehouseConnections",
+    "WarehouseQueryDuration",
+    "WarehouseStorage",
     "IotRuleFailures",
 )
 
@@ -370,14 +371,11 @@ def test_every_alarm_exists_and_notifies_the_topic(templates):
     ]
     for name, alarm in alarms.items():
         assert alarm["AlarmActions"] == [{"Ref": topic}], name
-    assert alarms["sensorpipe-LakeCommitLag"]["TreatMissingData"] == "breaching"
+    assert alarms["sensorpipe-SensorpipeLakeCommitLag"]["TreatMissingData"] == "breaching"
     assert (
         alarms["sensorpipe-TelemetryConsumerLag"]["MetricName"]
         == "GetRecords.IteratorAgeMilliseconds"
     )
-    assert alarms["sensorpipe-WarehouseLoadFailures"]["Namespace"] == "sensorpipe"
-    assert alarms["sensorpipe-AlertDeadLetters"]["MetricName"] == "AlertDeadLetters"
-    assert alarms["sensorpipe-UnscoredReadings"]["MetricName"] == "UnscoredReadings"
     t.has_resource_properties(
         "AWS::Events::Rule",
         {
@@ -390,6 +388,77 @@ def test_every_alarm_exists_and_notifies_the_topic(templates):
         },
     )
     t.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
+
+
+def test_the_topic_policy_admits_the_alarms_that_notify_it(templates):
+    """`enforce_ssl` writes a topic policy, and a topic with a policy takes publishes only from
+    whom it names: every alarm's action is this topic, so the policy must admit CloudWatch
+    alarms of this account (and EventBridge for the step-failure rule), over TLS."""
+    resources_ = templates["monitoring"]["Resources"]
+    (policy,) = [r["Properties"] for r in resources_.values()
+                 if r["Type"] == "AWS::SNS::TopicPolicy"]  # fmt: skip
+    statements = policy["PolicyDocument"]["Statement"]
+    alarms = [p for _, _, p in resources(templates, "AWS::CloudWatch::Alarm")]
+    assert alarms
+
+    def admits(service: str, source_arn: str) -> bool:
+        from sensorpipe_tools.policy_eval import condition_holds
+
+        for s in statements:
+            if (s["Effect"] == "Allow" and "sns:Publish" in as_list(s["Action"])
+                    and service in as_list(s.get("Principal", {}).get("Service", []))):
+                context = {"aws:SourceAccount": "123456789012", "aws:SourceArn": source_arn}
+                if all(condition_holds(op, k, v, context)
+                       for op, kv in s.get("Condition", {}).items() for k, v in kv.items()):
+                    return True
+        return False  # fmt: skip
+
+    for alarm in alarms:
+        arn = f"arn:aws:cloudwatch:eu-west-1:123456789012:alarm:{alarm['AlarmName']}"
+        assert admits("cloudwatch.amazonaws.com", arn), alarm["AlarmName"]
+    assert admits("events.amazonaws.com", "arn:aws:events:eu-west-1:123456789012:rule/x")
+    assert not admits("cloudwatch.amazonaws.com",
+                      "arn:aws:cloudwatch:eu-west-1:999999999999:alarm:other")  # fmt: skip
+    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in statements)  # fmt: skip
+
+
+def test_each_job_alarm_watches_the_metric_and_dimension_the_job_publishes(templates):
+    """The streaming jobs publish with Job=<stream.query_prefix> (lib/sensorpipe/metrics.py):
+    an alarm per job and metric, on exactly that metric, namespace and dimension."""
+    from sensorpipe.config import load_settings
+    from sensorpipe.metrics import JOB_DIMENSION
+
+    from tests.test_config import EMR_ENV
+
+    env = {**EMR_ENV, "SENSORPIPE_PROTECTED_BUCKET": "p"}
+    jobs = {load_settings(ROOT / "conf" / c, environ=env).stream.query_prefix
+            for c in ("emr.yaml", "hospital-stream-emr.yaml")}  # fmt: skip
+    metric_names = {"LakeCommitLag": "LakeCommitLagSeconds"}
+    found = {}
+    for _, _, p in resources(templates, "AWS::CloudWatch::Alarm"):
+        if p.get("Namespace") != "sensorpipe":
+            continue
+        (dimension,) = p["Dimensions"]
+        assert dimension["Name"] == JOB_DIMENSION
+        found.setdefault(dimension["Value"], set()).add(p["MetricName"])
+    assert set(found) == jobs
+    for job, names in found.items():
+        assert names == {metric_names.get(a, a) for a in JOB_ALARMS}, job
+
+
+def test_the_warehouse_has_alarms_on_its_own_metrics(templates):
+    alarms = {p["AlarmName"]: p for _, _, p in resources(templates, "AWS::CloudWatch::Alarm")}
+    workgroup = next(p for _, _, p in resources(templates, "AWS::RedshiftServerless::Workgroup"))
+    for name, metric in (("WarehouseConnections", "DatabaseConnections"),
+                         ("WarehouseQueryDuration", "QueryDuration")):  # fmt: skip
+        alarm = alarms[f"sensorpipe-{name}"]
+        assert alarm["Namespace"] == "AWS/Redshift-Serverless" and alarm["MetricName"] == metric
+        dims = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+        assert dims["Workgroup"] == workgroup["WorkgroupName"]
+    storage = alarms["sensorpipe-WarehouseStorage"]
+    namespace = next(p for _, _, p in resources(templates, "AWS::RedshiftServerless::Namespace"))
+    assert storage["Dimensions"] == [{"Name": "Namespace", "Value": namespace["NamespaceName"]}]
 
 
 def test_star_on_star_check_catches_a_planted_grant():

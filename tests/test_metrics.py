@@ -25,13 +25,18 @@ from sensorpipe.sinks.warehouse import (
 from sensorpipe_tools.local_services import free_port
 
 
-def metric_values(endpoint: str, namespace: str, name: str, statistic: str = "Sum"
-                  ) -> list[float]:  # fmt: skip
+JOB = "sensorpipe"  # the publishing job's dimension (stream.query_prefix)
+
+
+def metric_values(endpoint: str, namespace: str, name: str, statistic: str = "Sum",
+                  job: str = JOB) -> list[float]:  # fmt: skip
+    """The metric's datapoints as the estate's alarms read it: with the job's dimension."""
     cloudwatch = boto3.client("cloudwatch", region_name="us-east-1", endpoint_url=endpoint)
     now = time.time()
     stats = cloudwatch.get_metric_statistics(
         Namespace=namespace, MetricName=name, StartTime=now - 3600, EndTime=now + 60,
         Period=60, Statistics=["Sum", "Maximum"],
+        Dimensions=[{"Name": "Job", "Value": job}],
     )  # fmt: skip
     return sorted(p[statistic] for p in stats["Datapoints"])
 
@@ -47,7 +52,7 @@ def test_a_failed_warehouse_load_publishes_a_failure_and_fails_the_batch_moto_mo
     down = PostgresWarehouse("127.0.0.1", free_port(), "telemetry", "nobody", connect_timeout=2)
     load = foreach_batch_loader(
         lambda: down, MINUTE_AGGREGATES, "test_aggregates", LoadStats(),
-        on_failure=lambda: metrics_from_settings(settings).put(WAREHOUSE_LOAD_FAILURES, 1, "Count"),
+        on_failure=lambda: metrics_from_settings(settings, JOB).put(WAREHOUSE_LOAD_FAILURES, 1, "Count"),
     )  # fmt: skip
     batch = spark.createDataFrame([("t1", "speed")], "device_id string, sensor string")
     with pytest.raises(WarehouseError):
@@ -63,7 +68,7 @@ def test_commit_lag_is_published_after_each_events_commit_moto_mock(
     settings = MetricsSettings(kind="cloudwatch", namespace="commit-lag-test",
                                endpoint_url=moto_server)  # fmt: skip
     ticks = iter([100.0, 107.5, 109.0, 200.0, 201.0])
-    cloudwatch = metrics_from_settings(settings)
+    cloudwatch = metrics_from_settings(settings, JOB)
     published = threading.Event()
 
     sent = []
@@ -97,6 +102,9 @@ def test_commit_lag_is_published_after_each_events_commit_moto_mock(
     # the run (at 109: 1.5 s) may land in the same minute, so CloudWatch's maximum, not its sum.
     assert sent[0] == 7.5
     assert max(metric_values(moto_server, "commit-lag-test", LAKE_COMMIT_LAG, "Maximum")) == 7.5
+    # Per job, not per device: another job's dimension holds none of it.
+    assert metric_values(moto_server, "commit-lag-test", LAKE_COMMIT_LAG, "Maximum",
+                         job="sensorpipe_hospital") == []  # fmt: skip
 
 
 def test_no_metrics_locally_and_unknown_kinds_refused(tmp_path):
@@ -104,7 +112,7 @@ def test_no_metrics_locally_and_unknown_kinds_refused(tmp_path):
 
     local = load_settings("conf/local.yaml", environ={}, kind=Settings)
     assert local.metrics.kind == "none"
-    metrics_from_settings(local.metrics).put(LAKE_COMMIT_LAG, 1, "Seconds")  # a no-op
+    metrics_from_settings(local.metrics, JOB).put(LAKE_COMMIT_LAG, 1, "Seconds")  # a no-op
     emr = tmp_path / "bad.yaml"
     emr.write_text(open("conf/local.yaml").read() + "\nmetrics:\n  kind: statsd\n")
     with pytest.raises(ConfigError, match="metrics.kind: expected one of"):

@@ -8,6 +8,7 @@ import yaml
 from aws_cdk import App, CfnResource, Environment, Stack, Tags
 
 from sensorpipe_estate.access import AccessStack
+from sensorpipe_estate.common import Names
 from sensorpipe_estate.dr import DisasterRecoveryStack
 from sensorpipe_estate.monitoring import MonitoringStack
 from sensorpipe_estate.network import NetworkStack
@@ -96,6 +97,8 @@ def build_app(settings: EstateSettings, outdir: str | None = None) -> App:
         storage.ops_key,
         [streams.telemetry, streams.hospital],
         streams.rule_name,
+        Names(settings).workgroup,
+        Names(settings).namespace,
         env=here,
         description="sensorpipe: alarms to an SNS topic",
     )

@@ -1,7 +1,12 @@
 """Watch it: an encrypted SNS topic and the alarms that notify it: stream consumer lag
 (iterator age) and write throttling on both streams, failed EMR steps (an EventBridge rule, as
-EMR reports step state changes as events, not metrics), warehouse load failures and lake commit
-lag (published by the streaming job, lib/sensorpipe/metrics.py), and the IoT rule's failures."""
+EMR reports step state changes as events, not metrics), per streaming job its lake commit lag,
+unscored readings, warehouse load failures and alert dead letters (published by the job with
+its Job dimension, lib/sensorpipe/metrics.py), the warehouse itself, and the IoT rule's failures.
+
+The topic's policy admits what publishes to it: CloudWatch alarms of this account and
+EventBridge ("Amazon SNS topic policies for CloudWatch alarms"; `enforce_ssl` writes a policy
+that, once present, replaces the default one, so each publisher must be named)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as events_targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
@@ -17,6 +23,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 from sensorpipe.metrics import (
     ALERT_DEAD_LETTERS,
+    JOB_DIMENSION,
     LAKE_COMMIT_LAG,
     UNSCORED_READINGS,
     WAREHOUSE_LOAD_FAILURES,
@@ -34,6 +41,8 @@ class MonitoringStack(Stack):
         ops_key: kms.IKey,
         streams: list[kinesis.IStream],
         iot_rule_name: str,
+        warehouse_workgroup: str,
+        warehouse_namespace: str,
         **kwargs,  # noqa: ANN003
     ) -> None:
         super().__init__(scope, id_, **kwargs)
@@ -44,6 +53,21 @@ class MonitoringStack(Stack):
             topic_name=f"{settings.name}-alarms",
             master_key=ops_key,
             enforce_ssl=True,
+        )
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsOfThisAccount",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": settings.account},
+                    "ArnLike": {
+                        "aws:SourceArn": f"arn:aws:cloudwatch:{settings.region}:"
+                        f"{settings.account}:alarm:*"
+                    },
+                },
+            )
         )
         if mon.alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(mon.alarm_email))
@@ -92,40 +116,76 @@ class MonitoringStack(Stack):
             )
 
         ns = settings.metrics_namespace
+        for job in mon.stream_jobs:
+            label = "".join(part.capitalize() for part in job.split("_"))
+
+            def job_metric(name: str, statistic: str, job: str = job) -> cloudwatch.Metric:
+                return cloudwatch.Metric(namespace=ns, metric_name=name, period=five,
+                                         statistic=statistic,
+                                         dimensions_map={JOB_DIMENSION: job})  # fmt: skip
+
+            alarm(
+                f"{label}LakeCommitLag",
+                job_metric(LAKE_COMMIT_LAG, "Maximum"),
+                mon.lake_commit_lag_alarm_seconds,
+                f"{job}: the events table has not committed recently (or the job stopped "
+                "reporting)",
+                missing=cloudwatch.TreatMissingData.BREACHING,
+            )
+            alarm(
+                f"{label}UnscoredReadings",
+                job_metric(UNSCORED_READINGS, "Sum"),
+                1,
+                f"{job}: readings of keys beyond anomaly.max_live_keys went unscored (a producer "
+                "inventing device ids, or the fleet outgrew the bound)",
+            )
+            alarm(
+                f"{label}WarehouseLoadFailures",
+                job_metric(WAREHOUSE_LOAD_FAILURES, "Sum"),
+                1,
+                f"{job}: a warehouse load failed (the job retries the batch on restart)",
+            )
+            alarm(
+                f"{label}AlertDeadLetters",
+                job_metric(ALERT_DEAD_LETTERS, "Sum"),
+                1,
+                f"{job}: a shadow refused an alert update for good (lake.anomalies_path/"
+                "_dead_letters)",
+            )
+
+        # The warehouse (AWS/Redshift-Serverless, Amazon Redshift Management Guide, "Amazon
+        # Redshift Serverless metrics"): connections by workgroup and database, statement
+        # duration (microseconds), and the namespace's stored bytes.
+        database = settings.warehouse.database
+        redshift_ns = "AWS/Redshift-Serverless"
         alarm(
-            "WarehouseLoadFailures",
-            cloudwatch.Metric(
-                namespace=ns, metric_name=WAREHOUSE_LOAD_FAILURES, period=five, statistic="Sum"
-            ),
-            1,
-            "a warehouse load failed (the streaming job retries the batch on restart)",
-        )
+            "WarehouseConnections",
+            cloudwatch.Metric(namespace=redshift_ns, metric_name="DatabaseConnections",
+                              period=five, statistic="Maximum",
+                              dimensions_map={"Workgroup": warehouse_workgroup,
+                                              "DatabaseName": database}),
+            mon.warehouse_connections_alarm,
+            "the warehouse's database connections near the workgroup's limit",
+        )  # fmt: skip
         alarm(
-            "AlertDeadLetters",
-            cloudwatch.Metric(
-                namespace=ns, metric_name=ALERT_DEAD_LETTERS, period=five, statistic="Sum"
-            ),
-            1,
-            "a train's shadow refused an alert update for good (lake.anomalies_path/_dead_letters)",
-        )
+            "WarehouseQueryDuration",
+            cloudwatch.Metric(namespace=redshift_ns, metric_name="QueryDuration",
+                              period=five, statistic="p99",
+                              dimensions_map={"Workgroup": warehouse_workgroup,
+                                              "DatabaseName": database}),
+            mon.warehouse_query_seconds_alarm * 1_000_000,
+            f"warehouse statements take longer than {mon.warehouse_query_seconds_alarm} s "
+            "(p99 over 5 minutes): loads fall behind the stream",
+            periods=3,
+        )  # fmt: skip
         alarm(
-            "UnscoredReadings",
-            cloudwatch.Metric(
-                namespace=ns, metric_name=UNSCORED_READINGS, period=five, statistic="Sum"
-            ),
-            1,
-            "readings of keys beyond anomaly.max_live_keys went unscored (a producer inventing "
-            "device ids, or the fleet outgrew the bound)",
-        )
-        alarm(
-            "LakeCommitLag",
-            cloudwatch.Metric(
-                namespace=ns, metric_name=LAKE_COMMIT_LAG, period=five, statistic="Maximum"
-            ),
-            mon.lake_commit_lag_alarm_seconds,
-            "the events table has not committed recently (or the job stopped reporting)",
-            missing=cloudwatch.TreatMissingData.BREACHING,
-        )
+            "WarehouseStorage",
+            cloudwatch.Metric(namespace=redshift_ns, metric_name="DataStorage",
+                              period=Duration.hours(1), statistic="Maximum",
+                              dimensions_map={"Namespace": warehouse_namespace}),
+            mon.warehouse_storage_alarm_gb * 1024 * 1024,  # DataStorage is in megabytes
+            f"the warehouse stores more than {mon.warehouse_storage_alarm_gb} GB",
+        )  # fmt: skip
         alarm(
             "IotRuleFailures",
             cloudwatch.Metric(

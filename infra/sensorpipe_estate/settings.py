@@ -112,6 +112,14 @@ class MonitoringSettings:
     iterator_age_alarm_ms: int = field(default=120_000, metadata=check(positive))
     lake_commit_lag_alarm_seconds: int = field(default=900, metadata=check(positive))
     alarm_email: str | None = None
+    # The streaming jobs, as their metrics name them (dimension Job: each configuration's
+    # stream.query_prefix, conf/emr.yaml and conf/hospital-stream-emr.yaml): an alarm each.
+    stream_jobs: list[str] = field(default_factory=lambda: ["sensorpipe", "sensorpipe_hospital"])
+    # Redshift Serverless (AWS/Redshift-Serverless): connections near the workgroup's limit,
+    # slow statements (the loads' MERGE among them), storage growing past the plan.
+    warehouse_connections_alarm: int = field(default=400, metadata=check(positive))
+    warehouse_query_seconds_alarm: int = field(default=300, metadata=check(positive))
+    warehouse_storage_alarm_gb: int = field(default=1024, metadata=check(positive))
 
 
 @dataclass(frozen=True)

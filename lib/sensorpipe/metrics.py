@@ -20,6 +20,10 @@ ALERT_DEAD_LETTERS = "AlertDeadLetters"  # trains' shadow updates refused for go
 UNSCORED_READINGS = "UnscoredReadings"
 # The events query's observation that counts them, per micro-batch (streaming/queries.py).
 SCORING_METRICS = "scoring"
+# Every metric carries the job that published it (its stream.query_prefix: "sensorpipe" for the
+# trains, "sensorpipe_hospital" for the hospital's devices), never a device: the estate's
+# alarms are per job, so one job's reports cannot hide another's silence.
+JOB_DIMENSION = "Job"
 
 log = logging.getLogger(__name__)
 
@@ -34,27 +38,29 @@ class NoMetrics:
 
 
 class CloudWatchMetrics:
-    def __init__(self, client: Any, namespace: str) -> None:
-        self.client, self.namespace = client, namespace
+    def __init__(self, client: Any, namespace: str, job: str) -> None:
+        self.client, self.namespace, self.job = client, namespace, job
 
     def put(self, name: str, value: float, unit: str) -> None:
         try:
             self.client.put_metric_data(
                 Namespace=self.namespace,
-                MetricData=[{"MetricName": name, "Value": float(value), "Unit": unit}],
-            )
+                MetricData=[{"MetricName": name, "Value": float(value), "Unit": unit,
+                             "Dimensions": [{"Name": JOB_DIMENSION, "Value": self.job}]}],
+            )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - monitoring must never stop the pipeline
             log.warning("metric %s not published: %s", name, exc)
 
 
-def metrics_from_settings(settings: MetricsSettings) -> Metrics:
+def metrics_from_settings(settings: MetricsSettings, job: str) -> Metrics:
+    """The configured publisher; `job` names the publishing job in every metric."""
     if settings.kind == "cloudwatch":
         import boto3
 
         client = boto3.client(
             "cloudwatch", region_name=settings.region, endpoint_url=settings.endpoint_url
         )
-        return CloudWatchMetrics(client, settings.namespace)
+        return CloudWatchMetrics(client, settings.namespace, job)
     return NoMetrics()
 
 

@@ -169,7 +169,7 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
     listeners = [progress_printer(_name(settings, "events"))]
     listeners += register_lake_tables(spark, settings)
     if plan.metrics:
-        metrics = metrics_from_settings(settings.metrics)
+        metrics = metrics_from_settings(settings.metrics, settings.stream.query_prefix)
         listeners.append(commit_lag_listener(metrics, _name(settings, "events")))
     for listener in listeners:
         spark.streams.addListener(listener)
@@ -228,6 +228,7 @@ def start_side_queries(
 
     if plan.aggregates:
         warehouse_settings, metrics_settings = settings.warehouse, settings.metrics
+        job = settings.stream.query_prefix
         warehouse_from_settings(warehouse_settings).ensure_tables([MINUTE_AGGREGATES])
         run.aggregates = start_aggregates_query(
             lake_events(),
@@ -235,7 +236,7 @@ def start_side_queries(
             watermark=settings.aggregates.watermark,
             accuracy=settings.aggregates.percentile_accuracy,
             make_warehouse=lambda: warehouse_from_settings(warehouse_settings),
-            on_load_failure=lambda: metrics_from_settings(metrics_settings).put(
+            on_load_failure=lambda: metrics_from_settings(metrics_settings, job).put(
                 WAREHOUSE_LOAD_FAILURES, 1, "Count"
             ),
             stats=run.load_stats,
@@ -245,6 +246,7 @@ def start_side_queries(
         )
     if plan.alerts:
         alert_settings, metrics_settings = settings.alerts, settings.metrics
+        job = settings.stream.query_prefix
         run.alerts = start_alerts_query(
             lake_events(),
             make_store=(lambda: shadow_store_from_settings(alert_settings))
@@ -258,7 +260,7 @@ def start_side_queries(
             # the cores the scoring batches need (issue 14: alert latency).
             trigger=side_trigger(settings) if run.alert_fast_path else settings.stream.trigger,
             query_name=_name(settings, "alerts"),
-            on_dead_letter=lambda: metrics_from_settings(metrics_settings).put(
+            on_dead_letter=lambda: metrics_from_settings(metrics_settings, job).put(
                 ALERT_DEAD_LETTERS, 1, "Count"
             ),
         )
