@@ -259,6 +259,8 @@ def test_emr_connections_require_verified_tls_and_local_ones_do_not(tmp_path):
         "EmrPrimarySecurityGroupId": "sg-0aaa",
         "EmrCoreSecurityGroupId": "sg-0bbb",
         "EmrServiceAccessSecurityGroupId": "sg-0ccc",
+        "EmrOnPremisesSecurityGroupId": "sg-0ddd",
+        "EmrKdcFromCorporateSecurityGroupId": "sg-0eee",
         "StreamingJobsRoleArn": "arn:aws:iam::123456789012:role/s",
         "BatchJobsRoleArn": "arn:aws:iam::123456789012:role/b",
         "HospitalJobsRoleArn": "arn:aws:iam::123456789012:role/h",

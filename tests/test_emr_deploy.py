@@ -49,6 +49,8 @@ ESTATE_OUTPUTS = {
         "EmrPrimarySecurityGroupId": "sg-0aaa1",
         "EmrCoreSecurityGroupId": "sg-0ccc2",
         "EmrServiceAccessSecurityGroupId": "sg-0eee3",
+        "EmrOnPremisesSecurityGroupId": "sg-0fff4",
+        "EmrKdcFromCorporateSecurityGroupId": "sg-0ddd5",
         "HospitalJdbcUrl": "jdbc:postgresql://db.hospital.test:5432/clinical?sslmode=verify-full",
     },
     "sensorpipe-access": {
@@ -791,6 +793,12 @@ def test_a_value_holding_quotes_stays_one_value_in_the_requests(tmp_path):
 def test_the_estates_security_groups_are_the_clusters(tmp_path):
     plan = build_plan(settings(), project_copy(tmp_path), "v1", date(2026, 11, 1), "batch")
     instances = plan.run_job_flow["Instances"]
+    # The on-premises path (infra/ network): JDBC and the KDCs on every node, the cluster KDC
+    # reachable from the corporate network on the primary.
+    assert instances["AdditionalMasterSecurityGroups"] == [
+        OUTPUTS["EmrOnPremisesSecurityGroupId"], OUTPUTS["EmrKdcFromCorporateSecurityGroupId"]
+    ]  # fmt: skip
+    assert instances["AdditionalSlaveSecurityGroups"] == [OUTPUTS["EmrOnPremisesSecurityGroupId"]]
     assert instances["EmrManagedMasterSecurityGroup"] == OUTPUTS["EmrPrimarySecurityGroupId"]
     assert instances["EmrManagedSlaveSecurityGroup"] == OUTPUTS["EmrCoreSecurityGroupId"]
     assert instances["ServiceAccessSecurityGroup"] == OUTPUTS["EmrServiceAccessSecurityGroupId"]

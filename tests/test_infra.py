@@ -419,7 +419,8 @@ def test_the_topic_policy_admits_the_alarms_that_notify_it(templates):
     assert admits("events.amazonaws.com", "arn:aws:events:eu-west-1:123456789012:rule/x")
     assert not admits("cloudwatch.amazonaws.com",
                       "arn:aws:cloudwatch:eu-west-1:999999999999:alarm:other")  # fmt: skip
-    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    insecure = {"Bool": {"aws:SecureTransport": "false"}}
+    assert any(s["Effect"] == "Deny" and s["Condition"] == insecure
                for s in statements)  # fmt: skip
 
 
@@ -626,3 +627,98 @@ def test_the_instance_profile_holds_what_emr_and_the_nodes_need_and_no_jobs_data
     for absent in ("kinesis", "secretsmanager", "iot:", "redshift", "protected", "lake/",
                    "checkpoints/"):  # fmt: skip
         assert absent not in text, absent
+
+
+def _network(settings_env: dict[str, str], tmp_path) -> dict:
+    """The network stack synthesised with these environment settings of infra/estate.yaml."""
+    from sensorpipe.config import load_settings
+    from sensorpipe_estate.settings import EstateSettings
+
+    estate = load_settings(ESTATE_YAML, environ=settings_env, kind=EstateSettings)
+    build_app(estate, outdir=str(tmp_path)).synth()
+    return json.loads((tmp_path / "sensorpipe-network.template.json").read_text())
+
+
+def _routes(network: dict) -> list[dict]:
+    return [r["Properties"] for r in network["Resources"].values()
+            if r["Type"] == "AWS::EC2::Route"]  # fmt: skip
+
+
+def test_the_private_subnets_route_the_corporate_ranges_over_direct_connect(templates, settings):
+    """The default path: a virtual private gateway attached to the VPC (the network team
+    associates it with its Direct Connect gateway), and a route for every corporate range in
+    every private route table to it; nothing else leaves the VPC."""
+    network = templates["network"]["Resources"]
+    (gateway,) = [k for k, r in network.items() if r["Type"] == "AWS::EC2::VPNGateway"]
+    assert any(r["Type"] == "AWS::EC2::VPCGatewayAttachment"
+               and r["Properties"]["VpnGatewayId"] == {"Ref": gateway} for r in network.values())
+    tables = {json.dumps(r["Properties"]["RouteTableId"]) for r in network.values()
+              if r["Type"] == "AWS::EC2::SubnetRouteTableAssociation"}  # fmt: skip
+    routes = _routes(templates["network"])
+    cidrs = settings.network.on_premises.cidrs
+    assert len(tables) == 3 and cidrs
+    assert {(json.dumps(r["RouteTableId"]), r["DestinationCidrBlock"]) for r in routes} == {
+        (t, c) for t in tables for c in cidrs}  # fmt: skip
+    assert all(r["GatewayId"] == {"Ref": gateway} for r in routes)
+    assert not [r for r in network.values() if r["Type"] in
+                ("AWS::EC2::InternetGateway", "AWS::EC2::NatGateway")]  # fmt: skip
+
+
+def test_the_corporate_domain_is_forwarded_to_the_corporate_dns_servers(templates, settings):
+    onprem = settings.network.on_premises
+    t = template(templates, "network")
+    t.has_resource_properties("AWS::Route53Resolver::ResolverEndpoint", {"Direction": "OUTBOUND"})
+    t.has_resource_properties("AWS::Route53Resolver::ResolverRule", {
+        "DomainName": onprem.dns_domain, "RuleType": "FORWARD",
+        "TargetIps": [{"Ip": ip, "Port": "53"} for ip in onprem.dns_servers]})
+    t.resource_count_is("AWS::Route53Resolver::ResolverRuleAssociation", 1)
+    (endpoint,) = [r["Properties"] for r in templates["network"]["Resources"].values()
+                   if r["Type"] == "AWS::Route53Resolver::ResolverEndpoint"]
+    assert len(endpoint["IpAddresses"]) == 2  # two subnets, two zones
+
+
+def test_the_jobs_reach_the_hospital_database_and_the_kdcs_and_no_more(templates, settings):
+    onprem = settings.network.on_premises
+    groups = {r["Properties"]["GroupDescription"]: r["Properties"]
+              for r in templates["network"]["Resources"].values()
+              if r["Type"] == "AWS::EC2::SecurityGroup"}  # fmt: skip
+    egress = next(g for d, g in groups.items() if d.startswith("EMR nodes to the hospital"))
+    assert {(e["IpProtocol"], e["FromPort"], e["ToPort"], e["CidrIp"])
+            for e in egress["SecurityGroupEgress"]} == {
+        ("tcp", onprem.hospital_db_port, onprem.hospital_db_port, onprem.hospital_db_cidr),
+        ("tcp", 88, 88, onprem.kdc_cidr), ("udp", 88, 88, onprem.kdc_cidr)}  # fmt: skip
+    kdc = next(g for d, g in groups.items() if d.startswith("the cluster KDC"))
+    assert {(i["IpProtocol"], i["FromPort"], i["CidrIp"]) for i in kdc["SecurityGroupIngress"]} \
+        == {(p, 88, c) for p in ("tcp", "udp") for c in onprem.cidrs}
+    # The deploy passes both to the clusters (conf/deploy.yaml, tests/test_emr_deploy.py).
+    outputs = templates["network"]["Outputs"]
+    assert {"EmrOnPremisesSecurityGroupId", "EmrKdcFromCorporateSecurityGroupId"} <= set(outputs)
+
+
+def test_a_transit_gateway_or_a_vpn_is_a_setting(tmp_path):
+    tgw = _network({"SENSORPIPE_ONPREM_KIND": "transit-gateway",
+                    "SENSORPIPE_TRANSIT_GATEWAY_ID": "tgw-0123456789abcdef0"}, tmp_path / "t")
+    kinds = {r["Type"] for r in tgw["Resources"].values()}
+    assert "AWS::EC2::TransitGatewayAttachment" in kinds and "AWS::EC2::VPNGateway" not in kinds
+    assert {r["TransitGatewayId"] for r in _routes(tgw)} == {"tgw-0123456789abcdef0"}
+    vpn = _network({"SENSORPIPE_ONPREM_KIND": "vpn",
+                    "SENSORPIPE_CUSTOMER_GATEWAY_IP": "198.51.100.7"}, tmp_path / "v")
+    resources_ = [r for r in vpn["Resources"].values()]
+    (customer,) = [r["Properties"] for r in resources_ if r["Type"] == "AWS::EC2::CustomerGateway"]
+    assert customer["IpAddress"] == "198.51.100.7"
+    assert any(r["Type"] == "AWS::EC2::VPNConnection" for r in resources_)
+
+
+def test_the_on_premises_path_refuses_what_cannot_be_routed(tmp_path):
+    from sensorpipe.config import load_settings
+    from sensorpipe_estate.settings import EstateSettings
+
+    def load(**env: str):
+        return load_settings(ESTATE_YAML, environ=env, kind=EstateSettings)
+
+    with pytest.raises(ConfigError, match="^network.on_premises.transit_gateway_id: a transit"):
+        load(SENSORPIPE_ONPREM_KIND="transit-gateway")
+    with pytest.raises(ConfigError, match="^network.on_premises.customer_gateway_ip: expected"):
+        load(SENSORPIPE_ONPREM_KIND="vpn")
+    with pytest.raises(ConfigError, match="overlaps the VPC's 10.40.0.0/16"):
+        load(SENSORPIPE_CORPORATE_CIDR="10.0.0.0/8")

@@ -24,7 +24,6 @@ from sensorpipe.sinks.warehouse import (
 )
 from sensorpipe_tools.local_services import free_port
 
-
 JOB = "sensorpipe"  # the publishing job's dimension (stream.query_prefix)
 
 
@@ -52,7 +51,9 @@ def test_a_failed_warehouse_load_publishes_a_failure_and_fails_the_batch_moto_mo
     down = PostgresWarehouse("127.0.0.1", free_port(), "telemetry", "nobody", connect_timeout=2)
     load = foreach_batch_loader(
         lambda: down, MINUTE_AGGREGATES, "test_aggregates", LoadStats(),
-        on_failure=lambda: metrics_from_settings(settings, JOB).put(WAREHOUSE_LOAD_FAILURES, 1, "Count"),
+        on_failure=lambda: metrics_from_settings(settings, JOB).put(
+            WAREHOUSE_LOAD_FAILURES, 1, "Count"
+        ),
     )  # fmt: skip
     batch = spark.createDataFrame([("t1", "speed")], "device_id string, sensor string")
     with pytest.raises(WarehouseError):

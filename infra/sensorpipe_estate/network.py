@@ -1,6 +1,10 @@
 """Network: a VPC with private subnets only (no internet gateway, no NAT), the VPC endpoints
-the jobs use so that no traffic needs the internet, flow logs, and the security groups EMR
-manages (tagged for EMR's v2 service policy)."""
+the jobs use so that no traffic needs the internet, flow logs, the security groups EMR
+manages (tagged for EMR's v2 service policy), and the path to the corporate and hospital
+networks: Direct Connect, Site-to-Site VPN or a transit gateway (settings), routes for the
+corporate ranges in every private route table, a Route 53 Resolver outbound endpoint that
+forwards the corporate domain to its DNS servers, and the security group rules for what the
+jobs reach there (the hospital database over JDBC, the corporate KDCs)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_route53_targets as targets
+from aws_cdk import aws_route53resolver as resolver
 from constructs import Construct
 
 from sensorpipe_estate.common import EMR_MANAGED_TAG, output
@@ -136,6 +141,8 @@ class NetworkStack(Stack):
             Tags.of(subnet).add(*EMR_MANAGED_TAG)
         Tags.of(self.vpc).add(*EMR_MANAGED_TAG)
 
+        self._on_premises(settings)
+
         output(self, "VpcId", self.vpc.vpc_id, "the estate's VPC (private subnets only)")
         output(
             self,
@@ -173,3 +180,108 @@ class NetworkStack(Stack):
             self.emr_service_sg.security_group_id,
             "ServiceAccessSecurityGroup",
         )
+        output(
+            self,
+            "EmrOnPremisesSecurityGroupId",
+            self.emr_on_premises_sg.security_group_id,
+            "AdditionalMasterSecurityGroups/AdditionalSlaveSecurityGroups: JDBC and KDC",
+        )
+        output(
+            self,
+            "EmrKdcFromCorporateSecurityGroupId",
+            self.emr_kdc_sg.security_group_id,
+            "AdditionalMasterSecurityGroups: the corporate KDC and clients reach the cluster KDC",
+        )
+
+    def _on_premises(self, settings: EstateSettings) -> None:
+        onprem = settings.network.on_premises
+        subnets = self.vpc.isolated_subnets
+        # The gateway the corporate ranges are routed to.
+        if onprem.kind == "transit-gateway":
+            attachment = ec2.CfnTransitGatewayAttachment(
+                self,
+                "CorporateTransitGatewayAttachment",
+                transit_gateway_id=str(onprem.transit_gateway_id),
+                vpc_id=self.vpc.vpc_id,
+                subnet_ids=[s.subnet_id for s in subnets],
+            )
+            target = {"transit_gateway_id": str(onprem.transit_gateway_id)}
+        else:
+            gateway = ec2.CfnVPNGateway(
+                self, "CorporateGateway", type="ipsec.1", amazon_side_asn=onprem.amazon_side_asn
+            )
+            attachment = ec2.CfnVPCGatewayAttachment(
+                self, "CorporateGatewayAttachment", vpc_id=self.vpc.vpc_id,
+                vpn_gateway_id=gateway.ref,
+            )  # fmt: skip
+            target = {"gateway_id": gateway.ref}
+            if onprem.kind == "vpn":
+                customer = ec2.CfnCustomerGateway(
+                    self, "CorporateCustomerGateway", type="ipsec.1",
+                    bgp_asn=onprem.customer_gateway_asn,
+                    ip_address=str(onprem.customer_gateway_ip),
+                )  # fmt: skip
+                ec2.CfnVPNConnection(
+                    self, "CorporateVpn", type="ipsec.1", customer_gateway_id=customer.ref,
+                    vpn_gateway_id=gateway.ref, static_routes_only=False,
+                )  # fmt: skip
+            output(self, "CorporateVirtualPrivateGatewayId", gateway.ref,
+                   "associate with the Direct Connect gateway (docs/estate.md)")  # fmt: skip
+        for i, subnet in enumerate(subnets):
+            for j, cidr in enumerate(onprem.cidrs):
+                route = ec2.CfnRoute(
+                    self, f"CorporateRoute{i}x{j}",
+                    route_table_id=subnet.route_table.route_table_id,
+                    destination_cidr_block=cidr, **target,
+                )  # fmt: skip
+                route.add_dependency(attachment)
+
+        # DNS: the corporate domain forwarded to the corporate DNS servers.
+        dns_sg = ec2.SecurityGroup(
+            self, "ResolverSg", vpc=self.vpc, allow_all_outbound=False,
+            description="Route 53 Resolver outbound endpoint: DNS to the corporate servers",
+        )  # fmt: skip
+        for server in onprem.dns_servers:
+            for port in (ec2.Port.tcp(53), ec2.Port.udp(53)):
+                dns_sg.add_egress_rule(ec2.Peer.ipv4(f"{server}/32"), port, "corporate DNS")
+        endpoint = resolver.CfnResolverEndpoint(
+            self, "CorporateDnsEndpoint", direction="OUTBOUND",
+            ip_addresses=[resolver.CfnResolverEndpoint.IpAddressRequestProperty(
+                subnet_id=s.subnet_id) for s in subnets[:2]],
+            security_group_ids=[dns_sg.security_group_id],
+            name=f"{settings.name}-corporate-dns",
+        )  # fmt: skip
+        rule = resolver.CfnResolverRule(
+            self, "CorporateDnsForwarding", domain_name=onprem.dns_domain, rule_type="FORWARD",
+            resolver_endpoint_id=endpoint.attr_resolver_endpoint_id,
+            target_ips=[resolver.CfnResolverRule.TargetAddressProperty(ip=ip, port="53")
+                        for ip in onprem.dns_servers],
+            name=f"{settings.name}-corporate-domain",
+        )  # fmt: skip
+        resolver.CfnResolverRuleAssociation(
+            self, "CorporateDnsForwardingAssociation", resolver_rule_id=rule.attr_resolver_rule_id,
+            vpc_id=self.vpc.vpc_id,
+        )  # fmt: skip
+
+        # What the jobs reach there, as additional groups of the EMR clusters.
+        self.emr_on_premises_sg = ec2.SecurityGroup(
+            self, "EmrOnPremisesSg", vpc=self.vpc, allow_all_outbound=False,
+            description="EMR nodes to the hospital database (JDBC) and the corporate KDCs",
+        )  # fmt: skip
+        self.emr_on_premises_sg.add_egress_rule(
+            ec2.Peer.ipv4(onprem.hospital_db_cidr), ec2.Port.tcp(onprem.hospital_db_port),
+            "the hospital database (ingest_jdbc)",
+        )  # fmt: skip
+        for port in (ec2.Port.tcp(88), ec2.Port.udp(88)):
+            self.emr_on_premises_sg.add_egress_rule(
+                ec2.Peer.ipv4(onprem.kdc_cidr), port, "the corporate KDCs (cross-realm trust)"
+            )
+        self.emr_kdc_sg = ec2.SecurityGroup(
+            self, "EmrKdcFromCorporateSg", vpc=self.vpc, allow_all_outbound=False,
+            description="the cluster KDC on the primary node, from the corporate network",
+        )  # fmt: skip
+        for cidr in onprem.cidrs:
+            for port in (ec2.Port.tcp(88), ec2.Port.udp(88)):
+                self.emr_kdc_sg.add_ingress_rule(
+                    ec2.Peer.ipv4(cidr), port, "corporate clients and KDCs (cross-realm trust)"
+                )

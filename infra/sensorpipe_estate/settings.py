@@ -8,6 +8,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from sensorpipe.config import ConfigError, load_settings
 from sensorpipe.config.checks import check, positive
@@ -46,6 +47,65 @@ def _port(name: str, value: int) -> None:
         raise ConfigError(f"{name}: choose a port other than Redshift's default 5439")
 
 
+def _ipv4(name: str, value: str) -> None:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ConfigError(f"{name}: expected an IPv4 address, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class OnPremisesSettings:
+    """How the estate reaches the corporate and hospital networks (docs/estate.md lists what
+    the corporate side provides). direct-connect: a virtual private gateway the network team
+    associates with its Direct Connect gateway (the seed's path for engineers to Redshift);
+    vpn: a Site-to-Site VPN from that gateway to the corporate customer gateway;
+    transit-gateway: an attachment to the corporate transit gateway shared with this account
+    (where Direct Connect and VPNs usually land in a larger network)."""
+
+    kind: Literal["direct-connect", "vpn", "transit-gateway"] = "direct-connect"
+    # Routed from the private subnets to the corporate side; none may overlap the VPC.
+    cidrs: list[str] = field(default_factory=lambda: ["10.0.0.0/12"])
+    transit_gateway_id: str | None = None  # transit-gateway: tgw-...
+    customer_gateway_ip: str | None = None  # vpn: the corporate VPN device's public address
+    customer_gateway_asn: int = field(default=65000, metadata=check(positive))
+    amazon_side_asn: int = field(default=64512, metadata=check(positive))
+    # DNS: the corporate domain's names (the hospital database, the KDCs) are forwarded by a
+    # Route 53 Resolver outbound endpoint to these corporate DNS servers.
+    dns_domain: str = "corp.example.com"
+    dns_servers: list[str] = field(default_factory=lambda: ["10.1.0.10", "10.1.0.11"])
+    # What the jobs reach there: the hospital's database (the JDBC import) and the corporate
+    # KDCs (the cross-realm trust: the cluster and corporate KDCs reach each other).
+    hospital_db_cidr: str = field(default="10.2.0.0/24", metadata=check(_cidr))
+    hospital_db_port: int = field(default=5432, metadata=check(positive))
+    kdc_cidr: str = field(default="10.1.0.0/24", metadata=check(_cidr))
+
+    def __post_init__(self) -> None:
+        for i, cidr in enumerate(self.cidrs):
+            _cidr(f"network.on_premises.cidrs[{i}]", cidr)
+        for i, server in enumerate(self.dns_servers):
+            _ipv4(f"network.on_premises.dns_servers[{i}]", server)
+        if len(self.dns_servers) < 2:
+            raise ConfigError("network.on_premises.dns_servers: two or more, for availability")
+        if self.kind == "transit-gateway" and not re.fullmatch(
+            r"tgw-[0-9a-f]{8,17}", self.transit_gateway_id or ""
+        ):
+            raise ConfigError(
+                "network.on_premises.transit_gateway_id: a transit gateway id (tgw-...) is "
+                "required when kind is transit-gateway"
+            )
+        if self.kind == "vpn":
+            _ipv4("network.on_premises.customer_gateway_ip", self.customer_gateway_ip or "")
+        corporate = [ipaddress.ip_network(c) for c in self.cidrs]
+        for name in ("hospital_db_cidr", "kdc_cidr"):
+            net = ipaddress.ip_network(getattr(self, name))
+            if not any(net.subnet_of(c) for c in corporate):
+                raise ConfigError(
+                    f"network.on_premises.{name}: {net} is not inside the routed corporate "
+                    f"ranges {self.cidrs}"
+                )
+
+
 @dataclass(frozen=True)
 class NetworkSettings:
     vpc_cidr: str = field(metadata=check(_cidr))
@@ -54,8 +114,18 @@ class NetworkSettings:
     availability_zones: list[str] = field(default_factory=list)
     # The corporate network (Direct Connect or VPN): the only address range besides the EMR
     # cluster's security groups that may reach the warehouse.
-    corporate_cidr: str = field(default="10.0.0.0/8", metadata=check(_cidr))
+    corporate_cidr: str = field(default="10.0.0.0/12", metadata=check(_cidr))
     flow_log_retention_days: int = field(default=365, metadata=check(positive))
+    on_premises: OnPremisesSettings = field(default_factory=OnPremisesSettings)
+
+    def __post_init__(self) -> None:
+        vpc = ipaddress.ip_network(self.vpc_cidr)
+        for cidr in (self.corporate_cidr, *self.on_premises.cidrs):
+            if vpc.overlaps(ipaddress.ip_network(cidr)):
+                raise ConfigError(
+                    f"network.on_premises.cidrs: {cidr} overlaps the VPC's {vpc}: the private "
+                    "route tables cannot route it to the corporate side"
+                )
 
 
 @dataclass(frozen=True)

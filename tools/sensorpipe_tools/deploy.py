@@ -446,6 +446,10 @@ def build_plan(
         "EmrManagedSlaveSecurityGroup": c.core_security_group,
         "ServiceAccessSecurityGroup": c.service_access_security_group,
     }  # fmt: skip
+    if c.additional_primary_security_groups:
+        instances["AdditionalMasterSecurityGroups"] = list(c.additional_primary_security_groups)
+    if c.additional_core_security_groups:
+        instances["AdditionalSlaveSecurityGroups"] = list(c.additional_core_security_groups)
     if c.ec2_key_name:
         instances["Ec2KeyName"] = c.ec2_key_name
     request: dict[str, Any] = {

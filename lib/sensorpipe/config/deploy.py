@@ -109,6 +109,11 @@ class ClusterSettings:
     primary_security_group: str = field(metadata=check(_security_group))
     core_security_group: str = field(metadata=check(_security_group))
     service_access_security_group: str = field(metadata=check(_security_group))
+    # Further groups of the estate's (infra/ network): the path on premises, the hospital
+    # database and the corporate KDCs for every node, the cluster KDC from the corporate
+    # network for the primary node.
+    additional_primary_security_groups: list[str] = field(default_factory=list)
+    additional_core_security_groups: list[str] = field(default_factory=list)
     name: str = "sensorpipe"  # the clusters are <name>-stream and <name>-batch
     release_label: str = field(default="emr-spark-8.0.0", metadata=check(_release))
     # Comma-separated; each must be one of the release's applications. Spark runs the jobs;
@@ -170,6 +175,9 @@ class ClusterSettings:
                 "cluster.core_instance_type: primary and core instances must share an "
                 "architecture (one dependency archive serves both)"
             )
+        for name in ("additional_primary_security_groups", "additional_core_security_groups"):
+            for i, group in enumerate(getattr(self, name)):
+                _security_group(f"cluster.{name}[{i}]", group)
         if self.batch_max_capacity < self.batch_min_capacity:
             raise ConfigError("cluster.batch_max_capacity: below batch_min_capacity")
 
