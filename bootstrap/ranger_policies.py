@@ -5,14 +5,18 @@
         --password-env RANGER_ADMIN_PASSWORD [--policies conf/ranger] [--dry-run]
 
 Each file holds {"policies": [...]} in Ranger's policy JSON, for the services EMR's Ranger
-plugins enforce on this release: `amazon-emr-spark` (databases, tables, columns, table URLs)
-and `amazon-emr-emrfs` (S3 paths). Every policy is built with the official client's model
+plugins enforce: `amazon-emr-spark` (databases, tables, columns, table URLs) and
+`amazon-emr-emrfs` (S3 paths). EMR's Ranger integration ends at release 7.3 ("Integrate Amazon
+EMR with Apache Ranger": not supported from 7.4 on), so on emr-spark-8.0.0 these policies serve
+the clusters and engines that still enforce them (docs/emr.md); the jobs there run with runtime
+roles and Lake Formation governs the readers. Every policy is built with the official client's model
 classes (apache-ranger) and checked against its service's definition (conf/ranger/servicedefs/,
 AWS's published definitions) before anything is sent: its resources must be one of the
 definition's resource hierarchies, its access types the definition's, and its policy type one
 the definition supports (neither has masking or row filters: AWS documents that EMR's Spark
-plugin enforces neither). Which service a policy is for comes from the security configuration's
-RangerPluginConfigurations (conf/emr/security-configuration.json). For each policy, the admin
+plugin enforces neither). Which service a policy is for comes from the plugins'
+RangerPluginConfigurations (conf/ranger/plugins.json, or a security configuration holding a
+RangerConfiguration). For each policy, the admin
 server is asked for the policy of that name in that
 service: missing -> created; different -> updated by id; the same -> left alone. A second run
 therefore changes nothing. Needs `pip install apache-ranger`.
@@ -39,8 +43,9 @@ POLICY_TYPES = {
     RangerPolicy.POLICY_TYPE_DATAMASK: "dataMaskPolicyItems",
     RangerPolicy.POLICY_TYPE_ROWFILTER: "rowFilterPolicyItems",
 }
-# The service definition each EMR plugin (the security configuration's "App") enforces.
-APP_SERVICE_TYPES = {"Spark": "amazon-emr-spark", "EMRFS": "amazon-emr-emrfs"}
+# The service definition each EMR plugin (the security configuration's "App", as AWS's examples
+# write it) enforces.
+APP_SERVICE_TYPES = {"Spark": "amazon-emr-spark", "EMRFS-S3": "amazon-emr-emrfs"}
 # The fields this project owns in a policy; Ranger adds id, guid, version, times and so on.
 MANAGED = (
     "service", "name", "policyType", "description", "isEnabled", "isAuditEnabled",
@@ -84,15 +89,15 @@ class ServiceDef:
 
 
 def load_services(folder: Path, security_configuration: Path) -> dict[str, ServiceDef]:
-    """Policy repository name -> its service definition, from the security configuration's
-    RangerPluginConfigurations and the definitions in <folder>/servicedefs/."""
+    """Policy repository name -> its service definition, from the RangerPluginConfigurations
+    (of conf/ranger/plugins.json or of a security configuration with a RangerConfiguration)
+    and the definitions in <folder>/servicedefs/."""
     definitions = {
         d.name: d for d in map(ServiceDef.load, sorted((folder / "servicedefs").glob("*.json")))
     }
     config = json.loads(security_configuration.read_text())
-    plugins = config["AuthorizationConfiguration"]["RangerConfiguration"][
-        "RangerPluginConfigurations"
-    ]
+    plugins = config.get("RangerPluginConfigurations") or config["AuthorizationConfiguration"][
+        "RangerConfiguration"]["RangerPluginConfigurations"]  # fmt: skip
     services = {}
     for plugin in plugins:
         service_type = APP_SERVICE_TYPES.get(plugin["App"])
@@ -151,12 +156,10 @@ def build_policy(doc: dict[str, Any], where: str, services: dict[str, ServiceDef
 
 
 def load_policies(folder: Path, security_configuration: Path | None = None) -> list[RangerPolicy]:
-    security_configuration = security_configuration or (
-        folder.parent / "emr/security-configuration.json"
-    )
+    security_configuration = security_configuration or folder / "plugins.json"
     services = load_services(folder, security_configuration)
     policies, seen = [], set()
-    for path in sorted(folder.glob("*.json")):
+    for path in sorted(p for p in folder.glob("*.json") if p.name != "plugins.json"):
         try:
             docs = json.loads(path.read_text())["policies"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--security-configuration",
-        help="the EMR security configuration JSON (default: conf/emr/ beside --policies)",
+        help="the plugins' RangerPluginConfigurations (default: plugins.json in --policies)",
     )
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--ca-bundle", help="TLS CA bundle for the admin server")

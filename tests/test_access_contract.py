@@ -107,6 +107,7 @@ def test_cross_zone_accesses_are_denied(contract):
     _, protected_key = estate.bucket(protected)
     stream = f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{outputs['TelemetryStreamName']}"
     via_s3 = (("kms:ViaService", f"s3.{REGION}.amazonaws.com"),)
+    token_key = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:sensorpipe/phi-token-key-AbCdEf"
     cases = [
         (deploy.runtime_roles.streaming,
          Access("s3:GetObject", f"arn:aws:s3:::{protected}/hospital/patients/x.parquet")),
@@ -118,10 +119,23 @@ def test_cross_zone_accesses_are_denied(contract):
         (deploy.runtime_roles.hospital,
          Access("s3:PutObject", f"arn:aws:s3:::{lake}/lake/raw/events/x.parquet")),
         (deploy.runtime_roles.hospital, Access("kinesis:GetRecords", stream)),
+        # The PHI token key: the hospital's alone, even for a role an IAM policy would allow.
+        (deploy.runtime_roles.streaming, Access("secretsmanager:GetSecretValue", token_key)),
+        (deploy.runtime_roles.batch, Access("secretsmanager:GetSecretValue", token_key)),
     ]  # fmt: skip
     allowed = [(role, a.action, a.resource) for role, a in cases
                if estate.decide(role, a).allowed]  # fmt: skip
     assert allowed == []
+    # Even a role whose IAM policy allowed every secret is refused by the secret's own policy.
+    from sensorpipe_tools.policy_eval import Request, evaluate
+
+    anyone = f"arn:aws:iam::{ACCOUNT}:role/someone-with-secretsmanager-star"
+    everything = [{"Effect": "Allow", "Action": "secretsmanager:*", "Resource": "*"}]
+    request = Request(anyone, "secretsmanager:GetSecretValue", token_key,
+                      {"aws:PrincipalArn": anyone})  # fmt: skip
+    assert estate.secret_policy(token_key)
+    assert not evaluate(request, everything, estate.secret_policy(token_key),
+                        account=ACCOUNT).allowed  # fmt: skip
     # And the same evaluation allows the zone's own role: the denials are not the evaluator's.
     assert estate.decide(deploy.runtime_roles.hospital, Access(
         "s3:GetObject", f"arn:aws:s3:::{protected}/hospital/patients/x.parquet")).allowed

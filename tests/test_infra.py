@@ -722,3 +722,91 @@ def test_the_on_premises_path_refuses_what_cannot_be_routed(tmp_path):
         load(SENSORPIPE_ONPREM_KIND="vpn")
     with pytest.raises(ConfigError, match="overlaps the VPC's 10.40.0.0/16"):
         load(SENSORPIPE_CORPORATE_CIDR="10.0.0.0/8")
+
+
+def _principal_permissions(templates, stack):
+    return [r["Properties"] for r in templates[stack]["Resources"].values()
+            if r["Type"] == "AWS::LakeFormation::PrincipalPermissions"]  # fmt: skip
+
+
+def test_the_lake_and_the_protected_zone_are_registered_with_lake_formation(templates, settings):
+    """Registered in hybrid mode with the estate's data access role (which the protected key
+    admits for Decrypt via S3): the jobs keep writing with their runtime roles, readers read
+    through Lake Formation's grants."""
+    registered = {p["ResourceArn"]: p for _, _, p in
+                  resources({"g": templates["governance"]}, "AWS::LakeFormation::Resource")}
+    lake = f"arn:aws:s3:::sensorpipe-lake-{settings.account}-{settings.region}"
+    protected = f"arn:aws:s3:::sensorpipe-protected-{settings.account}-{settings.region}"
+    assert set(registered) == {f"{lake}/lake", f"{lake}/hospital-general", f"{protected}/hospital"}
+    for p in registered.values():
+        assert p["RoleArn"].endswith(":role/sensorpipe-lakeformation-data-access")
+        assert p["HybridAccessEnabled"] is True and p["UseServiceLinkedRole"] is False
+    databases = {p["DatabaseInput"]["Name"] for _, _, p in
+                 resources({"g": templates["governance"]}, "AWS::Glue::Database")}
+    assert databases == {"sensorpipe", "sensorpipe_phi"}
+    key = next(r["Properties"] for k, r in templates["keys-storage"]["Resources"].items()
+               if k.startswith("ProtectedKey") and r["Type"] == "AWS::KMS::Key")
+    (lf_use,) = [s for s in key["KeyPolicy"]["Statement"]
+                 if "lakeformation-data-access" in json.dumps(s.get("Principal"))]
+    assert as_list(lf_use["Action"]) == ["kms:Decrypt"]
+    assert lf_use["Condition"]["StringEquals"]["kms:ViaService"].startswith("s3.")
+
+
+def test_readers_get_the_lake_and_general_zone_and_never_the_protected_one(templates, settings):
+    gov = settings.governance
+    grants = _principal_permissions(templates, "governance")
+    readers = {gov.engineers_role_arn, gov.data_scientists_role_arn, gov.analysts_role_arn}
+    for reader in readers:
+        mine = [g for g in grants if g["Principal"]["DataLakePrincipalIdentifier"] == reader]
+        assert mine, reader
+        text = json.dumps(mine)
+        assert "sensorpipe_phi" not in text and "DATA_LOCATION_ACCESS" not in text
+        tables = [g for g in mine if "Table" in g["Resource"]]
+        assert [(g["Resource"]["Table"]["DatabaseName"], sorted(g["Permissions"]))
+                for g in tables] == [("sensorpipe", ["DESCRIBE", "SELECT"])]  # fmt: skip
+    # Nobody gets SELECT on the protected tables outright: clinicians read them through the
+    # data cells filters only.
+    for g in grants:
+        table = g["Resource"].get("Table", {})
+        assert not (table.get("DatabaseName") == "sensorpipe_phi" and "SELECT" in g["Permissions"])
+
+
+def test_the_data_cells_filters_and_their_grants_are_the_estates(templates, settings):
+    """conf/lakeformation/data-cells-filters.json, the reviewed specification (validated
+    against botocore's lakeformation model in tests/test_access_policies.py), is what the
+    governance-filters stack creates: same filters, same rows, SSN excluded, same grants."""
+    spec = json.loads((ROOT / "conf/lakeformation/data-cells-filters.json").read_text()
+                      .replace("{{ACCOUNT_ID}}", settings.account))  # fmt: skip
+    filters = resources({"f": templates["governance-filters"]},
+                        "AWS::LakeFormation::DataCellsFilter")  # fmt: skip
+    made = {p["Name"]: p for _, _, p in filters}
+    assert set(made) == {f["Name"] for f in spec["CreateDataCellsFilter"]}
+    for f in spec["CreateDataCellsFilter"]:
+        m = made[f["Name"]]
+        assert (m["DatabaseName"], m["TableName"]) == (f["DatabaseName"], f["TableName"])
+        assert m["RowFilter"] == f["RowFilter"] and m["ColumnWildcard"] == f["ColumnWildcard"]
+        if f["TableName"] == "patient_profile":
+            assert m["ColumnWildcard"]["ExcludedColumnNames"] == ["ssn"]
+    granted = {(g["Principal"]["DataLakePrincipalIdentifier"],
+                g["Resource"]["DataCellsFilter"]["Name"], tuple(g["Permissions"]))
+               for g in _principal_permissions(templates, "governance-filters")}  # fmt: skip
+    assert granted == {(g["Principal"]["DataLakePrincipalIdentifier"],
+                        g["Resource"]["DataCellsFilter"]["Name"], tuple(g["Permissions"]))
+                       for g in spec["GrantPermissions"]}  # fmt: skip
+
+
+def test_the_jobs_runtime_roles_may_create_tables_where_they_write(templates):
+    grants = _principal_permissions(templates, "governance")
+    by_role: dict[str, set] = {}
+    for g in grants:
+        who = g["Principal"]["DataLakePrincipalIdentifier"].rsplit("/", 1)[-1]
+        where = g["Resource"].get("Database", {}).get("Name") or g["Resource"].get(
+            "DataLocation", {}).get("ResourceArn", "").rsplit("/", 1)[-1]  # fmt: skip
+        by_role.setdefault(who, set()).add((where, tuple(sorted(g["Permissions"]))))
+    write = ("ALTER", "CREATE_TABLE", "DESCRIBE")
+    assert by_role["sensorpipe-streaming-jobs"] == {("sensorpipe", write),
+                                                     ("lake", ("DATA_LOCATION_ACCESS",))}
+    assert by_role["sensorpipe-batch-jobs"] == by_role["sensorpipe-streaming-jobs"]
+    assert by_role["sensorpipe-hospital-jobs"] == {
+        ("sensorpipe_phi", write), ("sensorpipe", write),
+        ("hospital", ("DATA_LOCATION_ACCESS",)), ("hospital-general", ("DATA_LOCATION_ACCESS",))}

@@ -37,7 +37,7 @@ def test_every_policy_validates_against_aws_service_definitions():
     loaded = policies()
     assert all(isinstance(p, RangerPolicy) for p in loaded)
     services = ranger_policies.load_services(
-        ROOT / "conf/ranger", ROOT / "conf/emr/security-configuration.json"
+        ROOT / "conf/ranger", ROOT / "conf/ranger/plugins.json"
     )
     assert {k: v.name for k, v in services.items()} == {
         "sensorpipe-spark": "amazon-emr-spark", "sensorpipe-emrfs": "amazon-emr-emrfs",
@@ -89,7 +89,7 @@ def test_an_invalid_policy_is_refused_naming_it(tmp_path, change, message):
     for path in (ROOT / "conf/ranger/servicedefs").glob("*.json"):
         (tmp_path / "servicedefs" / path.name).write_text(path.read_text())
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    security = ROOT / "conf/emr/security-configuration.json"
+    security = ROOT / "conf/ranger/plugins.json"
     with pytest.raises(ranger_policies.PolicyError, match=f"policy 'sensorpipe lake'.*{message}"):
         ranger_policies.load_policies(tmp_path, security)
 
@@ -104,7 +104,7 @@ def test_an_emrfs_policy_takes_s3_actions_not_table_ones(tmp_path):
     with pytest.raises(
         ranger_policies.PolicyError, match="'select' is not one of amazon-emr-emrfs"
     ):
-        ranger_policies.load_policies(tmp_path, ROOT / "conf/emr/security-configuration.json")
+        ranger_policies.load_policies(tmp_path, ROOT / "conf/ranger/plugins.json")
 
 
 def test_policies_are_created_then_a_second_run_changes_nothing_ranger_rest_mock():
@@ -129,7 +129,7 @@ def test_a_changed_policy_is_updated_by_id_ranger_rest_mock(tmp_path):
         shutil.copytree(ROOT / "conf/ranger", tmp_path / "ranger")
         changed = tmp_path / "ranger/spark-access.json"
         changed.write_text(changed.read_text().replace('"phi_admins"', '"phi_officers"'))
-        security = ROOT / "conf/emr/security-configuration.json"
+        security = ROOT / "conf/ranger/plugins.json"
         outcomes = ranger_policies.apply_policies(
             client, ranger_policies.load_policies(tmp_path / "ranger", security)
         )

@@ -234,6 +234,12 @@ class AccessStack(Stack):
                 ],
             )
         )
+        self._key(
+            hospital,
+            names.hospital_secrets_key_alias,
+            decrypt=True,
+            via=f"secretsmanager.{settings.region}.amazonaws.com",
+        )
         from sensorpipe.health.tables import SOURCE_TABLES
 
         self._catalog(hospital, "HospitalTables", {
@@ -241,6 +247,21 @@ class AccessStack(Stack):
                 *LAKE_TABLES, *SNAPSHOT_TABLES, *(t.output_name for t in SOURCE_TABLES)),
             settings_db(settings): SNAPSHOT_TABLES,
         })  # fmt: skip
+
+        # --- Lake Formation's access to the registered locations (readers' credentials) ------
+        lakeformation = iam.Role(
+            self,
+            "LakeFormationDataAccessRole",
+            role_name=names.lakeformation_role,
+            assumed_by=iam.ServicePrincipal("lakeformation.amazonaws.com",
+                                            conditions=source_account),  # fmt: skip
+            description="Lake Formation reads the registered lake and protected-zone locations "
+            "for the readers it authorises (governance stack)",
+        )
+        self._s3(lakeformation, names.lake_bucket, read=[RAW, COMPACTED, GENERAL], write=[])
+        self._s3(lakeformation, names.protected_bucket, read=[HOSPITAL], write=[])
+        for alias in (names.lake_key_alias, names.protected_key_alias):
+            self._key(lakeformation, alias, decrypt=True, via=f"s3.{settings.region}.amazonaws.com")
 
         # --- producers ----------------------------------------------------------------------
         proxy = iam.Role(
@@ -361,6 +382,7 @@ class AccessStack(Stack):
             "HospitalJobsRoleArn": hospital,
             "HospitalProxyRoleArn": proxy,
             "WarehouseCopyRoleArn": copy,
+            "LakeFormationDataAccessRoleArn": lakeformation,
         }
         output(self, "EmrServiceRoleName", service.role_name, "RunJobFlow ServiceRole")
         output(self, "EmrInstanceProfileName", names.emr_instance_role, "RunJobFlow JobFlowRole")
@@ -370,6 +392,7 @@ class AccessStack(Stack):
             "HospitalJobsRoleArn",
             "HospitalProxyRoleArn",
             "WarehouseCopyRoleArn",
+            "LakeFormationDataAccessRoleArn",
         ):
             output(self, key, self.roles[key].role_arn, f"{key[:-3]} (IAM role)")
 

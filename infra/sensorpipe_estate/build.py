@@ -10,6 +10,7 @@ from aws_cdk import App, CfnResource, Environment, Stack, Tags
 from sensorpipe_estate.access import AccessStack
 from sensorpipe_estate.common import Names
 from sensorpipe_estate.dr import DisasterRecoveryStack
+from sensorpipe_estate.governance import GovernanceFiltersStack, GovernanceStack
 from sensorpipe_estate.monitoring import MonitoringStack
 from sensorpipe_estate.network import NetworkStack
 from sensorpipe_estate.settings import EstateSettings
@@ -25,6 +26,9 @@ STACK_ORDER = (
     "streams-iot",
     "warehouse-reporting",
     "monitoring",
+    "governance",
+    # After the first batch day: the filters need the tables the jobs create.
+    "governance-filters",
 )
 
 
@@ -102,6 +106,22 @@ def build_app(settings: EstateSettings, outdir: str | None = None) -> App:
         env=here,
         description="sensorpipe: alarms to an SNS topic",
     )
+    governance = GovernanceStack(
+        app,
+        f"{n}-governance",
+        settings,
+        env=here,
+        description="sensorpipe: Lake Formation locations, databases and grants",
+    )
+    governance.add_stack_dependency(storage)
+    filters = GovernanceFiltersStack(
+        app,
+        f"{n}-governance-filters",
+        settings,
+        env=here,
+        description="sensorpipe: Lake Formation data cells filters (after the first batch day)",
+    )
+    filters.add_stack_dependency(governance)
     Tags.of(app).add("project", "sensorpipe")
     apply_checkov_skips(app)
     return app

@@ -37,10 +37,12 @@ class Names:
         self.ops_key_alias = f"alias/{n}-ops"
         self.warehouse_key_alias = f"alias/{n}-warehouse"
         self.emr_key_alias = f"alias/{n}-emr"
+        self.hospital_secrets_key_alias = f"alias/{n}-hospital-secrets"
         self.lake_dr_key_alias = f"alias/{n}-lake-dr"
         self.protected_dr_key_alias = f"alias/{n}-protected-dr"
         # Roles named here because key policies and trust policies name them.
         self.emr_service_role = f"{n}-emr-service"
+        self.lakeformation_role = f"{n}-lakeformation-data-access"
         self.emr_instance_role = f"{n}-emr-instance"
         self.streaming_role = f"{n}-streaming-jobs"
         self.batch_role = f"{n}-batch-jobs"

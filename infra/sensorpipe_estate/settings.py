@@ -153,6 +153,22 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
+class GovernanceSettings:
+    """Lake Formation: who reads what in the catalog. The readers' roles are the corporate
+    federated roles (engineers, data scientists and analysts read the lake and the general
+    zone; clinicians read the protected zone only through the data cells filters of
+    conf/lakeformation/data-cells-filters.json, which name their roles)."""
+
+    engineers_role_arn: str = "arn:aws:iam::123456789012:role/engineers"
+    data_scientists_role_arn: str = "arn:aws:iam::123456789012:role/data-scientists"
+    analysts_role_arn: str = "arn:aws:iam::123456789012:role/analysts"
+    # Lake Formation administrators (DataLakeSettings); the deploying role must be one.
+    admin_role_arns: list[str] = field(
+        default_factory=lambda: ["arn:aws:iam::123456789012:role/lakeformation-admin"]
+    )
+
+
+@dataclass(frozen=True)
 class WarehouseSettings:
     database: str = "telemetry"
     port: int = field(default=5440, metadata=check(_port))
@@ -204,6 +220,7 @@ class EstateSettings:
     streams: StreamSettings = field(default_factory=StreamSettings)
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    governance: GovernanceSettings = field(default_factory=GovernanceSettings)
     # CloudWatch namespace of the jobs' own metrics (conf/emr.yaml's metrics.namespace).
     metrics_namespace: str = "sensorpipe"
 

@@ -86,6 +86,15 @@ class KeysStorageStack(Stack):
         )
         self.protected_key.add_to_resource_policy(
             iam.PolicyStatement(
+                sid="LakeFormationReadsForClinicians",
+                principals=[iam.ArnPrincipal(names.role_arn(names.lakeformation_role))],
+                actions=["kms:Decrypt"],
+                resources=["*"],
+                conditions={"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+            )
+        )
+        self.protected_key.add_to_resource_policy(
+            iam.PolicyStatement(
                 sid="ReplicationDecrypts",
                 principals=[iam.ArnPrincipal(names.role_arn(names.replication_role))],
                 actions=["kms:Decrypt", "kms:DescribeKey"],
@@ -94,17 +103,23 @@ class KeysStorageStack(Stack):
             )
         )
 
-        # --- the hospital jobs' secrets, under the protected zone's key --------------------
+        # --- the hospital jobs' secrets ---------------------------------------------------
         # conf/health-emr.yaml reads them by name (source.password_secret_id,
-        # general.token_key_secret_id); the hospital role may read these two and no other.
-        # Both start as random values: the operator puts the hospital database's password, and
-        # may replace the token key (64 hex characters, `sensorpipe phi-key`), before the first
-        # import (docs/estate.md).
+        # general.token_key_secret_id); the hospital role may read these two and no other
+        # principal may (each secret's policy). Both start as random values: the operator puts
+        # the hospital database's password, and may replace the token key (64 hex characters,
+        # `sensorpipe phi-key`), before the first import (docs/estate.md). Their own key, not
+        # the protected zone's: Secrets Manager encrypts with the key on the deployer's behalf,
+        # which the protected key (usable by the hospital's principals only) must not allow.
+        self.hospital_secrets_key = customer_key(
+            self, "HospitalSecretsKey", names.hospital_secrets_key_alias,
+            "sensorpipe hospital jobs' secrets (database password, token key)",
+        )  # fmt: skip
         self.hospital_jdbc_secret = secretsmanager.Secret(
             self,
             "HospitalJdbcSecret",
             secret_name=f"{settings.name}/hospital-jdbc",
-            encryption_key=self.protected_key,
+            encryption_key=self.hospital_secrets_key,
             description="password of the hospital database's read-only import user",
             generate_secret_string=secretsmanager.SecretStringGenerator(
                 exclude_punctuation=True, password_length=32
@@ -114,7 +129,7 @@ class KeysStorageStack(Stack):
             self,
             "PhiTokenKeySecret",
             secret_name=f"{settings.name}/phi-token-key",
-            encryption_key=self.protected_key,
+            encryption_key=self.hospital_secrets_key,
             description="HMAC-SHA256 key of the general zone's tokens (hex, 32 bytes)",
             # 64 characters of 0-9a-f: a 32-byte key in hex, as phi.py requires.
             generate_secret_string=secretsmanager.SecretStringGenerator(
@@ -122,6 +137,19 @@ class KeysStorageStack(Stack):
                 exclude_characters="ghijklmnopqrstuvwxyz",
             ),
         )  # fmt: skip
+
+        hospital_role = names.role_arn(names.hospital_role)
+        for secret in (self.hospital_jdbc_secret, self.phi_token_secret):
+            secret.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid="OnlyTheHospitalJobsRead",
+                    effect=iam.Effect.DENY,
+                    principals=[iam.AnyPrincipal()],
+                    actions=["secretsmanager:GetSecretValue"],
+                    resources=["*"],
+                    conditions={"StringNotEquals": {"aws:PrincipalArn": hospital_role}},
+                )
+            )
 
         # --- buckets ------------------------------------------------------------------------
         self.access_logs = secure_bucket(
