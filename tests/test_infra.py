@@ -810,3 +810,72 @@ def test_the_jobs_runtime_roles_may_create_tables_where_they_write(templates):
     assert by_role["sensorpipe-hospital-jobs"] == {
         ("sensorpipe_phi", write), ("sensorpipe", write),
         ("hospital", ("DATA_LOCATION_ACCESS",)), ("hospital-general", ("DATA_LOCATION_ACCESS",))}
+
+
+def _groups(templates, stack):
+    return {r["Properties"]["GroupDescription"]: (k, r["Properties"])
+            for k, r in templates[stack]["Resources"].items()
+            if r["Type"] == "AWS::EC2::SecurityGroup"}  # fmt: skip
+
+
+def _ingress(templates, stack, group_logical):
+    """Inline and separate ingress rules of a group, as (source group logical id, from, to)."""
+    found = []
+    for r in templates[stack]["Resources"].values():
+        p = r.get("Properties", {})
+        if r["Type"] == "AWS::EC2::SecurityGroupIngress" and (
+                p.get("GroupId") == {"Fn::GetAtt": [group_logical, "GroupId"]}):
+            source = p.get("SourceSecurityGroupId", {}).get("Fn::GetAtt", [None])[0]
+            found.append((source, p["FromPort"], p["ToPort"]))
+    return found
+
+
+def test_quicksight_takes_the_warehouses_replies_its_interfaces_not_being_stateful(templates):
+    groups = _groups(templates, "warehouse-reporting")
+    reporting, _ = groups["QuickSight VPC connection to the warehouse"]
+    warehouse, _ = next(v for d, v in groups.items() if d.startswith("Redshift Serverless"))
+    assert (warehouse, 0, 65535) in _ingress(templates, "warehouse-reporting", reporting)
+
+
+def test_the_warehouse_reaches_s3s_gateway_endpoint_for_copy(templates, settings):
+    """Enhanced VPC routing sends COPY through the VPC: the warehouse's group, which allowed no
+    egress at all, must allow HTTPS to the region's S3 prefix list."""
+    warehouse, props = next(v for d, v in _groups(templates, "warehouse-reporting").items()
+                            if d.startswith("Redshift Serverless"))  # fmt: skip
+    egress = [r["Properties"] for r in templates["warehouse-reporting"]["Resources"].values()
+              if r["Type"] == "AWS::EC2::SecurityGroupEgress"
+              and r["Properties"]["GroupId"] == {"Fn::GetAtt": [warehouse, "GroupId"]}]
+    egress += props.get("SecurityGroupEgress", [])
+    assert [(e["IpProtocol"], e["FromPort"], e["ToPort"], e.get("DestinationPrefixListId"))
+            for e in egress] == [("tcp", 443, 443, settings.network.s3_prefix_list_id)]
+
+
+def test_the_ebs_grant_condition_sits_on_create_grant_alone(templates):
+    """kms:GrantIsForAWSResource is present only on grant operations: a statement putting it
+    on DescribeKey or GenerateDataKeyWithoutPlaintext can never allow them."""
+    found = [s for _, logical, _, s in statements({"access": templates["access"]})
+             if "EmrServiceRole" in logical and any(
+                 a.startswith("kms:") for a in as_list(s["Action"]))]  # fmt: skip
+    assert found
+    for s in found:
+        bool_ = s.get("Condition", {}).get("Bool", {})
+        if "kms:GrantIsForAWSResource" in bool_:
+            assert as_list(s["Action"]) == ["kms:CreateGrant"], s
+    actions = {a for s in found for a in as_list(s["Action"])}
+    assert {"kms:CreateGrant", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext"} <= actions
+
+
+def test_engineers_sessions_carry_their_identity_providers_tags(templates):
+    (trust,) = [r["Properties"]["AssumeRolePolicyDocument"]
+                for r in templates["warehouse-reporting"]["Resources"].values()
+                if r["Type"] == "AWS::IAM::Role"
+                and r["Properties"].get("RoleName") == "sensorpipe-warehouse-engineers"]
+    actions = {a for s in trust["Statement"] for a in as_list(s["Action"])}
+    assert actions == {"sts:AssumeRoleWithSAML", "sts:TagSession"}
+
+
+def test_the_iot_rules_error_action_may_describe_its_log_streams(templates):
+    found = [s for _, logical, _, s in statements({"access": templates["access"]})
+             if logical.startswith("IotRuleRole") and s.get("Sid") == "ErrorActionLogs"]
+    assert {a for s in found for a in as_list(s["Action"])} == {
+        "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"}

@@ -113,16 +113,23 @@ class AccessStack(Stack):
         self._s3(instance, names.lake_bucket, read=[ARTIFACTS, TLS], write=[EMR_LOGS])
         self._key(instance, names.lake_key_alias, decrypt=True, generate=True)
         self._key(instance, names.emr_key_alias, decrypt=True, generate=True)
-        # EBS encryption: EMR's service role lets EC2 use the EMR key for the volumes.
+        # EBS encryption: EMR's service role lets EC2 use the EMR key for the volumes. Only
+        # CreateGrant carries kms:GrantIsForAWSResource (AWS KMS Developer Guide, "AWS KMS
+        # condition keys": set for grant operations an integrated service makes): on the other
+        # actions the condition would never hold and the statement would grant nothing.
         resource, condition = names.keys_with_alias(names.emr_key_alias)
         service.add_to_policy(
             iam.PolicyStatement(
                 sid="EbsVolumesUnderTheEmrKey",
-                actions=[
-                    "kms:CreateGrant",
-                    "kms:DescribeKey",
-                    "kms:GenerateDataKeyWithoutPlaintext",
-                ],
+                actions=["kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext"],
+                resources=[resource],
+                conditions=condition,
+            )
+        )
+        service.add_to_policy(
+            iam.PolicyStatement(
+                sid="EbsGrantsForTheVolumes",
+                actions=["kms:CreateGrant"],
                 resources=[resource],
                 conditions={**condition, "Bool": {"kms:GrantIsForAWSResource": "true"}},
             )
@@ -303,7 +310,9 @@ class AccessStack(Stack):
         rule.add_to_policy(
             iam.PolicyStatement(
                 sid="ErrorActionLogs",
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                # The CloudWatch Logs action also describes the group's streams (AWS IoT Core
+                # Developer Guide, "CloudWatch Logs" action: its role's required permissions).
+                actions=["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
                 resources=[
                     f"arn:aws:logs:{settings.region}:{account}:log-group:"
                     f"/{settings.name}/iot-rule-errors:*"

@@ -47,6 +47,11 @@ def _port(name: str, value: int) -> None:
         raise ConfigError(f"{name}: choose a port other than Redshift's default 5439")
 
 
+def _prefix_list(name: str, value: str) -> None:
+    if not re.fullmatch(r"pl-[0-9a-f]{8,17}", value):
+        raise ConfigError(f"{name}: expected a prefix list id (pl-...), got {value!r}")
+
+
 def _ipv4(name: str, value: str) -> None:
     try:
         ipaddress.IPv4Address(value)
@@ -116,6 +121,10 @@ class NetworkSettings:
     # cluster's security groups that may reach the warehouse.
     corporate_cidr: str = field(default="10.0.0.0/12", metadata=check(_cidr))
     flow_log_retention_days: int = field(default=365, metadata=check(positive))
+    # The region's AWS-managed S3 prefix list (com.amazonaws.<region>.s3; `aws ec2
+    # describe-managed-prefix-lists`): the warehouse's COPY reaches S3 through the gateway
+    # endpoint at these addresses.
+    s3_prefix_list_id: str = field(default="pl-6da54004", metadata=check(_prefix_list))
     on_premises: OnPremisesSettings = field(default_factory=OnPremisesSettings)
 
     def __post_init__(self) -> None:

@@ -68,6 +68,14 @@ class WarehouseReportingStack(Stack):
             ec2.Port.tcp(wh.port),
             "corporate network (Direct Connect/VPN)",
         )
+        # COPY with enhanced VPC routing reads the staging prefix through the VPC: HTTPS to S3's
+        # gateway endpoint, whose addresses are the region's S3 prefix list (Amazon Redshift
+        # Management Guide, "Enhanced VPC routing": the security group must allow it).
+        self.security_group.add_egress_rule(
+            ec2.Peer.prefix_list(settings.network.s3_prefix_list_id),
+            ec2.Port.tcp(443),
+            "COPY from S3 through the gateway endpoint (enhanced VPC routing)",
+        )
 
         self.namespace = redshift.CfnNamespace(
             self,
@@ -110,11 +118,14 @@ class WarehouseReportingStack(Stack):
             self,
             "EngineersRole",
             role_name=f"{settings.name}-warehouse-engineers",
+            # With sts:TagSession the identity provider's session tags (the engineer's name)
+            # reach the session, so GetCredentials maps each engineer to a database user of
+            # their own instead of one shared user.
             assumed_by=iam.FederatedPrincipal(
                 wh.saml_provider_arn,
                 {"StringEquals": {"SAML:aud": "https://signin.aws.amazon.com/saml"}},
                 "sts:AssumeRoleWithSAML",
-            ),
+            ).with_session_tags(),
             description="warehouse engineers, signed in through the corporate identity provider",
         )
         engineers.add_to_policy(
@@ -166,6 +177,12 @@ class WarehouseReportingStack(Stack):
         )
         reporting_sg.add_egress_rule(self.security_group, ec2.Port.tcp(wh.port), "warehouse")
         self.security_group.add_ingress_rule(reporting_sg, ec2.Port.tcp(wh.port), "QuickSight")
+        # QuickSight's network interfaces are not stateful: the replies from the warehouse need
+        # an inbound rule of their own (Amazon QuickSight User Guide, "Configuring the VPC
+        # security groups": inbound all TCP from the data source's security group).
+        reporting_sg.add_ingress_rule(
+            self.security_group, ec2.Port.all_tcp(), "replies from the warehouse (not stateful)"
+        )
         qs_role = iam.Role(
             self,
             "QuickSightVpcRole",
