@@ -214,10 +214,13 @@ def test_device_ids_inside_the_contract_are_valid(spark):
     assert [r.reason for r in rows] == [None, None, None]
 
 
-@pytest.mark.parametrize("event_time", ["2026-11-01T08:00:00", "2026-11-01T08:00:00.000"])
-def test_an_event_time_without_a_zone_is_a_bad_event_time(spark, event_time):
+@pytest.mark.parametrize("event_time", ["2026-11-01T08:00:00", "2026-11-01T08:00:00.000",
+                                        "2026-11-01", "2026-12-05"])
+def test_an_event_time_without_a_time_and_a_zone_is_a_bad_event_time(spark, event_time):
+    """A date alone ends in what looks like an offset ("-01"): it has no time, and no zone."""
     (row,) = decoded(spark, [json.dumps(event(event_time=event_time)).encode()]).collect()
-    assert (row.reason, "has no zone" in row.detail) == (decode.BAD_EVENT_TIME, True)
+    assert (row.reason, "has no time of day with its zone" in row.detail) == (
+        decode.BAD_EVENT_TIME, True)  # fmt: skip
 
 
 def test_event_times_with_a_zone_or_an_offset_are_valid(spark):

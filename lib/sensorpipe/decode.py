@@ -48,7 +48,9 @@ _STRING_FIELDS = ("device_id", "sensor", "event_time", "unit")
 # separator, nothing empty or longer.
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9:_-]{1,64}$"
 # The contract's event time carries its zone: Z or an offset (+01:00, -0500).
-_ZONED = r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$"
+# A time of day, then its zone: a date alone ("2026-12-05") ended in what looked like an offset
+# ("-05") and passed as zoned (issue 30).
+_ZONED = r"[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$"
 _NUMBER_TYPES = ("TINYINT", "SMALLINT", "INT", "BIGINT", "FLOAT", "DOUBLE")
 
 
@@ -186,7 +188,8 @@ def decode_records(
         (
             ~event_time_text.rlike(_ZONED),
             BAD_EVENT_TIME,
-            F.concat(F.lit("event_time "), event_time_text, F.lit(" has no zone (Z or +hh:mm)")),
+            F.concat(F.lit("event_time "), event_time_text,
+                     F.lit(" has no time of day with its zone (Z or +hh:mm)")),
         ),
         (
             too_late | too_early,
