@@ -496,3 +496,22 @@ def test_ingest_finds_rows_committed_late_with_an_older_version_and_quarantines_
     files = sorted(str(p) for p in root.rglob("*") if p.is_file())
     assert h.ingest() == 0  # the window reads them all again: nothing new, nothing written
     assert sorted(str(p) for p in root.rglob("*") if p.is_file()) == files
+
+
+def test_zone_paths_are_compared_as_resolved_not_as_text(tmp_path):
+    """The clinical alerts table through `..` lands outside the protected zone, and a general
+    zone reached through `..` overlaps it: both refused as resolved paths (issue 30, item 8)."""
+    from sensorpipe.config import ConfigError, HealthSettings, load_settings
+
+    env = {"SENSORPIPE_PHI_TOKEN_KEY": "00" * 32,
+           "SENSORPIPE__PROTECTED__ROOT": str(tmp_path / "protected"),
+           "SENSORPIPE__GENERAL__ROOT": str(tmp_path / "general"),
+           "SENSORPIPE__DEVICE_ANOMALIES_PATH": str(tmp_path / "protected/clinical_alerts")}
+    assert load_settings(ROOT / "conf/health-local.yaml", environ=env, kind=HealthSettings)
+    climbing = {**env, "SENSORPIPE__DEVICE_ANOMALIES_PATH":
+                str(tmp_path / "protected/../general/clinical_alerts")}  # fmt: skip
+    with pytest.raises(ConfigError, match="^device_anomalies_path: .* is outside protected.root"):
+        load_settings(ROOT / "conf/health-local.yaml", environ=climbing, kind=HealthSettings)
+    inside = {**env, "SENSORPIPE__GENERAL__ROOT": str(tmp_path / "general/../protected/g")}
+    with pytest.raises(ConfigError, match="^general.root: must not overlap protected.root"):
+        load_settings(ROOT / "conf/health-local.yaml", environ=inside, kind=HealthSettings)

@@ -177,3 +177,23 @@ def test_the_hospital_catalogue_and_zone_are_checked_at_start(tmp_path):
     for variable, (value, field_name) in refused.items():
         with pytest.raises(ConfigError, match=field_name.replace(".", r"\.")):
             load_settings(ROOT / CONFIG, environ={**base, variable: value})
+
+
+@pytest.mark.parametrize("escape", ["protected/../lake/events", "protected/./../../x/events",
+                                    "protected//../events"])
+def test_a_path_that_climbs_out_of_the_protected_zone_is_refused(tmp_path, escape):
+    """Paths are compared as Hadoop and the OS resolve them: a text prefix test passed
+    `<protected root>/../lake/events`, which lands outside the zone (issue 30, item 8)."""
+    base = device_environ(tmp_path, tmp_path / "protected", tmp_path / "samples")
+    with pytest.raises(ConfigError, match=r"^lake\.events_path: .* is outside the protected"):
+        load_settings(ROOT / CONFIG,
+                      environ={**base, "SENSORPIPE__LAKE__EVENTS_PATH": str(tmp_path / escape)})
+    s3 = {**base, "SENSORPIPE__LAKE__PROTECTED_ROOT": "s3://phi/hospital",
+          "SENSORPIPE__LAKE__EVENTS_PATH": "s3://phi/hospital/../../lake/raw/events",
+          "SENSORPIPE__LAKE__QUARANTINE_PATH": "s3://phi/hospital/q",
+          "SENSORPIPE__LAKE__CHECKPOINT_ROOT": "s3://phi/hospital/c",
+          "SENSORPIPE__LAKE__ANOMALIES_PATH": "s3://phi/hospital/a"}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^lake\.events_path: .* is outside the protected"):
+        load_settings(ROOT / CONFIG, environ=s3)
+    inside = {**s3, "SENSORPIPE__LAKE__EVENTS_PATH": "s3://phi/hospital/x/../device_events"}
+    assert load_settings(ROOT / CONFIG, environ=inside)

@@ -3,6 +3,8 @@ configuration problem raises, naming the field."""
 
 from __future__ import annotations
 
+import os
+import posixpath
 import re
 import typing
 from typing import Any
@@ -94,3 +96,21 @@ def shared_path(name: str, path: str) -> None:
             "the YARN container and is lost with it; hdfs:// is not written by the job's "
             "document store)"
         )
+
+
+def _normalised(path: str) -> str:
+    """A path as Hadoop and the OS resolve it: `.` and `..` segments and repeated slashes
+    folded; local paths made absolute."""
+    if "://" in path:
+        scheme, rest = path.split("://", 1)
+        bucket, _, key = rest.partition("/")
+        return f"{scheme}://{bucket}/" + posixpath.normpath("/" + key).lstrip("/")
+    return os.path.normpath(os.path.abspath(path))
+
+
+def within(path: str, root: str, *, strictly: bool = False) -> bool:
+    """Whether `path` lies inside `root` (or, unless `strictly`, is it), compared once both are
+    resolved: a text prefix test let `<root>/../../lake/events` through, which Hadoop resolves
+    outside the root."""
+    inner, outer = _normalised(path).rstrip("/"), _normalised(root).rstrip("/")
+    return inner.startswith(outer + "/") or (inner == outer and not strictly)

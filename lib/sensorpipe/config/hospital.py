@@ -11,6 +11,7 @@ from sensorpipe.config.checks import (
     positive,
     shared_path,
     verified_tls_jdbc_url,
+    within,
 )
 from sensorpipe.config.stream import CatalogSettings, LineageSettings, SparkSettings
 
@@ -78,15 +79,14 @@ class HealthSettings:
         if self.environment == "emr":
             verified_tls_jdbc_url("source.url", self.source.url)
             shared_path("lineage.path", self.lineage.path)
-        protected = self.protected.root.rstrip("/") + "/"
-        general = self.general.root.rstrip("/") + "/"
-        if protected.startswith(general) or general.startswith(protected):
+        protected, general = self.protected.root, self.general.root
+        if within(protected, general) or within(general, protected):
             raise ConfigError(
                 f"general.root: must not overlap protected.root ({self.general.root!r} vs "
                 f"{self.protected.root!r}): the zones are separate locations"
             )
         alerts = self.device_anomalies_path
-        if alerts is not None and not alerts.rstrip("/").startswith(protected):
+        if alerts is not None and not within(alerts, protected):
             raise ConfigError(
                 f"device_anomalies_path: {alerts!r} is outside protected.root "
                 f"({self.protected.root!r}): the clinical alerts table holds device serials"

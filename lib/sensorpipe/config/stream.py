@@ -20,6 +20,7 @@ from sensorpipe.config.checks import (
     shared_path,
     trigger,
     unit_interval,
+    within,
 )
 
 
@@ -324,11 +325,10 @@ class Settings:
         if not root:
             raise ConfigError("lake.protected_root: required with decode.catalogue hospital "
                               "(device readings are protected health information)")  # fmt: skip
-        inside = root.rstrip("/") + "/"
         for name in ("events_path", "quarantine_path", "checkpoint_root", "anomalies_path",
                      "compacted_path"):  # fmt: skip
             path = getattr(self.lake, name)
-            if path is not None and not path.startswith(inside):
+            if path is not None and not within(path, root, strictly=True):
                 raise ConfigError(f"lake.{name}: {path!r} is outside the protected zone "
                                   f"(lake.protected_root {root!r})")  # fmt: skip
         if self.warehouse.kind != "none":
