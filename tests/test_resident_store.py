@@ -101,3 +101,20 @@ def test_more_detectors_than_the_descriptor_limit_stay_usable(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split()[-1]) < 300
+
+
+def test_the_mapping_bound_stays_under_the_kernels_map_area_limit(monkeypatch):
+    """MAX_MAPPINGS (65,536) exceeded vm.max_map_count (65,530 by default): with descriptors
+    unbounded, the worker would have mapped until mmap failed with ENOMEM. The bound leaves
+    the process's own map areas, and room, under the kernel's limit (issue 30, item 5)."""
+    import resource as resource_module
+    from pathlib import Path
+
+    from sensorpipe.anomaly import resident as resident_module
+
+    infinite = resource_module.RLIM_INFINITY
+    monkeypatch.setattr(resident_module.resource, "getrlimit", lambda _: (infinite, infinite))
+    monkeypatch.setattr(resident_module.resource, "setrlimit", lambda *_: None)
+    kernel = int(Path("/proc/sys/vm/max_map_count").read_text())
+    held = len(Path("/proc/self/maps").read_text().splitlines())
+    assert resident_module.mapping_limit() <= kernel - held

@@ -47,6 +47,10 @@ PREFIX = "sensorpipe-detectors-"
 # a mapping, the scorer failed with EMFILE (limit 20,000 here; YARN's is often 32,768).
 MAX_MAPPINGS = 65536
 FDS_KEPT_FREE = 512
+# Each mapping is also one of the process's memory map areas, which the kernel bounds by
+# vm.max_map_count (65,530 by default, below MAX_MAPPINGS); the worker's own libraries and
+# heap hold some already, and the process needs room for more.
+MAP_AREAS_KEPT_FREE = 4096
 
 
 def _executor_jvm() -> str:
@@ -98,9 +102,21 @@ def _parsed(meta: bytes) -> tuple[dict, tuple]:
     return _PARSED[meta]
 
 
+def _free_map_areas() -> int:
+    """Memory map areas this process may still create: vm.max_map_count less those it holds."""
+    try:
+        limit = int(Path("/proc/sys/vm/max_map_count").read_text())
+        with open("/proc/self/maps", "rb") as maps:
+            held = sum(1 for _ in maps)
+    except (OSError, ValueError):
+        return MAX_MAPPINGS
+    return limit - held
+
+
 def mapping_limit() -> int:
     """How many files this process may keep mapped: the soft descriptor limit raised to the
-    hard one (as servers do), less FDS_KEPT_FREE, and at most MAX_MAPPINGS."""
+    hard one (as servers do), less FDS_KEPT_FREE; the kernel's free map areas less
+    MAP_AREAS_KEPT_FREE; and at most MAX_MAPPINGS."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         try:
@@ -108,9 +124,9 @@ def mapping_limit() -> int:
             soft = hard
         except (ValueError, OSError):
             pass
-    if soft == resource.RLIM_INFINITY:
-        return MAX_MAPPINGS
-    return max(16, min(MAX_MAPPINGS, soft - FDS_KEPT_FREE))
+    by_descriptors = MAX_MAPPINGS if soft == resource.RLIM_INFINITY else soft - FDS_KEPT_FREE
+    by_map_areas = _free_map_areas() - MAP_AREAS_KEPT_FREE
+    return max(16, min(MAX_MAPPINGS, by_descriptors, by_map_areas))
 
 
 def _map(fd: int) -> mmap.mmap:
