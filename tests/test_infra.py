@@ -493,12 +493,34 @@ def train_role_statements(templates):
                 yield logical, s
 
 
-def test_train_roles_get_nothing_on_the_protected_bucket_or_key(templates):
+def test_train_roles_get_nothing_on_the_protected_bucket_or_key(templates, cdk_out, settings):
+    """Evaluated, not searched for names (a grant of s3:GetObject on "*" named no protected
+    marker and passed the old scan: issue 30's test audit): every train role is denied reading
+    and writing the protected bucket and using its key, through every policy of the estate."""
+    from sensorpipe_tools.access_contract import Access, load_estate
+
     found = list(train_role_statements(templates))
     assert len(found) > 5
-    for logical, s in found:
+    for logical, s in found:  # and still no statement names the zone
         text = json.dumps(s)
         assert not any(m in text for m in PROTECTED_MARKERS), f"{logical}: {text}"
+    estate = load_estate(cdk_out, settings.account, settings.region)
+    protected = f"sensorpipe-protected-{settings.account}-{settings.region}"
+    _, key = estate.bucket(protected)
+    obj = f"arn:aws:s3:::{protected}/hospital/patients/part-0.parquet"
+    via_s3 = (("kms:ViaService", f"s3.{settings.region}.amazonaws.com"),)
+    for role in TRAIN_ROLES:
+        arn = f"arn:aws:iam::{settings.account}:role/{role}"
+        for access in (Access("s3:GetObject", obj), Access("s3:PutObject", obj),
+                       Access("kms:Decrypt", key, via_s3),
+                       Access("kms:GenerateDataKey", key, via_s3)):  # fmt: skip
+            assert not estate.decide(arn, access).allowed, (role, access.action)
+    # The evaluation can fail: the same role with a planted s3:GetObject on "*" may read it.
+    planted = Access("s3:GetObject", obj)
+    estate.role_statements = lambda _arn: [
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]
+    assert estate.decide(f"arn:aws:iam::{settings.account}:role/{TRAIN_ROLES[0]}",
+                         planted).allowed  # fmt: skip
 
 
 def test_hospital_role_reaches_the_protected_zone(templates):
