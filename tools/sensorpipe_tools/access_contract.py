@@ -204,7 +204,7 @@ def _arg(args: list[str], name: str) -> str:
 
 
 def job_accesses(step: dict[str, Any], step_env: Mapping[str, str], root: Path,
-                 account: str, next_config: str | None) -> list[Access]:  # fmt: skip
+                 account: str) -> list[Access]:  # fmt: skip
     """The accesses of one step (the CLI shape, filled), from the configuration it runs."""
     args, region = step["Args"], step_env["AWS_REGION"]
     out: list[Access] = []
@@ -243,7 +243,7 @@ def jobs(deploy: DeploySettings, root: Path, account: str) -> list[Job]:
         steps = plan_steps(deploy, root, values, kind)  # type: ignore[arg-type]
         for i, step in enumerate(steps):
             family = step_family(steps, i)
-            accesses = job_accesses(step, step_env, root, account, None)
+            accesses = job_accesses(step, step_env, root, account)
             out.append(Job(f"{kind}: {step['Name']}", family, role[family], accesses))
     return out
 
