@@ -11,7 +11,6 @@ import pyarrow as pa
 import pytest
 import sqlglot
 from pyspark.errors import StreamingQueryException
-from sensorpipe.aggregates import window_aggregates
 from sensorpipe.rollup import run_daily_rollup
 from sensorpipe.sinks.warehouse import (
     DAILY_AGGREGATES,
@@ -54,46 +53,62 @@ def load_log(postgres, database: str) -> list[tuple]:
     return warehouse_rows(postgres, database, "sensorpipe_load_log", "query_name, batch_id")
 
 
-def recompute_from_lake(spark, settings):
-    events = spark.read.parquet(settings.lake.events_path)
-    frame = window_aggregates(events, settings.aggregates.window, settings.aggregates.watermark)
-    exact = events.groupBy(
-        "device_id",
-        "sensor",
-        __import__("pyspark.sql.functions", fromlist=["window"])
-        .window("event_time", settings.aggregates.window)
-        .start.alias("window_start"),
-    ).agg(
-        __import__("pyspark.sql.functions", fromlist=["expr"])
-        .expr("percentile_disc(0.5) WITHIN GROUP (ORDER BY value)")
-        .alias("p50_exact"),
-        __import__("pyspark.sql.functions", fromlist=["expr"])
-        .expr("percentile_disc(0.95) WITHIN GROUP (ORDER BY value)")
-        .alias("p95_exact"),
-    )
-    return frame.join(exact, ["device_id", "sensor", "window_start"])
+def recompute_from_lake(spark, settings) -> dict[tuple, dict]:
+    """Every window's statistics computed here in pandas from the lake's events, independently
+    of the code under test (sensorpipe.aggregates: it once recomputed them with the same
+    window_aggregates, which could not disagree with itself; issue 30's test audit): count,
+    min, max, sum, mean, sample standard deviation, the exact order statistics p50 and p95
+    (the smallest value whose rank reaches p * n), anomalies flagged and the highest score."""
+    import math
+
+    import pandas as pd
+
+    events = spark.read.parquet(settings.lake.events_path).select(
+        "device_id", "sensor", "event_time", "value", "is_anomaly", "anomaly_score"
+    ).toPandas()
+    minutes = int(settings.aggregates.window.split()[0])
+    events["window_start"] = pd.to_datetime(events["event_time"]).dt.floor(f"{minutes}min")
+    expected = {}
+    for (device, sensor, start), g in events.groupby(["device_id", "sensor", "window_start"]):
+        values = sorted(g["value"].tolist())
+        n = len(values)
+
+        def order_statistic(p: float, values: list = values, n: int = n) -> float:
+            return values[max(math.ceil(p * n), 1) - 1]
+
+        expected[(device, sensor, start.to_pydatetime().replace(tzinfo=None))] = {
+            "event_count": n, "min_value": values[0], "max_value": values[-1],
+            "sum_value": math.fsum(values), "mean_value": math.fsum(values) / n,
+            "stddev_value": g["value"].std(ddof=1) if n > 1 else None,
+            "p50_value": order_statistic(0.5), "p95_value": order_statistic(0.95),
+            "anomaly_count": int(g["is_anomaly"].sum()),
+            "max_anomaly_score": float(g["anomaly_score"].max()),
+        }  # fmt: skip
+    return expected
 
 
 def assert_warehouse_equals_lake(spark, settings, postgres, database):
     cols = [c.name for c in MINUTE_AGGREGATES.columns]
     stored = {
-        (r[0], r[1], r[2]): dict(zip(cols, r, strict=True))
+        (r[0], r[1], r[2].replace(tzinfo=None)): dict(zip(cols, r, strict=True))
         for r in warehouse_rows(
             postgres, database, "sensor_minute_aggregates", "device_id, sensor, window_start"
         )
     }
-    expected = {
-        (r.device_id, r.sensor, r.window_start): r
-        for r in recompute_from_lake(spark, settings).collect()
-    }
+    expected = recompute_from_lake(spark, settings)
     assert stored.keys() == expected.keys()
+    assert any(row["anomaly_count"] for row in expected.values())  # the samples flag some
     for key, row in expected.items():
         got = stored[key]
-        for col in ("event_count", "min_value", "max_value"):
+        for col in ("event_count", "min_value", "max_value", "p50_value", "p95_value",
+                    "anomaly_count"):  # fmt: skip
             assert got[col] == row[col], (key, col)
-        assert got["sum_value"] == pytest.approx(row["sum_value"], rel=1e-12, abs=1e-9)
-        # percentile_approx: rank error <= n / accuracy; for these small windows, exact.
-        assert (got["p50_value"], got["p95_value"]) == (row["p50_exact"], row["p95_exact"]), key
+        for col in ("sum_value", "mean_value", "max_anomaly_score"):
+            assert got[col] == pytest.approx(row[col], rel=1e-12, abs=1e-9), (key, col)
+        if row["stddev_value"] is None:
+            assert got["stddev_value"] is None, key
+        else:
+            assert got["stddev_value"] == pytest.approx(row["stddev_value"], rel=1e-9), key
 
 
 def test_streaming_aggregates_equal_a_batch_recomputation_from_the_lake(
