@@ -72,7 +72,6 @@ def test_no_runtime_role_grants_what_no_job_of_its_family_asks(contract, family)
     the family's jobs that the statement covers: a grant nobody needs is reported."""
     estate, _, found = contract
     role, accesses = _family_requests(estate, found, family)
-    base = estate._base_context(role)
     unused = []
     for statement in estate.role_statements(role):
         if statement.get("Effect") != "Allow":
@@ -85,17 +84,11 @@ def test_no_runtime_role_grants_what_no_job_of_its_family_asks(contract, family)
                 one = {**statement, "Action": action, "Resource": resource}
                 used = [a for a in accesses if action_matches(action, a.action)
                         and wildcard_matches(resource, a.resource)
-                        and statement_matches(one, a.request(role, _context(estate, a, base)),
+                        and statement_matches(one, a.request(role, estate.context(role, a)),
                                               resource_policy=False, account=ACCOUNT)]  # fmt: skip
                 if not used:
                     unused.append(f"{statement.get('Sid') or ''} {action} on {resource}")
     assert unused == []
-
-
-def _context(estate, access, base):
-    if access.action.startswith("kms:"):
-        return {**base, "kms:ResourceAliases": estate.key(access.resource)[1]}
-    return base
 
 
 def test_cross_zone_accesses_are_denied(contract):

@@ -2,8 +2,8 @@
 deploy submits and the job configurations they run, and checked against the estate's
 synthesised templates with AWS's policy evaluation (policy_eval.py).
 
-    estate = Estate.from_templates(templates)          # infra/ synthesised, {stack: template}
-    for job in jobs(estate):                            # one per step of the three clusters
+    estate = load_estate(cdk_out, account, region)      # infra/ synthesised
+    for job in jobs(deploy_settings, root, account):    # one per step of the three clusters
         for access in job.accesses: estate.decide(job.role_arn, access)
 
 A job's accesses come from its configuration (conf/emr.yaml, conf/health-emr.yaml,
@@ -397,9 +397,13 @@ class Estate:
                 for key, out in t.get("Outputs", {}).items()}  # fmt: skip
 
     # Decisions.
-    def _base_context(self, principal: str) -> dict[str, Any]:
-        return {"aws:SecureTransport": True, "s3:TlsVersion": "1.3",
+    def context(self, principal: str, access: Access) -> dict[str, Any]:
+        """The condition keys of the request: TLS, the caller, and a key's aliases."""
+        base = {"aws:SecureTransport": True, "s3:TlsVersion": "1.3",
                 "aws:PrincipalAccount": self.account, "aws:PrincipalArn": principal}
+        if access.action.startswith("kms:"):
+            base["kms:ResourceAliases"] = self.key(access.resource)[1]
+        return base
 
     def implied(self, access: Access) -> list[Access]:
         """The KMS requests a service makes with the caller's permissions on its behalf."""
@@ -425,31 +429,19 @@ class Estate:
         return []
 
     def decide(self, principal: str, access: Access) -> Decision:
-        base = self._base_context(principal)
+        request = access.request(principal, self.context(principal, access))
         identity = self.role_statements(principal)
         service = access.action.split(":")[0]
         if service == "s3":
             bucket = access.resource.removeprefix("arn:aws:s3:::").split("/")[0]
-            policy, _ = self.bucket(bucket)
-            return evaluate(access.request(principal, base), identity, policy,
-                            account=self.account)  # fmt: skip
+            return evaluate(request, identity, self.bucket(bucket)[0], account=self.account)
         if service == "kms":
-            policy, aliases = self.key(access.resource)
-            context = {**base, "kms:ResourceAliases": aliases}
-            return evaluate(access.request(principal, context), identity, policy,
+            return evaluate(request, identity, self.key(access.resource)[0],
                             account=self.account, key_policy=True)  # fmt: skip
         if service == "secretsmanager":
-            return evaluate(access.request(principal, base), identity,
-                            self.secret_policy(access.resource), account=self.account)  # fmt: skip
-        return evaluate(access.request(principal, base), identity, account=self.account)
-
-    def secret_policy(self, secret_arn: str) -> list[dict]:
-        """A secret's resource policy statements (AWS::SecretsManager::ResourcePolicy)."""
-        out: list[dict] = []
-        for stack, _, p in self._of_type("AWS::SecretsManager::ResourcePolicy"):
-            if self.resolve(p["SecretId"], stack) == secret_arn:
-                out += self.resolve(p["ResourcePolicy"], stack)["Statement"]
-        return out
+            return evaluate(request, identity, self.secret_policy(access.resource),
+                            account=self.account)  # fmt: skip
+        return evaluate(request, identity, account=self.account)
 
     def all_accesses(self, access: Access) -> list[Access]:
         return [access, *self.implied(access)]
