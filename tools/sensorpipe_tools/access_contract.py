@@ -443,6 +443,14 @@ class Estate:
                             account=self.account)  # fmt: skip
         return evaluate(request, identity, account=self.account)
 
+    def secret_policy(self, secret_arn: str) -> list[dict]:
+        """A secret's resource policy statements (AWS::SecretsManager::ResourcePolicy)."""
+        out: list[dict] = []
+        for stack, _, p in self._of_type("AWS::SecretsManager::ResourcePolicy"):
+            if self.resolve(p["SecretId"], stack) == secret_arn:
+                out += self.resolve(p["ResourcePolicy"], stack)["Statement"]
+        return out
+
     def all_accesses(self, access: Access) -> list[Access]:
         return [access, *self.implied(access)]
 
