@@ -90,6 +90,10 @@ SCORE_FIELDS = [
     StructField("alert_id", StringType(), True),
     StructField("alert_action", StringType(), True),
     StructField("alert_severity", StringType(), True),
+    # The range the key's readings so far made normal at this point (IncidentState.
+    # expected_range): null while it has seen too few readings.
+    StructField("expected_low", DoubleType(), True),
+    StructField("expected_high", DoubleType(), True),
 ]
 # As Spark reads the partitioned table back: data columns, then the partition columns.
 SCORED_EVENT_SCHEMA = StructType(

@@ -11,6 +11,7 @@ instead of reusing `#1`, which the shadow already holds closed.
 from __future__ import annotations
 
 import calendar
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -37,6 +38,16 @@ def _epoch_seconds(moment: datetime) -> int:
     return calendar.timegm(moment.utctimetuple())
 
 
+# The expected range: an exponentially weighted level and mean absolute deviation of the key's
+# unflagged readings (a flagged reading does not widen what counts as normal). About the last
+# 1 / EXPECTED_ALPHA readings count; before EXPECTED_AFTER readings there is no range. The
+# range is the level +- EXPECTED_WIDTH deviations (1.2533 mean absolute deviations are one
+# standard deviation of a normal distribution: 4 x 1.2533 is about 5 sigma).
+EXPECTED_ALPHA = 1 / 64
+EXPECTED_AFTER = 20
+EXPECTED_WIDTH = 4 * 1.2533
+
+
 @dataclass
 class IncidentState:
     open: bool = False
@@ -45,9 +56,31 @@ class IncidentState:
     number: int = 0
     severity: int = 0
     last_anomaly: datetime | None = None
+    # The expected range's running statistics (see EXPECTED_ALPHA).
+    level: float = 0.0
+    deviation: float = 0.0
+    learned: int = 0
 
     def as_tuple(self) -> tuple:
         return (self.open, self.number, self.severity, self.last_anomaly)
+
+    def expected_range(self) -> tuple[float, float]:
+        """What the key's readings so far make normal for the next one: (low, high), NaN
+        while fewer than EXPECTED_AFTER unflagged readings were seen."""
+        if self.learned < EXPECTED_AFTER:
+            return math.nan, math.nan
+        half = max(EXPECTED_WIDTH * self.deviation, 1e-9 * abs(self.level), 1e-12)
+        return self.level - half, self.level + half
+
+    def learn(self, value: float, flagged: bool) -> None:
+        """Past one reading: an unflagged one moves the level and the deviation."""
+        if flagged or math.isnan(value):
+            return
+        self.learned += 1
+        # The first readings average evenly (1/n), later ones exponentially.
+        alpha = max(1.0 / self.learned, EXPECTED_ALPHA)
+        self.deviation += alpha * (abs(value - self.level) - self.deviation) * (self.learned > 1)
+        self.level += alpha * (value - self.level)
 
 
 def advance(

@@ -72,18 +72,22 @@ def scored_schema(schema: StructType) -> StructType:
 
 
 def _transitions(devices: Any, sensors: Any, moments: Any, flagged: np.ndarray,
-                 score: np.ndarray, incident: IncidentState,
-                 quiet: timedelta) -> tuple[list, list, list]:  # fmt: skip
-    """Incident transitions of one key's points (naive UTC datetimes), in event-time order."""
+                 score: np.ndarray, values: np.ndarray, incident: IncidentState,
+                 quiet: timedelta) -> tuple[list, list, list, np.ndarray]:  # fmt: skip
+    """Incident transitions of one key's points (naive UTC datetimes), in event-time order,
+    and the expected range (low, high columns) each point was judged against."""
     ids, actions, severities = [], [], []
-    for device, sensor, moment, hit, value in zip(
-        devices, sensors, moments, flagged, score, strict=True
+    expected = np.empty((len(values), 2))
+    for i, (device, sensor, moment, hit, s, v) in enumerate(
+        zip(devices, sensors, moments, flagged, score, values.tolist(), strict=True)
     ):
-        action, severity = advance(incident, device, sensor, moment, bool(hit), float(value), quiet)
+        expected[i] = incident.expected_range()
+        action, severity = advance(incident, device, sensor, moment, bool(hit), float(s), quiet)
+        incident.learn(v, bool(hit))
         ids.append(alert_id(device, sensor, incident.number) if action else None)
         actions.append(action)
         severities.append(SEVERITIES[severity] if action else None)
-    return ids, actions, severities
+    return ids, actions, severities, expected
 
 
 class Scores:
@@ -113,6 +117,7 @@ class Scores:
         self.ids: list = [None] * n
         self.actions: list = [None] * n
         self.severities: list = [None] * n
+        self.expected = np.full((n, 2), np.nan)
 
     def key_ranges(self) -> Iterator[tuple[Key, int, int]]:
         """(key, first row, end row) of each key, in order."""
@@ -147,18 +152,20 @@ class Scores:
         # A detector still learning a series (its first `warmup` points) flags nothing.
         flagged = (score >= threshold) & (points_before + np.arange(b - a) >= warmup)
         self.raw[a:b], self.score[a:b], self.flagged[a:b] = raw, score, flagged
-        ids, actions, severities = _transitions(
-            self.devices[a:b], self.sensors[a:b], self.moments[a:b], flagged, score, incident,
-            quiet,
+        ids, actions, severities, expected = _transitions(
+            self.devices[a:b], self.sensors[a:b], self.moments[a:b], flagged, score,
+            self.values[a:b], incident, quiet,
         )  # fmt: skip
         self.ids[a:b], self.actions[a:b], self.severities[a:b] = ids, actions, severities
+        self.expected[a:b] = expected
 
     def scored(self, names: list[str]) -> pd.DataFrame:
         """The rows with their scores, as columns `names`; rows of a key refused state (the
         live-key bound) stay unscored (nulls)."""
         columns = {**self.columns, "anomaly_raw": self.raw, "anomaly_score": self.score,
                    "is_anomaly": self.flagged, "alert_id": self.ids, "alert_action": self.actions,
-                   "alert_severity": self.severities}  # fmt: skip
+                   "alert_severity": self.severities, "expected_low": self.expected[:, 0],
+                   "expected_high": self.expected[:, 1]}  # fmt: skip
         return pd.DataFrame({name: columns[name] for name in names}, copy=False)
 
 

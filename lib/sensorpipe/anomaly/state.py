@@ -67,14 +67,22 @@ class KeyState:
     number: int = 0
     severity: int = 0
     last_anomaly: datetime | None = None
+    # The expected range's statistics (IncidentState.learn); records pickled before they
+    # existed read the class defaults.
+    level: float = 0.0
+    deviation: float = 0.0
+    learned: int = 0
 
     @property
     def incident(self) -> IncidentState:
-        return IncidentState(self.open, self.number, self.severity, self.last_anomaly)
+        return IncidentState(self.open, self.number, self.severity, self.last_anomaly,
+                             self.level, self.deviation, self.learned)  # fmt: skip
 
     def keep_incident(self, incident: IncidentState) -> None:
         self.open, self.number = incident.open, incident.number
         self.severity, self.last_anomaly = incident.severity, incident.last_anomaly
+        self.level, self.deviation = incident.level, incident.deviation
+        self.learned = incident.learned
 
     def snapshot_due(self, points_before: int, every: int, phase: int) -> bool:
         """A snapshot when the key's points cross its next multiple of `every` (shifted by its

@@ -106,6 +106,31 @@ DAILY_AGGREGATES = Table(
     range_column="event_date",
 )
 
+# Every incident transition of the trains (open, escalate, close), written by the alerts path
+# in the same micro-batch as the shadow update; keyed by the transition, so the fast path and
+# the alerts query, or a replayed batch, leave one row each. The hospital's never come here.
+INCIDENTS = Table(
+    "incidents",
+    [
+        Column("alert_id", "VARCHAR(160)", "VARCHAR(160)"),
+        Column("action", "VARCHAR(16)", "VARCHAR(16)"),
+        _timestamp("event_time"),
+        _text("device_id"),
+        _text("sensor"),
+        Column("severity", "VARCHAR(16)", "VARCHAR(16)"),
+        _timestamp("opened_at"),
+        _double("score"),
+        _double("value"),
+        _double("expected_low"),
+        _double("expected_high"),
+        # When Kinesis received the reading (its ApproximateArrivalTimestamp).
+        _timestamp("arrival_time"),
+    ],
+    key=("alert_id", "action", "event_time"),
+    dist_key="device_id",
+    sort_key=("event_time", "device_id"),
+)
+
 LOAD_LOG_COLUMNS = [
     Column("query_name", "VARCHAR(128)", "VARCHAR(128)"),
     _bigint("batch_id"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
+import pandas as pd
+
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -168,6 +170,7 @@ def start_alerts_query(
     trigger: str,
     query_name: str,
     on_dead_letter: Callable[[], None] | None = None,
+    load_incidents: Callable[[pd.DataFrame, int], None] | None = None,
 ) -> StreamingQuery:
     """Anomalies and incident transitions from the lake -> anomalies table and train shadows.
     The filter on anomalous rows runs inside the batch function: pushed into a file stream over
@@ -176,7 +179,8 @@ def start_alerts_query(
         lake_events.writeStream.queryName(query_name)
         .option("checkpointLocation", checkpoint)
         .foreachBatch(
-            foreach_batch_alerts(make_store, anomalies_path, stats, on_dead_letter, checkpoint)
+            foreach_batch_alerts(make_store, anomalies_path, stats, on_dead_letter, checkpoint,
+                                 load_incidents)  # fmt: skip
         )
     )
     return with_trigger(writer, trigger).start()

@@ -30,8 +30,15 @@ from sensorpipe.metrics import (
 )
 from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
 from sensorpipe.sinks.alerts import AlertFastPath, AlertStats, shadow_store_from_settings
+from sensorpipe.sinks.alerts.incidents_table import IncidentLoader
 from sensorpipe.sinks.lake import AVAILABLE_NOW, committed_files, stream_table
-from sensorpipe.sinks.warehouse import MINUTE_AGGREGATES, LoadStats, warehouse_from_settings
+from sensorpipe.sinks.sink_log import checkpoint_query_id
+from sensorpipe.sinks.warehouse import (
+    INCIDENTS,
+    MINUTE_AGGREGATES,
+    LoadStats,
+    warehouse_from_settings,
+)
 from sensorpipe.sources import pin_starting_position
 from sensorpipe.streaming.queries import (
     EVENTS_PARTITIONS,
@@ -89,6 +96,8 @@ class LakeRun:
     alerts: StreamingQuery | None = None
     alert_stats: AlertStats = field(default_factory=AlertStats)
     alert_fast_path: AlertFastPath | None = None
+    # Incident transitions loaded into the warehouse, by the fast path and the alerts query.
+    incident_loaders: list[IncidentLoader] = field(default_factory=list)
     # Listeners on the events query (progress lines; commit lag, when metrics are on), as
     # (spark, listener), removed when the run stops.
     listeners: list[tuple[SparkSession, object]] = field(default_factory=list)
@@ -118,6 +127,20 @@ def _name(settings: Settings, query: str) -> str:
 
 def _checkpoint(settings: Settings, query: str) -> str:
     return f"{settings.lake.checkpoint_root}/{query}"
+
+
+# What the streaming job loads into the warehouse.
+WAREHOUSE_TABLES = [MINUTE_AGGREGATES, INCIDENTS]
+
+
+def incident_loader(settings: Settings, query: str) -> IncidentLoader:
+    """Loads the transitions a query delivers into the warehouse's incidents table, named in
+    the load log by the query and its checkpoint (a new checkpoint restarts batch ids)."""
+    warehouse_settings, checkpoint = settings.warehouse, _checkpoint(settings, query)
+    return IncidentLoader(
+        lambda: warehouse_from_settings(warehouse_settings),
+        lambda: f"{_name(settings, query)}:incidents:{checkpoint_query_id(checkpoint)}",
+    )
 
 
 def side_trigger(settings: Settings) -> str:
@@ -156,14 +179,19 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
                    _checkpoint(settings, "quarantine")),
     )  # fmt: skip
     alert_stats = AlertStats()
+    loaders: list[IncidentLoader] = []
     fast_path = None
     if plan.continuous and settings.alerts.delivers:
         alert_settings = settings.alerts
+        if plan.aggregates:  # the tables first: the fast path may load incidents at once
+            warehouse_from_settings(settings.warehouse).ensure_tables(WAREHOUSE_TABLES)
+            loaders.append(incident_loader(settings, "events"))
         fast_path = AlertFastPath(
             _name(settings, "events"),
             lake.events_path,
             lambda: shadow_store_from_settings(alert_settings),
             alert_stats,
+            incidents=loaders[0] if loaders else None,
         )
         fast_path.attach(spark)
     listeners = [progress_printer(_name(settings, "events"))]
@@ -201,7 +229,7 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
         raise
     run = LakeRun(
         events, quarantine, *starts, alert_stats=alert_stats, alert_fast_path=fast_path,
-        listeners=[(spark, listener) for listener in listeners],
+        incident_loaders=loaders, listeners=[(spark, listener) for listener in listeners],
     )  # fmt: skip
     if plan.continuous and plan.side_queries:
         try:
@@ -229,7 +257,7 @@ def start_side_queries(
     if plan.aggregates:
         warehouse_settings, metrics_settings = settings.warehouse, settings.metrics
         job = settings.stream.query_prefix
-        warehouse_from_settings(warehouse_settings).ensure_tables([MINUTE_AGGREGATES])
+        warehouse_from_settings(warehouse_settings).ensure_tables(WAREHOUSE_TABLES)
         run.aggregates = start_aggregates_query(
             lake_events(),
             window=settings.aggregates.window,
@@ -247,6 +275,9 @@ def start_side_queries(
     if plan.alerts:
         alert_settings, metrics_settings = settings.alerts, settings.metrics
         job = settings.stream.query_prefix
+        loader = incident_loader(settings, "alerts") if plan.aggregates else None
+        if loader is not None:
+            run.incident_loaders.append(loader)
         run.alerts = start_alerts_query(
             lake_events(),
             make_store=(lambda: shadow_store_from_settings(alert_settings))
@@ -263,6 +294,7 @@ def start_side_queries(
             on_dead_letter=lambda: metrics_from_settings(metrics_settings, job).put(
                 ALERT_DEAD_LETTERS, 1, "Count"
             ),
+            load_incidents=loader.load if loader is not None else None,
         )
 
 

@@ -173,10 +173,12 @@ def foreach_batch_alerts(
     stats: AlertStats,
     on_dead_letter: Callable[[], None] | None = None,
     checkpoint: str | None = None,
+    load_incidents: Callable[[pd.DataFrame, int], None] | None = None,
 ) -> Callable[[Any, int], None]:
     """foreachBatch: anomalous events and transitions to the lake's anomalies table (one folder
     per batch, overwritten on a replay), then one shadow update per device (none without
-    `make_store`: alerts.kind table). A batch's folder is
+    `make_store`: alerts.kind table), and the transitions to the warehouse's incidents table
+    (`load_incidents`, where the run has a warehouse). A batch's folder is
     named by the query's checkpoint id and the batch id: a new checkpoint restarts batch ids at
     0 and must not overwrite what the old one wrote."""
     ids: list[str] = []
@@ -199,6 +201,8 @@ def foreach_batch_alerts(
                 make_store(), alert_patches(transitions), dead_letters, folder, batch_id, stats,
                 on_dead_letter,
             )  # fmt: skip
+        if load_incidents is not None:
+            load_incidents(transitions, batch_id)
         if rows.num_rows:
             spark = batch.sparkSession
             spark.createDataFrame(rows.to_pandas(), schema=batch.schema).write.mode(

@@ -12,15 +12,13 @@ from typing import Any
 import pandas as pd
 
 from sensorpipe.sinks.alerts.delivery import AlertStats, alert_patches, deliver
+from sensorpipe.sinks.alerts.incidents_table import INCIDENT_SOURCE_COLUMNS, IncidentLoader
 from sensorpipe.sinks.alerts.stores import ShadowStore
 from sensorpipe.sinks.sink_log import batch_files, sink_log_of
 
 LOG = logging.getLogger(__name__)
 
-TRANSITION_COLUMNS = [
-    "device_id", "sensor", "event_time", "anomaly_score", "alert_id", "alert_action",
-    "alert_severity",
-]  # fmt: skip
+TRANSITION_COLUMNS = INCIDENT_SOURCE_COLUMNS
 
 
 def transitions_in(files: list[str]) -> pd.DataFrame:
@@ -39,7 +37,7 @@ def transitions_in(files: list[str]) -> pd.DataFrame:
 
 class AlertFastPath:
     """Delivers each scoring batch's transitions right after the batch commits (continuous
-    runs). Registered as a StreamingQueryListener; the work runs on its own thread so the
+    runs), to the shadows and, with `incidents`, to the warehouse's incidents table. Registered as a StreamingQueryListener; the work runs on its own thread so the
     listener bus is never blocked."""
 
     def __init__(
@@ -48,10 +46,12 @@ class AlertFastPath:
         events_path: str,
         make_store: Callable[[], ShadowStore],
         stats: AlertStats,
+        incidents: IncidentLoader | None = None,
     ) -> None:
         from sensorpipe.listener import ProgressListener
 
         self.query_name, self.stats, self._make_store = query_name, stats, make_store
+        self.incidents = incidents
         self._sink_log = sink_log_of(events_path)
         self._batches: queue.Queue[tuple[int, int] | None] = queue.Queue()
         fast_path = self
@@ -78,6 +78,8 @@ class AlertFastPath:
                     for thing, patch in alert_patches(transitions).items():
                         if deliver(store, thing, patch):
                             self.stats.add_update(fast_path=True)
+                    if self.incidents is not None:
+                        self.incidents.load(transitions, batch_id)
             except Exception:  # noqa: BLE001 - the alerts query delivers what this misses
                 LOG.warning("alert fast path: batch %s left to the alerts query", batch_id,
                             exc_info=True)  # fmt: skip
