@@ -48,6 +48,9 @@ TEST = [
     "rrcf>=0.4",
     # the AWS CLI's own `emr add-steps` parsing of the steps files (it vendors its botocore)
     "awscli==1.46.3",
+    # the operations page's tests and latency benchmark: a real headless Chromium (Debian's,
+    # with its chromedriver; Selenium is given both paths and downloads nothing)
+    "selenium>=4.20",
 ]
 
 # bootstrap/ranger_policies.py (run from an admin host or the primary node) and its tests.

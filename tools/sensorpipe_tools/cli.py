@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,6 +103,37 @@ def _local(args: argparse.Namespace) -> int:
         state.unlink()
         print(f"{args.service} stopped")
     return 0
+
+
+def _view(args: argparse.Namespace) -> int:
+    from sensorpipe.config import load_settings
+
+    from sensorpipe_tools.view import reader_from_settings, serve
+
+    settings = load_settings(args.config)
+    if args.grant_read_only:
+        from sensorpipe_tools.watch import grant_read_only
+
+        grant_read_only(settings)
+        print(f"read-only login {settings.view.user}: SELECT on the incidents, the minute "
+              "aggregates and the load log")  # fmt: skip
+        return 0
+    server = serve(reader_from_settings(settings), settings.view, args.host, args.port)
+    print(f"operations page: {server.url}  (Ctrl-C stops it)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sensorpipe_tools.watch import watch
+
+    return watch(args.samples, args.rate, args.port, args.seconds, Path(args.workdir))
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -401,6 +433,28 @@ def build_parser() -> argparse.ArgumentParser:
         "config-reference", help="print docs/configuration.md from the settings classes"
     )
     reference.set_defaults(func=_config_reference)
+
+    view = sub.add_parser("view", help="serve the operations page (fleet, incidents) live")
+    view.add_argument("--config", default="conf/local.yaml")
+    view.add_argument("--host", help="address to bind (default view.host: loopback)")
+    view.add_argument("--port", type=int, help="default view.port; 0 picks a free one")
+    view.add_argument(
+        "--grant-read-only", action="store_true",
+        help="PostgreSQL: as the warehouse's writer, create the tables and the view's "
+        "read-only login, then exit",
+    )  # fmt: skip
+    view.set_defaults(func=_view)
+
+    watch = sub.add_parser(
+        "watch", help="local services, the samples replayed in real time, the streaming job "
+        "and the operations page (make watch)",
+    )  # fmt: skip
+    watch.add_argument("--samples", default="samples")
+    watch.add_argument("--rate", type=float, default=300.0, help="records per second")
+    watch.add_argument("--port", type=int, default=8765, help="the page's port (0: any free)")
+    watch.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
+    watch.add_argument("--workdir", default="build/watch", help="lake, checkpoints, outbox")
+    watch.set_defaults(func=_watch)
 
     deploy = sub.add_parser(
         "deploy", help="build, upload to S3, add the steps to a cluster or create one"

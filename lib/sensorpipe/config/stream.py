@@ -256,6 +256,24 @@ class CatalogSettings:
             raise ConfigError("catalog.protected_database: must differ from catalog.database")
 
 
+@dataclass(frozen=True)
+class ViewSettings:
+    # `sensorpipe view`, the operations page: it reads the warehouse's incidents and windows
+    # with its own read-only login and serves them on this address (loopback unless told).
+    host: str = "127.0.0.1"
+    port: int = field(default=8765, metadata=check(positive))
+    # PostgreSQL: the read-only login (SELECT on the warehouse's tables, nothing else) and the
+    # environment variable holding its password. Redshift: through the Data API as the
+    # caller's own IAM identity (an engineer's federated role) unless db_user is set.
+    user: str = "sensorpipe_view"
+    password_env: str | None = None
+    db_user: str | None = None
+    # How often the page's server asks the warehouse whether a load committed.
+    poll_seconds: float = field(default=0.25, metadata=check(positive))
+    # A train that has sent nothing for this long, while the fleet has, is shown silent.
+    silent_after_minutes: int = field(default=5, metadata=check(positive))
+
+
 # A compaction that failed can be re-run for this long before its day leaves the sink log.
 COMPACTION_RERUN_DAYS = 7
 
@@ -275,6 +293,7 @@ class Settings:
     lineage: LineageSettings = field(default_factory=LineageSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     catalog: CatalogSettings = field(default_factory=CatalogSettings)
+    view: ViewSettings = field(default_factory=ViewSettings)
 
     def __post_init__(self) -> None:
         if self.alerts.kind != "none" and not self.lake.anomalies_path:
