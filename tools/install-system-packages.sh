@@ -5,10 +5,11 @@
 #   Java 17 for Spark; PostgreSQL 15 (the warehouse, the hospital's database, the metastore)
 #   and its JDBC driver; MIT Kerberos KDCs and clients for the Kerberos tests; sudo, which
 #   EMR's bootstrap actions use as the hadoop user (tests/emr_node.py).
+#   Chromium and its chromedriver: the operations page is tested in a real headless browser.
 set -euo pipefail
 
-PACKAGES=(openjdk-17-jre-headless postgresql-15 libpostgresql-jdbc-java krb5-kdc sudo
-  krb5-admin-server krb5-user)
+PACKAGES=(openjdk-17-jre-headless postgresql-15 libpostgresql-jdbc-java krb5-kdc sudo chromium
+  chromium-driver krb5-admin-server krb5-user)
 
 log() { printf '[system-packages] %s\n' "$*" >&2; }
 

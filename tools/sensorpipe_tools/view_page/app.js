@@ -5,7 +5,8 @@
 const seen = {};           // alert id -> when this page first showed it (ms), for benchmarks
 window.sensorpipeSeen = seen;
 let board = null;
-let selected = null;       // the chosen incident's alert id
+let selected = null;       // the chart's incident (alert id)
+let pinned = false;        // chosen by a click; otherwise the chart follows the newest
 
 function el(tag, attrs, text) {
   const node = document.createElement(tag);
@@ -61,7 +62,7 @@ function render(state) {
       el("td", { class: `sev-${i.severity}` }, i.severity), el("td", {}, age(i.opened_at, state.as_of)),
       el("td", { class: outside ? "outside" : "" }, fmt(i.value)), el("td", {}, range),
       el("td", {}, fmt(i.score)));
-    tr.addEventListener("click", () => { selected = i.alert_id; render(board); });
+    tr.addEventListener("click", () => { selected = i.alert_id; pinned = true; render(board); });
     return tr;
   }));
   fill(document.querySelector("#closed tbody"), state.closed.map((i) => {
@@ -70,13 +71,16 @@ function render(state) {
     tr.append(el("td", {}, i.device_id), el("td", {}, i.sensor),
       el("td", { class: `sev-${i.severity}` }, i.severity), el("td", {}, clock(i.opened_at)),
       el("td", {}, clock(i.closed_at)));
-    tr.addEventListener("click", () => { selected = i.alert_id; render(board); });
+    tr.addEventListener("click", () => { selected = i.alert_id; pinned = true; render(board); });
     return tr;
   }));
 
   const known = [...state.open, ...state.closed].some((i) => i.alert_id === selected);
-  // Nothing chosen yet: the newest open incident, else the one closed last.
-  if (!known) selected = (state.open[0] || state.closed[0] || {}).alert_id || null;
+  // Not chosen by a click (or gone): the newest open incident, else the one closed last.
+  if (!pinned || !known) {
+    pinned = false;
+    selected = (state.open[0] || state.closed[0] || {}).alert_id || null;
+  }
   if (selected) loadChart(selected);
   document.body.dataset.updates = String(Number(document.body.dataset.updates) + 1);
 }
