@@ -11,7 +11,7 @@ CLUSTER_PYTHON_VERSION ?= 3.11
 CLUSTER_PYTHON_PREFIX ?= /usr
 PYTEST_ARGS ?=
 
-.PHONY: run run-hospital test lint dist samples clean venv synth checkov-venv system-packages kinesis-up kinesis-down warehouse-up warehouse-down
+.PHONY: run run-hospital watch test lint dist samples clean venv synth checkov-venv system-packages kinesis-up kinesis-down warehouse-up warehouse-down
 
 venv: $(STAMP)
 
@@ -82,6 +82,17 @@ run: system-packages venv node_modules/.installed
 	$(call logged,$(VENV)/bin/sensorpipe plot --sample-anomaly 0 --out build/plots/sample-anomaly-0.png,plot); \
 	echo "daily rollup and plot: build/logs/rollup.log, build/plots/; Spark's logs: build/logs/stream.log"; \
 	cat build/run-summary.txt
+
+# Watch it work: kinesalite and PostgreSQL, the samples replayed into Kinesis at WATCH_RATE
+# records/s (event times moved to now), the streaming job running continuously, and the
+# operations page (`sensorpipe view`) on WATCH_PORT. Ctrl-C stops everything it started.
+WATCH_RATE ?= 300
+WATCH_PORT ?= 8765
+watch: system-packages venv node_modules/.installed
+	@mkdir -p $(RUN_LOGS)
+	@export $(LOCAL_AWS) PYSPARK_PYTHON=$(abspath $(PY)); \
+	echo "Spark's logs: $(RUN_LOGS)/watch.log"; \
+	$(VENV)/bin/sensorpipe watch --rate $(WATCH_RATE) --port $(WATCH_PORT) 2>$(RUN_LOGS)/watch.log
 
 # The hospital's jobs on a synthetic hospital (no real PHI): a local PostgreSQL as the
 # on-premises database, then ingest (twice: the second run finds nothing new); the monitors'

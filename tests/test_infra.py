@@ -901,3 +901,98 @@ def test_the_iot_rules_error_action_may_describe_its_log_streams(templates):
              if logical.startswith("IotRuleRole") and s.get("Sid") == "ErrorActionLogs"]
     assert {a for s in found for a in as_list(s["Action"])} == {
         "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"}
+
+
+def _arns_as_text(value):
+    """A template's value with intrinsic functions (Fn::GetAtt of the data sets' ARNs) as
+    placeholder ARNs, so the definition can be checked as an API request."""
+    if isinstance(value, dict):
+        if set(value) <= {"Fn::GetAtt", "Ref", "Fn::Join", "Fn::Sub"} and value:
+            return "arn:aws:quicksight:eu-west-1:123456789012:dataset/placeholder"
+        return {k: _arns_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_arns_as_text(v) for v in value]
+    return value
+
+
+def _enum_errors(value, shape, where="") -> list[str]:
+    """Values outside an enum of botocore's model (ParamValidator checks types, not enums)."""
+    errors = []
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for name, member in value.items():
+            if name in shape.members:
+                errors += _enum_errors(member, shape.members[name], f"{where}.{name}")
+    elif shape.type_name == "list" and isinstance(value, list):
+        for i, item in enumerate(value):
+            errors += _enum_errors(item, shape.member, f"{where}[{i}]")
+    elif shape.type_name == "string" and shape.enum and value not in shape.enum:
+        errors.append(f"{where}: {value!r} not one of {shape.enum}")
+    return errors
+
+
+def dashboard_problems(definition: dict, columns: dict[str, set[str]]) -> list[str]:
+    """What botocore's QuickSight model refuses in `definition`, and the columns it names that
+    its data sets (`columns`: identifier -> column names) do not have."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    model = botocore.session.get_session().get_service_model("quicksight")
+    shape = model.operation_model("CreateDashboard").input_shape
+    request = {"AwsAccountId": "123456789012", "DashboardId": "d", "Name": "d",
+               "Definition": definition}  # fmt: skip
+    report = ParamValidator().validate(request, shape)
+    problems = [report.generate_report()] if report.has_errors() else []
+    problems += _enum_errors(request, shape)
+
+    def named(value):
+        if isinstance(value, dict):
+            if set(value) == {"DataSetIdentifier", "ColumnName"}:
+                yield value["DataSetIdentifier"], value["ColumnName"]
+            for v in value.values():
+                yield from named(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from named(v)
+
+    problems += [f"column {c!r} is not in data set {d!r}" for d, c in named(definition)
+                 if c not in columns.get(d, set())]  # fmt: skip
+    return problems
+
+
+def test_the_business_dashboard_fits_botocores_model_and_its_data_sets(templates):
+    import sqlglot
+    from sensorpipe.sinks.warehouse import INCIDENTS, MINUTE_AGGREGATES
+    from sensorpipe_estate.dashboard import (
+        INCIDENT_LIFECYCLE_COLUMNS,
+        INCIDENT_LIFECYCLE_SQL,
+        INCIDENTS_ID,
+        TREND_ID,
+    )
+
+    t = templates["warehouse-reporting"]["Resources"]
+    by_type = {r["Type"]: r for r in t.values() if r["Type"].startswith("AWS::QuickSight::")}
+    data_sets = [r["Properties"] for r in t.values() if r["Type"] == "AWS::QuickSight::DataSet"]
+    assert all(d["ImportMode"] == "DIRECT_QUERY" for d in data_sets)
+    # The incident data set's SQL reads the incidents table as the warehouse defines it and
+    # returns the columns the data set declares.
+    query = sqlglot.parse_one(INCIDENT_LIFECYCLE_SQL, read="redshift")
+    assert [s.alias_or_name for s in query.selects] == [n for n, _ in INCIDENT_LIFECYCLE_COLUMNS]
+    used = {c.name for c in query.find_all(sqlglot.exp.Column)}
+    assert used <= set(INCIDENTS.column_names)
+    columns = {
+        INCIDENTS_ID: {n for n, _ in INCIDENT_LIFECYCLE_COLUMNS},
+        TREND_ID: set(MINUTE_AGGREGATES.column_names),
+    }
+    for kind in ("AWS::QuickSight::Dashboard", "AWS::QuickSight::Analysis"):
+        definition = _arns_as_text(by_type[kind]["Properties"]["Definition"])
+        assert dashboard_problems(definition, columns) == [], kind
+        visuals = [next(iter(v.values())) for s in definition["Sheets"] for v in s["Visuals"]]
+        titles = " ".join(v["Title"]["FormatText"]["PlainText"] for v in visuals).lower()
+        for wanted in ("incidents per day", "open incidents", "minutes to close", "mean"):
+            assert wanted in titles
+    # The checker itself catches a wrong column and a value outside the model's enum.
+    planted = json.loads(json.dumps(definition).replace('"mean_value"', '"avg_value"', 1))
+    planted["Sheets"][0]["Visuals"][0]["BarChartVisual"]["ChartConfiguration"][
+        "BarsArrangement"] = "PILED"  # fmt: skip
+    found = " ".join(dashboard_problems(planted, columns))
+    assert "avg_value" in found and "PILED" in found

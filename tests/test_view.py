@@ -114,8 +114,8 @@ def test_operations_page_shows_a_planted_incident_live_without_a_reload(
         # A planted spike on train-02, then train-03 goes silent (a tunnel) while the others
         # report for ten more minutes.
         produce(kinesis, stream, _interleaved(start, range(90, 95), {"train-02": 92}))
-        later = [r for r in _interleaved(start, range(95, 108), {}) if r.partition_key != "train-03"]
-        produce(kinesis, stream, later)
+        later = _interleaved(start, range(95, 108), {})
+        produce(kinesis, stream, [r for r in later if r.partition_key != "train-03"])
         alert = _wait(lambda: [a for a in _open_ids(browser) if a.startswith("train-02/")], 90,
                       "the planted incident appears in the open incidents")[0]  # fmt: skip
         assert browser.execute_script("return window.notReloaded === true")  # no reload
@@ -128,9 +128,10 @@ def test_operations_page_shows_a_planted_incident_live_without_a_reload(
         low, high = (float(v) for v in row[5].split(" .. "))
         assert low < BASE < high < float(row[4])
         # The chart of the newest incident: its windows drawn, the anomalous reading marked.
+        marked = "#chart circle.anomaly.reading[data-alert-id='${arguments[0]}']"
         _wait(lambda: browser.execute_script(
-            "return document.querySelector(`#chart circle.anomaly.reading[data-alert-id='${arguments[0]}']`)"
-            " !== null && document.querySelector('#chart polyline.mean') !== null", alert,
+            f"return document.querySelector(`{marked}`) !== null"
+            " && document.querySelector('#chart polyline.mean') !== null", alert,
         ), 30, "the chart with the anomaly marked")  # fmt: skip
         _wait(lambda: browser.execute_script(
             "return document.querySelector('#fleet tr[data-device=\"train-03\"]').className"
@@ -173,8 +174,9 @@ def test_the_view_login_reads_and_cannot_write(postgres, warehouse_db, tmp_path)
     assert reader.query("SELECT COUNT(*) AS n FROM incidents") == [{"n": 0}]
     dsn = f"host=127.0.0.1 port={postgres.port} dbname={warehouse_db} user={settings.view.user}"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for sql in ("DELETE FROM incidents", "CREATE TABLE mine (x int)",
-                    "INSERT INTO sensorpipe_load_log (query_name, batch_id) VALUES ('x', 1)"):  # fmt: skip
+        writes = ("DELETE FROM incidents", "CREATE TABLE mine (x int)",
+                  "INSERT INTO sensorpipe_load_log (query_name, batch_id) VALUES ('x', 1)")
+        for sql in writes:
             with pytest.raises(psycopg.Error):
                 conn.execute(sql)
 
@@ -200,7 +202,8 @@ def test_the_page_loads_nothing_from_elsewhere_and_binds_to_loopback(postgres, t
 
 def test_board_marks_a_silent_train_and_counts_open_incidents_by_severity():
     t = datetime(2026, 12, 1, 12, 0)
-    fleet = [{"device_id": "a", "reported_until": t}, {"device_id": "b", "reported_until": t - timedelta(minutes=9)}]
+    fleet = [{"device_id": "a", "reported_until": t},
+             {"device_id": "b", "reported_until": t - timedelta(minutes=9)}]  # fmt: skip
 
     def row(alert: str, action: str, minute: int, severity: str = "major") -> dict:
         return {"alert_id": alert, "action": action, "event_time": t - timedelta(minutes=minute),

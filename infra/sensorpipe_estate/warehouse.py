@@ -14,9 +14,14 @@ from aws_cdk import aws_quicksight as quicksight
 from aws_cdk import aws_redshiftserverless as redshift
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
-from sensorpipe.sinks.warehouse import DAILY_AGGREGATES, Table
+from sensorpipe.sinks.warehouse import DAILY_AGGREGATES, MINUTE_AGGREGATES, Table
 
 from sensorpipe_estate.common import Names, output
+from sensorpipe_estate.dashboard import (
+    INCIDENT_LIFECYCLE_COLUMNS,
+    INCIDENT_LIFECYCLE_SQL,
+    dashboard_definition,
+)
 from sensorpipe_estate.settings import EstateSettings
 
 
@@ -252,36 +257,111 @@ class WarehouseReportingStack(Stack):
             ),
             permissions=owner,
         )
-        self.data_set = quicksight.CfnDataSet(
-            self,
-            "DailyAggregates",
-            aws_account_id=settings.account,
-            data_set_id=f"{settings.name}-daily-aggregates",
-            name="sensor daily aggregates",
-            import_mode="DIRECT_QUERY",
-            physical_table_map={
-                "daily": quicksight.CfnDataSet.PhysicalTableProperty(
-                    relational_table=quicksight.CfnDataSet.RelationalTableProperty(
-                        data_source_arn=self.data_source.attr_arn,
-                        schema="public",
-                        name=DAILY_AGGREGATES.name,
-                        input_columns=quicksight_columns(DAILY_AGGREGATES),
+        data_set_actions = [
+            "quicksight:DescribeDataSet",
+            "quicksight:DescribeDataSetPermissions",
+            "quicksight:PassDataSet",
+            "quicksight:DescribeIngestion",
+            "quicksight:ListIngestions",
+        ]
+
+        def data_set(
+            id_: str, suffix: str, name: str, table: quicksight.CfnDataSet.PhysicalTableProperty
+        ) -> quicksight.CfnDataSet:
+            """A data set over the warehouse by direct query: no SPICE copy to go stale."""
+            return quicksight.CfnDataSet(
+                self,
+                id_,
+                aws_account_id=settings.account,
+                data_set_id=f"{settings.name}-{suffix}",
+                name=name,
+                import_mode="DIRECT_QUERY",
+                physical_table_map={suffix: table},
+                permissions=[
+                    quicksight.CfnDataSet.ResourcePermissionProperty(
+                        principal=settings.reporting.owner_arn, actions=data_set_actions
                     )
+                ],
+            )
+
+        def relational(table: Table) -> quicksight.CfnDataSet.PhysicalTableProperty:
+            return quicksight.CfnDataSet.PhysicalTableProperty(
+                relational_table=quicksight.CfnDataSet.RelationalTableProperty(
+                    data_source_arn=self.data_source.attr_arn,
+                    schema="public",
+                    name=table.name,
+                    input_columns=quicksight_columns(table),
                 )
-            },
-            permissions=[
-                quicksight.CfnDataSet.ResourcePermissionProperty(
-                    principal=settings.reporting.owner_arn,
-                    actions=[
-                        "quicksight:DescribeDataSet",
-                        "quicksight:DescribeDataSetPermissions",
-                        "quicksight:PassDataSet",
-                        "quicksight:DescribeIngestion",
-                        "quicksight:ListIngestions",
+            )
+
+        self.data_set = data_set(
+            "DailyAggregates", "daily-aggregates", "sensor daily aggregates",
+            relational(DAILY_AGGREGATES),
+        )  # fmt: skip
+        trend = data_set(
+            "MinuteAggregates", "minute-aggregates", "sensor minute aggregates",
+            relational(MINUTE_AGGREGATES),
+        )  # fmt: skip
+        lifecycle = data_set(
+            "IncidentLifecycle",
+            "incident-lifecycle",
+            "incidents: opened, closed, minutes to close",
+            quicksight.CfnDataSet.PhysicalTableProperty(
+                custom_sql=quicksight.CfnDataSet.CustomSqlProperty(
+                    data_source_arn=self.data_source.attr_arn,
+                    name="incident_lifecycle",
+                    sql_query=INCIDENT_LIFECYCLE_SQL,
+                    columns=[
+                        quicksight.CfnDataSet.InputColumnProperty(name=n, type=t)
+                        for n, t in INCIDENT_LIFECYCLE_COLUMNS
                     ],
                 )
+            ),
+        )
+        # The business dashboard, and the analysis it is edited in, from one definition
+        # (dashboard.py). The definition goes in as CloudFormation's own JSON: it is the
+        # QuickSight API's shape, which the L1 classes would only rename.
+        definition = dashboard_definition(lifecycle.attr_arn, trend.attr_arn)
+        viewer = ["quicksight:DescribeDashboard", "quicksight:ListDashboardVersions",
+                  "quicksight:QueryDashboard"]  # fmt: skip
+        analysis = quicksight.CfnAnalysis(
+            self,
+            "IncidentsAnalysis",
+            aws_account_id=settings.account,
+            analysis_id=f"{settings.name}-incidents",
+            name="sensorpipe incidents",
+            permissions=[
+                quicksight.CfnAnalysis.ResourcePermissionProperty(
+                    principal=settings.reporting.owner_arn,
+                    actions=["quicksight:DescribeAnalysis", "quicksight:QueryAnalysis",
+                             "quicksight:UpdateAnalysis", "quicksight:DescribeAnalysisPermissions",
+                             "quicksight:RestoreAnalysis", "quicksight:DeleteAnalysis",
+                             "quicksight:UpdateAnalysisPermissions"],
+                )  # fmt: skip
             ],
         )
+        analysis.add_property_override("Definition", definition)
+        dashboard = quicksight.CfnDashboard(
+            self,
+            "IncidentsDashboard",
+            aws_account_id=settings.account,
+            dashboard_id=f"{settings.name}-incidents",
+            name="sensorpipe incidents",
+            permissions=[
+                quicksight.CfnDashboard.ResourcePermissionProperty(
+                    principal=settings.reporting.owner_arn, actions=viewer
+                )
+            ],
+            dashboard_publish_options=quicksight.CfnDashboard.DashboardPublishOptionsProperty(
+                ad_hoc_filtering_option=quicksight.CfnDashboard.AdHocFilteringOptionProperty(
+                    availability_status="DISABLED"
+                ),
+                export_to_csv_option=quicksight.CfnDashboard.ExportToCSVOptionProperty(
+                    availability_status="ENABLED"
+                ),
+            ),
+        )
+        dashboard.add_property_override("Definition", definition)
 
         output(self, "WarehouseWorkgroupName", names.workgroup, "Redshift Serverless workgroup")
         output(

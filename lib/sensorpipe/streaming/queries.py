@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pandas as pd
-
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery

@@ -37,8 +37,9 @@ def transitions_in(files: list[str]) -> pd.DataFrame:
 
 class AlertFastPath:
     """Delivers each scoring batch's transitions right after the batch commits (continuous
-    runs), to the shadows and, with `incidents`, to the warehouse's incidents table. Registered as a StreamingQueryListener; the work runs on its own thread so the
-    listener bus is never blocked."""
+    runs), to the shadows and, with `incidents`, to the warehouse's incidents table.
+    Registered as a StreamingQueryListener; the work runs on its own thread so the listener
+    bus is never blocked."""
 
     def __init__(
         self,
