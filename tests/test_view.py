@@ -51,8 +51,13 @@ def _readings(device: str, start: datetime, minutes: range, spike_at: int | None
     out = []
     for m in minutes:
         value = BASE + rng.normal(0, 0.3) + (60.0 if m == spike_at else 0.0)
-        event = {"device_id": device, "sensor": SENSOR, "unit": UNIT, "value": round(value, 3),
-                 "event_time": (start + timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+        event = {
+            "device_id": device,
+            "sensor": SENSOR,
+            "unit": UNIT,
+            "value": round(value, 3),
+            "event_time": (start + timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        }
         out.append(UserRecord(device, json.dumps(event).encode()))
     return out
 
@@ -174,8 +179,11 @@ def test_the_view_login_reads_and_cannot_write(postgres, warehouse_db, tmp_path)
     assert reader.query("SELECT COUNT(*) AS n FROM incidents") == [{"n": 0}]
     dsn = f"host=127.0.0.1 port={postgres.port} dbname={warehouse_db} user={settings.view.user}"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        writes = ("DELETE FROM incidents", "CREATE TABLE mine (x int)",
-                  "INSERT INTO sensorpipe_load_log (query_name, batch_id) VALUES ('x', 1)")
+        writes = (
+            "DELETE FROM incidents",
+            "CREATE TABLE mine (x int)",
+            "INSERT INTO sensorpipe_load_log (query_name, batch_id) VALUES ('x', 1)",
+        )
         for sql in writes:
             with pytest.raises(psycopg.Error):
                 conn.execute(sql)
@@ -220,3 +228,47 @@ def test_board_marks_a_silent_train_and_counts_open_incidents_by_severity():
     assert [i["alert_id"] for i in state["open"]] == ["a/s#1"]
     assert state["open"][0]["severity"] == "critical"
     assert [i["alert_id"] for i in state["closed"]] == ["b/s#2"]
+
+
+def test_view_config_reads_a_jobs_file_or_its_own_and_names_a_missing_field(tmp_path):
+    from sensorpipe.config import ConfigError, ViewConfig, load_settings
+
+    job = load_settings(ROOT / "conf/local.yaml", environ={}, kind=ViewConfig)
+    assert (job.warehouse.kind, job.view.host) == ("postgres", "127.0.0.1")
+    env = {"AWS_REGION": "eu-west-1", "SENSORPIPE_REDSHIFT_WORKGROUP": "sensorpipe",
+           "SENSORPIPE_REDSHIFT_COPY_ROLE_ARN": "arn:aws:iam::123456789012:role/copy",
+           "SENSORPIPE_BUCKET": "b"}  # fmt: skip
+    aws = load_settings(ROOT / "conf/view-aws.yaml", environ=env, kind=ViewConfig)
+    assert (aws.warehouse.kind, aws.warehouse.secret_arn, aws.view.poll_seconds) == (
+        "redshift", None, 1.0)  # fmt: skip
+    with pytest.raises(ConfigError, match="warehouse.workgroup_name"):
+        load_settings(ROOT / "conf/view-aws.yaml", environ={**env, "SENSORPIPE_REDSHIFT_WORKGROUP": ""},
+                      kind=ViewConfig)  # fmt: skip
+
+
+def test_redshift_reader_requests_fit_the_data_api_model_as_the_callers_identity_mock():
+    """A mock (no Redshift runs here): botocore's Stubber checks each request against the
+    redshift-data model; the reader sends no secret and no database user, so the Data API signs
+    in as the caller's IAM identity."""
+    import boto3
+    from botocore.stub import Stubber
+    from sensorpipe_tools.view import MARKER_SQL, RedshiftReader
+
+    client = boto3.client("redshift-data", region_name="eu-west-1",
+                          aws_access_key_id="x", aws_secret_access_key="x")  # fmt: skip
+    reader = RedshiftReader(client, "telemetry", workgroup_name="sensorpipe", poll_seconds=0)
+    with Stubber(client) as stub:
+        stub.add_response(
+            "execute_statement", {"Id": "s-1"},
+            {"Sql": MARKER_SQL, "Database": "telemetry", "WorkgroupName": "sensorpipe"},
+        )  # fmt: skip
+        stub.add_response("describe_statement", {"Id": "s-1", "Status": "STARTED"}, {"Id": "s-1"})
+        stub.add_response("describe_statement", {"Id": "s-1", "Status": "FINISHED"}, {"Id": "s-1"})
+        stub.add_response(
+            "get_statement_result",
+            {"ColumnMetadata": [{"name": "loads"}, {"name": "last_load"}],
+             "Records": [[{"longValue": 3}, {"isNull": True}]], "TotalNumRows": 1},
+            {"Id": "s-1"},
+        )  # fmt: skip
+        assert reader.query(MARKER_SQL) == [{"loads": 3, "last_load": None}]
+        stub.assert_no_pending_responses()

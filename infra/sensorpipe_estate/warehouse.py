@@ -139,6 +139,24 @@ class WarehouseReportingStack(Stack):
                 resources=[self.workgroup.attr_workgroup_workgroup_arn],
             )
         )
+        # `sensorpipe view` (docs/view.md) reads through the Data API as the engineer: SQL on
+        # this workgroup only, and the results of the engineer's own statements only (the
+        # Redshift Management Guide's pattern for the Data API: the statement owner's user id).
+        engineers.add_to_policy(
+            iam.PolicyStatement(
+                actions=["redshift-data:ExecuteStatement", "redshift-data:BatchExecuteStatement"],
+                resources=[self.workgroup.attr_workgroup_workgroup_arn],
+            )
+        )
+        engineers.add_to_policy(
+            iam.PolicyStatement(
+                actions=["redshift-data:DescribeStatement", "redshift-data:GetStatementResult",
+                         "redshift-data:CancelStatement", "redshift-data:ListStatements"],
+                resources=["*"],  # these actions have no resource type
+                conditions={"StringEquals": {
+                    "redshift-data:statement-owner-iam-userid": "${aws:userid}"}},
+            )  # fmt: skip
+        )
 
         # QuickSight, in this stack's region, which is the warehouse's (asserted in settings
         # and by tests/test_infra.py); it connects over a VPC connection with a read-only user.

@@ -106,11 +106,11 @@ def _local(args: argparse.Namespace) -> int:
 
 
 def _view(args: argparse.Namespace) -> int:
-    from sensorpipe.config import load_settings
+    from sensorpipe.config import ViewConfig, load_settings
 
     from sensorpipe_tools.view import reader_from_settings, serve
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, kind=ViewConfig)
     if args.grant_read_only:
         from sensorpipe_tools.watch import grant_read_only
 

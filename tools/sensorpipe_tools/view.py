@@ -169,7 +169,8 @@ class RedshiftReader:
 
 
 def reader_from_settings(settings: Any, environ: dict[str, str] | None = None) -> Any:
-    """The view's reader of the configured warehouse (`settings` is config.Settings)."""
+    """The view's reader of the configured warehouse (`settings`: config.ViewConfig, or a
+    job's Settings)."""
     from sensorpipe.secrets import secret_value
 
     warehouse, view = settings.warehouse, settings.view

@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar, overload
 import yaml
 
 from sensorpipe.config.checks import ConfigError
+from sensorpipe.config.stream import ViewConfig
 
 ENV_PREFIX = "SENSORPIPE__"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -60,6 +61,8 @@ def load_settings(
     if not isinstance(raw, dict):
         raise ConfigError(f"configuration file {path}: expected a mapping at the top level")
     _apply_overrides(raw, environ)
+    if kind is ViewConfig:  # a job's file: only its warehouse and view blocks are read
+        raw = {k: v for k, v in raw.items() if k in ("warehouse", "view")}
     return _build(kind, raw, "", environ)
 
 

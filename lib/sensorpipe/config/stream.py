@@ -274,6 +274,15 @@ class ViewSettings:
     silent_after_minutes: int = field(default=5, metadata=check(positive))
 
 
+@dataclass(frozen=True)
+class ViewConfig:
+    """What `sensorpipe view` reads of a configuration file: its warehouse and view blocks (a
+    job's file, whose other blocks it ignores, or one with only these two)."""
+
+    warehouse: WarehouseSettings
+    view: ViewSettings = field(default_factory=ViewSettings)
+
+
 # A compaction that failed can be re-run for this long before its day leaves the sink log.
 COMPACTION_RERUN_DAYS = 7
 
