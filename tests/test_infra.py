@@ -996,3 +996,28 @@ def test_the_business_dashboard_fits_botocores_model_and_its_data_sets(templates
         "BarsArrangement"] = "PILED"  # fmt: skip
     found = " ".join(dashboard_problems(planted, columns))
     assert "avg_value" in found and "PILED" in found
+
+
+def test_engineers_role_runs_the_views_data_api_calls_on_its_workgroup_and_own_statements_only(
+    cdk_out, settings
+):
+    """The calls `sensorpipe view` makes on AWS (tools/sensorpipe_tools/view.py,
+    RedshiftReader) evaluated against the engineers' federated role."""
+    from sensorpipe_tools.access_contract import Access, load_estate
+
+    estate = load_estate(cdk_out, settings.account, settings.region)
+    role = f"arn:aws:iam::{settings.account}:role/sensorpipe-warehouse-engineers"
+    workgroup = "AWS::RedshiftServerless::Workgroup:Workgroup.Workgroup.WorkgroupArn"
+    me = (("aws:userid", "AROAENGINEER:alice"),)
+    mine = (*me, ("redshift-data:statement-owner-iam-userid", "AROAENGINEER:alice"))
+    theirs = (*me, ("redshift-data:statement-owner-iam-userid", "AROAENGINEER:bob"))
+    for access in (Access("redshift-data:ExecuteStatement", workgroup),
+                   Access("redshift-serverless:GetCredentials", workgroup),
+                   Access("redshift-data:DescribeStatement", "*", mine),
+                   Access("redshift-data:GetStatementResult", "*", mine)):  # fmt: skip
+        assert estate.decide(role, access).allowed, access.action
+    other = "arn:aws:redshift-serverless:eu-west-1:123456789012:workgroup/other"
+    for access in (Access("redshift-data:ExecuteStatement", other),
+                   Access("redshift-data:GetStatementResult", "*", theirs),
+                   Access("redshift-data:GetStatementResult", "*", me[:0])):  # fmt: skip
+        assert not estate.decide(role, access).allowed, access

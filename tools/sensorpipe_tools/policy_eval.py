@@ -81,12 +81,30 @@ def _compare(base: str, policy_value: Any, value: Any) -> bool:
     raise PolicyError(f"condition operator {base} is not implemented")
 
 
+_VARIABLE = re.compile(r"\$\{([A-Za-z0-9:/_-]+)\}")
+
+
+def _substituted(value: Any, context: Mapping) -> Any:
+    """`value` with its policy variables replaced from the context; None if one is missing."""
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    missing = [m for m in _VARIABLE.findall(value) if m not in context]
+    if missing:
+        return None
+    return _VARIABLE.sub(lambda m: str(context[m.group(1)]), value)
+
+
 def condition_holds(operator: str, key: str, policy_values: Any, context: Mapping) -> bool:
     """One operator on one condition key, as IAM evaluates it."""
     qualifier, _, base = operator.rpartition(":")
     if_exists = base.endswith("IfExists")
     base = base.removesuffix("IfExists")
     wanted = [str(v).lower() if isinstance(v, bool) else v for v in _as_list(policy_values)]
+    # Policy variables (IAM User Guide, "IAM policy elements: Variables and tags"): a value
+    # `${aws:userid}` stands for the request's own aws:userid; one the request lacks matches
+    # nothing.
+    wanted = [_substituted(w, context) for w in wanted]
+    wanted = [w for w in wanted if w is not None]
     present = key in context
     if base == "Null":
         return (not present) == (str(wanted[0]).lower() == "true")
