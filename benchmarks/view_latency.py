@@ -197,7 +197,8 @@ def main() -> None:
         p50s.append(p50)
         p99s.append(p99)
         print(f"run {n + 1}: {result['spikes'] - missed} of {result['spikes']} planted incidents "
-              f"shown, {result['opened']} in the incidents table ({result['records']} records at {args.rate:.0f}/s): arrival in Kinesis -> "
+              f"shown, {result['opened']} in the incidents table ({result['records']} records "
+              f"at {args.rate:.0f}/s): arrival in Kinesis -> "
               f"on the page p50 {p50:.2f} s, p99 {p99:.2f} s, max {lat[-1]:.2f} s",
               flush=True)  # fmt: skip
     median99 = statistics.median(p99s)

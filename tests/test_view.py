@@ -242,8 +242,8 @@ def test_view_config_reads_a_jobs_file_or_its_own_and_names_a_missing_field(tmp_
     assert (aws.warehouse.kind, aws.warehouse.secret_arn, aws.view.poll_seconds) == (
         "redshift", None, 1.0)  # fmt: skip
     with pytest.raises(ConfigError, match="warehouse.workgroup_name"):
-        load_settings(ROOT / "conf/view-aws.yaml", environ={**env, "SENSORPIPE_REDSHIFT_WORKGROUP": ""},
-                      kind=ViewConfig)  # fmt: skip
+        unset = {**env, "SENSORPIPE_REDSHIFT_WORKGROUP": ""}
+        load_settings(ROOT / "conf/view-aws.yaml", environ=unset, kind=ViewConfig)
 
 
 def test_redshift_reader_requests_fit_the_data_api_model_as_the_callers_identity_mock():

@@ -50,6 +50,6 @@ __all__ = [
     "ConfigError", "DecodeSettings", "DeploySettings", "GeneralZoneSettings", "HealthSettings",
     "JdbcSourceSettings", "LakeSettings", "LineageSettings", "MetastoreSettings",
     "MetricsSettings", "ProtectedZoneSettings", "SecuritySettings", "Settings", "SourceSettings",
-    "SparkSettings", "StreamSettings", "ViewConfig", "ViewSettings", "WarehouseSettings", "load_settings",
-    "load_settings_for_job",
+    "SparkSettings", "StreamSettings", "ViewConfig", "ViewSettings", "WarehouseSettings",
+    "load_settings", "load_settings_for_job",
 ]  # fmt: skip
