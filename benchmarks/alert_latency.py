@@ -10,12 +10,17 @@ Each key (train, sensor) gets a short normal history, then spikes that each open
 (every spike is larger than the last, so the range check flags it; eight quiet minutes of event
 time between spikes close the previous incident, the quiet period being set to 5 minutes here),
 so keys x incidents anomalous events each cause one shadow update.
+
+Each planted spike's fate is read from the lake after the run (not flagged, flagged inside an
+incident already open, opened but never sent, sent) and a spike never alerted counts as a
+miss: the percentiles are over every planted spike, a miss slower than any arrival.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -58,6 +63,10 @@ BASE = {
     "traction_motor_current": 0.0,
     "wheel_speed": 150.0,
 }
+# Bounded noise: once a key has seen its range, normal readings stay inside it. With Gaussian
+# noise a normal reading now and then set a new extreme, the range check flagged it, and a
+# spike a few minutes later fell inside that false alarm's open incident, opening none of its
+# own (2 of 1,008 in a run here; issue 30).
 NOISE = 0.01
 GAP = 8  # points between spikes: more than the benchmark's 5 quiet minutes
 
@@ -83,14 +92,14 @@ def keyed_series(keys: int, incidents: int, warm: int) -> list[list[tuple[bool, 
             }
 
         for _ in range(warm):
-            points.append((False, event(BASE[sensor] + rng.normal(0, NOISE), minute)))
+            points.append((False, event(BASE[sensor] + rng.uniform(-NOISE, NOISE), minute)))
             minute += 1
         for i in range(incidents):
             # Each spike beyond the range seen so far by more than 5% of it: flagged.
             points.append((True, event(BASE[sensor] + 0.05 * 1.2**i, minute)))
             minute += 1
             for _ in range(GAP):
-                points.append((False, event(BASE[sensor] + rng.normal(0, NOISE), minute)))
+                points.append((False, event(BASE[sensor] + rng.uniform(-NOISE, NOISE), minute)))
                 minute += 1
         out.append(points)
     return out
@@ -206,7 +215,6 @@ def run_once(args: argparse.Namespace) -> tuple[float, float, float, int, int, i
 
     warm, measured = interleaved(0, args.warm), interleaved(args.warm, None)
     records = warm + measured
-    spikes = sum(flag for points in series for flag, _ in points)
     # The warm part first, and the measured part only once the job runs with every query
     # (at 500 records/s the whole stream would otherwise arrive during the job's start-up).
     produce(kinesis, "bench", warm)
@@ -218,11 +226,17 @@ def run_once(args: argparse.Namespace) -> tuple[float, float, float, int, int, i
     producer = threading.Thread(
         target=produce, args=(kinesis, "bench", measured), kwargs={"rate": args.rate}
     )
-    measured_from = time.time()
     producer.start()
     producer.join()
+    # Every planted spike opens an incident whose id is its key and its own time; wait for
+    # all of them (bounded), not for as many updates as there are spikes (a false alarm's
+    # update would count for a spike).
+    planted = {
+        f"{e['device_id']}/{e['sensor']}#{e['event_time'][:19].replace('-', '').replace(':', '')}Z":
+        e for points in series for flag, e in points[args.warm:] if flag
+    }  # fmt: skip
     deadline = time.monotonic() + 180
-    while len(RecordingStore.first_sent) < spikes and time.monotonic() < deadline:
+    while not planted.keys() <= RecordingStore.first_sent.keys() and time.monotonic() < deadline:
         time.sleep(0.5)
     run.stop()
     # Where the time goes: median milliseconds per micro-batch phase, batches with input only.
@@ -233,36 +247,44 @@ def run_once(args: argparse.Namespace) -> tuple[float, float, float, int, int, i
                       for k in ("triggerExecution", "latestOffset", "queryPlanning", "addBatch",
                                 "walCommit", "commitOffsets")}  # fmt: skip
             print(f"  {query.name}: {len(batches)} batches with input, median ms {phases}")
-    anomalies = spark.read.parquet(settings.lake.anomalies_path).where("alert_action = 'open'")
-    arrivals = {
-        f"{r.device_id}/{r.alert_id.split('/', 1)[1]}": r.arrival_time
-        for r in anomalies.select("device_id", "alert_id", "arrival_time").collect()
-    }
-    by_arrival = sorted(
-        (arrivals[k].replace(tzinfo=UTC).timestamp(), RecordingStore.first_sent[k])
-        for k in arrivals
-        if k in RecordingStore.first_sent
-        # Incidents of the warm part (a key's first points) arrived before the job ran.
-        and arrivals[k].replace(tzinfo=UTC).timestamp() >= measured_from
-    )
-    latencies = sorted(sent - arrived for arrived, sent in by_arrival)
-    if os.environ.get("SENSORPIPE_BENCH_DEBUG"):
-        t0 = by_arrival[0][0]
-        slow = sorted(by_arrival, key=lambda p: p[0] - p[1])[:15]
-        print(
-            "slowest (seconds after first spike, latency):",
-            [(round(a - t0, 1), round(s - a, 2)) for a, s in slow],
-        )
+    # Each planted spike as the lake scored it (the events table, complete once the run
+    # stops): flagged or not, whether it opened its own incident, when it arrived.
+    lake = spark.read.parquet(settings.lake.events_path).select(
+        "device_id", "sensor", "event_time", "is_anomaly", "alert_action", "arrival_time"
+    ).toPandas()
+    lake["key"] = (lake["device_id"] + "/" + lake["sensor"] + "#"
+                   + lake["event_time"].dt.strftime("%Y%m%dT%H%M%SZ"))  # fmt: skip
+    scored = lake.set_index("key").loc[lambda f: f.index.isin(planted.keys())]
+    fates = {"sent": 0, "not in the lake": 0, "not flagged": 0,
+             "flagged inside an open incident": 0, "opened, never sent": 0}  # fmt: skip
+    latencies = []
+    for key in planted:
+        if key not in scored.index:
+            fates["not in the lake"] += 1
+        elif not scored.at[key, "is_anomaly"]:
+            fates["not flagged"] += 1
+        elif scored.at[key, "alert_action"] != "open":
+            fates["flagged inside an open incident"] += 1
+        elif key not in RecordingStore.first_sent:
+            fates["opened, never sent"] += 1
+        else:
+            fates["sent"] += 1
+            arrived = scored.at[key, "arrival_time"].replace(tzinfo=UTC).timestamp()
+            latencies.append(RecordingStore.first_sent[key] - arrived)
+            continue
+        latencies.append(math.inf)  # never alerted: a miss, slower than any arrival
+    latencies.sort()
+    print(f"  planted spikes: {fates}")
     spark.stop()
     kinesalite.stop()
     moto.terminate()
-    p50 = statistics.median(latencies)
-    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    p50 = latencies[math.ceil(0.50 * len(latencies)) - 1]
+    p99 = latencies[math.ceil(0.99 * len(latencies)) - 1]
     stats = run.alert_stats
     print(f"  shadow updates: {stats.updates_sent}, of which the fast path sent "
           f"{stats.fast_path_updates} first")  # fmt: skip
     shutil.rmtree(tmp, ignore_errors=True)
-    return p50, p99, latencies[-1], len(latencies), spikes, len(records)
+    return p50, p99, latencies[-1], fates["sent"], len(planted), len(records)
 
 
 if __name__ == "__main__":
