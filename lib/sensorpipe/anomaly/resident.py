@@ -11,20 +11,41 @@ A file is a cache, never the truth. Its header holds the points and the digest o
 it has seen; it is used only if both equal what the checkpoint's record of the key says, and
 marked dirty while a batch updates it (a worker killed half way leaves a file that is not used
 again). Otherwise the key is restored from the state store (anomaly/state.py) and its file is
-written anew. The files of an executor live under a folder named after its JVM (pid and start
-time); folders of executors that are gone are removed, and the total is bounded (least
-recently used files out first).
+written anew. The files of an executor live under a folder named after its user and its JVM
+(uid, pid and start time); folders of executors that are gone are removed, and the total is
+bounded (least recently used files out first).
+
+A shared tmpfs is shared with every local user, so nothing there is trusted that this user did
+not make (issue 30: a second user pre-created the predictable folder, read the keys, swapped a
+detector in and planted a symlink):
+
+- the executor's folder is created 0700 by this process, or accepted only if it is a real
+  directory owned by this user that no one else may enter; otherwise the store is off and every
+  key is restored from the checkpoint (correct, slower; logged once);
+- a file is created under a random name with O_EXCL | O_NOFOLLOW, mode 0600, then renamed into
+  place; a file is mapped only after fstat shows a regular file of this user, not opened
+  through a symlink;
+- file names are keyed digests of the key (a random key kept in the private folder), and the
+  header records the detector's configuration and a keyed reference of its key, both checked;
+- the sweep of dead executors' folders looks only at this user's folders and never raises;
+- a failure to write (a full tmpfs: ENOSPC) leaves the key to the checkpoint, counted.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
+import hmac
 import json
+import logging
 import mmap
 import os
+import re
 import resource
+import secrets
 import shutil
+import stat
 import struct
 import sys
 from collections import OrderedDict
@@ -33,9 +54,11 @@ from typing import Any
 
 import numpy as np
 
-from sensorpipe.anomaly.detectors import attach_detector
+from sensorpipe.anomaly.detectors import attach_detector, make_detector
 
-MAGIC = b"SPDET001"
+LOG = logging.getLogger(__name__)
+
+MAGIC = b"SPDET002"
 HEADER = struct.Struct("<8sqB16s")  # magic, points, dirty, digest
 HEADER_BYTES = 4096
 ALIGN = 64
@@ -72,13 +95,43 @@ def _executor_jvm() -> str:
     return f"{os.getppid()}-0"  # not under a JVM (a test calling the scorer directly)
 
 
-def _alive(name: str) -> bool:
-    pid, _, start = name.removeprefix(PREFIX).partition("-")
+_FOLDER = re.compile(rf"^{PREFIX}(\d+)-(\d+)-(\d+)$")
+
+
+def _alive(pid: int, start: str) -> bool:
+    """Whether the JVM `pid` started at `start` still runs; True when that cannot be told
+    (a /proc mounted with hidepid): a folder is removed only when its JVM is known gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ValueError):
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return start == "0" or stat[stat.rindex(")") + 2 :].split()[19] == start
+    except OSError:
+        return True
+    try:
+        return start == "0" or text[text.rindex(")") + 2 :].split()[19] == start
+    except (ValueError, IndexError):
+        return True
+
+
+def _private(path: Path) -> bool:
+    """`path` is a real directory of this user that no other user may enter or change."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return (stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+            and info.st_mode & 0o077 == 0)  # fmt: skip
+
+
+def _make_private(path: Path) -> bool:
+    """Create `path` 0700, or accept one that is already a private folder of this user."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    return _private(path)
 
 
 def _layout_offsets(layout: dict[str, tuple[Any, tuple[int, ...]]]) -> tuple[dict, int]:
@@ -91,6 +144,12 @@ def _layout_offsets(layout: dict[str, tuple[Any, tuple[int, ...]]]) -> tuple[dic
 
 
 _PARSED: dict[bytes, tuple[dict, tuple]] = {}
+
+
+def _identity(meta: bytes) -> tuple[str | None, str | None]:
+    """The detector spec and keyed key reference a file's header records."""
+    data = json.loads(meta)
+    return data.get("spec"), data.get("key")
 
 
 def _parsed(meta: bytes) -> tuple[dict, tuple]:
@@ -136,6 +195,22 @@ def _map(fd: int) -> mmap.mmap:
     return mmap.mmap(fd, 0, flags=flags)
 
 
+def _ours(fd: int) -> bool:
+    """The open file is a regular file of this user that no other user may write."""
+    info = os.fstat(fd)
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o022 == 0
+
+
+_CONFIGS: dict[tuple[str, int], tuple] = {}
+
+
+def expected_config(spec: str, seed: int) -> tuple:
+    """The configuration a detector of `spec` and `seed` has (made once per process)."""
+    if (spec, seed) not in _CONFIGS:
+        _CONFIGS[(spec, seed)] = tuple(make_detector(spec, seed=seed).config)
+    return _CONFIGS[(spec, seed)]
+
+
 class Resident:
     """A detector file mapped by this worker. The mapping is kept between micro-batches (a
     fresh mapping faults in every page the kernels touch again: measured 4x slower scoring);
@@ -146,7 +221,10 @@ class Resident:
         self.path, self.name, self._memory, self.inode = path, name, memory, inode
         self._fd: int | None = None
         meta_len = int.from_bytes(memory[HEADER.size : HEADER.size + 4], "little")
-        offsets, config = _parsed(memory[HEADER.size + 4 : HEADER.size + 4 + meta_len])
+        meta = memory[HEADER.size + 4 : HEADER.size + 4 + meta_len]
+        offsets, config = _parsed(meta)
+        self.config = config
+        self.spec, self.key_ref = _identity(meta)
         arrays = {
             k: np.ndarray(shape, dtype, buffer=memory, offset=at)
             for k, (at, dtype, shape) in offsets.items()
@@ -157,8 +235,8 @@ class Resident:
         """Held while a task uses it (another attempt of the task may have it, or the file was
         replaced or removed since it was mapped: then False)."""
         try:
-            fd = os.open(self.path, os.O_RDWR)
-        except FileNotFoundError:
+            fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:  # gone, or a symlink put in its place
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -204,21 +282,76 @@ class DetectorStore:
 
     def __init__(self, root: str, budget_bytes: int) -> None:
         self.base = Path(root)
-        self.root = self.base / f"{PREFIX}{_executor_jvm()}"
+        self.root = self.base / f"{PREFIX}{os.getuid()}-{_executor_jvm()}"
         self.budget = budget_bytes
+        self.write_failures = 0  # puts that failed (a full tmpfs): those keys restore instead
         self._created = 0
         self._maps: OrderedDict[Path, Resident] = OrderedDict()
         self._max_maps = mapping_limit()
-        if not self.root.is_dir():
+        self._key = b""
+        self.refused: str | None = None
+        if self.budget <= 0:
+            return
+        if not _private(self.root):
             self._sweep_dead()
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                self.base.mkdir(parents=True, exist_ok=True)  # /dev/shm, or a configured dir
+            except OSError:
+                pass
+            if not _make_private(self.root):
+                self._refuse(f"{self.root} is not a private folder of this user")
+                return
+        try:
+            self._key = self._folder_key()
+        except OSError as exc:
+            self._refuse(f"no key in {self.root}: {exc}")
+
+    def _refuse(self, why: str) -> None:
+        """The store off for this process: every key restored from the checkpoint."""
+        self.refused, self.budget = why, 0
+        LOG.warning("resident detectors off, keys restore from the checkpoint: %s", why)
+
+    def _folder_key(self) -> bytes:
+        """The random key of this folder's file names, made by the first worker (created
+        under a random name and linked into place: a second worker reads the first's)."""
+        path = self.root / "key"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            tmp = self.root / f".key-{secrets.token_hex(8)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, secrets.token_bytes(32))
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            if not _ours(fd):
+                raise OSError(errno.EPERM, "the key file is not this user's own")
+            key = os.read(fd, 64)
+        finally:
+            os.close(fd)
+        if len(key) != 32:
+            raise OSError(errno.EINVAL, "the key file is not 32 bytes")
+        return key
 
     @property
     def enabled(self) -> bool:
         return self.budget > 0
 
+    def key_ref(self, state: str, key: tuple[str, str]) -> str:
+        """A keyed digest of (state, key): a file's name and its header's reference."""
+        message = "\x00".join((state, *key)).encode()
+        return hmac.new(self._key, message, hashlib.blake2b).hexdigest()[:32]
+
     def path(self, state: str, key: tuple[str, str]) -> Path:
-        digest = hashlib.blake2b("\x00".join((state, *key)).encode(), digest_size=16).hexdigest()
+        digest = self.key_ref(state, key)
         return self.root / digest[:2] / f"{digest}.det"
 
     def _mapped(self, path: Path, name: str) -> Resident | None:
@@ -236,10 +369,12 @@ class DetectorStore:
             return None
         if resident is None:
             try:
-                fd = os.open(path, os.O_RDWR)
-            except FileNotFoundError:
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+            except OSError:  # gone, or a symlink put in its place
                 return None
             try:
+                if not _ours(fd):
+                    return None
                 memory, mapped_inode = _map(fd), os.fstat(fd).st_ino
             except (ValueError, OSError):
                 return None
@@ -254,46 +389,83 @@ class DetectorStore:
 
     def get(self, state: str, key: tuple[str, str], name: str, points: int,
             digest: bytes) -> Resident | None:  # fmt: skip
-        """The key's resident detector if it is exactly (points, digest), else None. The
-        caller closes it."""
-        resident = self._mapped(self.path(state, key), name) if self.enabled else None
+        """The key's resident detector if it is exactly (points, digest) of this key, with the
+        configuration `name` and the state's seed give, else None. The caller closes it."""
+        if not self.enabled:
+            return None
+        try:
+            resident = self._mapped(self.path(state, key), name)
+        except (OSError, ValueError):  # a damaged file: the checkpoint has the truth
+            return None
         if resident is not None:
             have_points, dirty, have_digest = resident.header()
-            if dirty or have_points != points or have_digest != digest.ljust(16, b"\0"):
+            seed = int(state.rsplit("/", 1)[-1]) if state.rsplit("/", 1)[-1].isdigit() else 42
+            if (dirty or have_points != points or have_digest != digest.ljust(16, b"\0")
+                    or resident.spec != name or resident.key_ref != self.key_ref(state, key)
+                    or resident.config != expected_config(name, seed)):  # fmt: skip
                 resident.close()
                 return None
         return resident
 
     def put(self, state: str, key: tuple[str, str], detector: Any, points: int,
-            digest: bytes) -> None:  # fmt: skip
-        """A resident copy of an in-memory detector, for the key's next batch."""
+            digest: bytes, spec: str | None = None) -> None:  # fmt: skip
+        """A resident copy of an in-memory detector, for the key's next batch. A failure to
+        write (a full tmpfs) is counted and leaves the key to the checkpoint: the store is a
+        cache, and the query goes on."""
         if not self.enabled:
             return
+        path = self.path(state, key)
+        tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
+        try:
+            # spec: the key's own detector (its state's record), which `get` is asked for.
+            self._write(tmp, path, key_ref=self.key_ref(state, key),
+                        spec=spec or state.rsplit("/", 1)[0], detector=detector, points=points,
+                        digest=digest)  # fmt: skip
+        except OSError as exc:
+            try:
+                tmp.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)  # an older copy is not current any more
+            except OSError:
+                pass
+            self.write_failures += 1
+            if self.write_failures in (1, 10, 100) or self.write_failures % 1000 == 0:
+                LOG.warning("resident detector not written (%d so far), restored from the "
+                            "checkpoint next time: %s", self.write_failures, exc)  # fmt: skip
+            return
+        self._created += 1
+        if self._created % 64 == 0:
+            self.evict()
+
+    def _write(self, tmp: Path, path: Path, *, key_ref: str, spec: str, detector: Any,
+               points: int, digest: bytes) -> None:  # fmt: skip
         layout = detector.layout()
         offsets, size = _layout_offsets(layout)
-        path = self.path(state, key)
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
         meta = json.dumps({
             "layout": {k: [np.dtype(d).str, list(shape)] for k, (d, shape) in layout.items()},
-            "config": list(detector.config),
+            "config": list(detector.config), "spec": spec, "key": key_ref,
         }).encode()  # fmt: skip
         arrays = detector.arrays()
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
             f.truncate(size)
             f.write(HEADER.pack(MAGIC, points, 0, digest.ljust(16, b"\0")))
             f.write(len(meta).to_bytes(4, "little") + meta)
             for k, (at, dtype, _) in offsets.items():
                 f.seek(at)
                 f.write(np.ascontiguousarray(arrays[k], dtype=dtype).tobytes())
+            # tmpfs allocates pages as they are written: a full one fails here, not later.
+            os.posix_fallocate(f.fileno(), 0, size)
         os.replace(tmp, path)
-        self._created += 1
-        if self._created % 64 == 0:
-            self.evict()
 
     def drop(self, state: str, key: tuple[str, str]) -> None:
+        if not self.enabled:
+            return
         path = self.path(state, key)
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
         if path in self._maps:
             self._maps.pop(path).unmap()
 
@@ -302,6 +474,8 @@ class DetectorStore:
         the executor evicts: a file another one removed since the listing is skipped."""
         files = []
         for folder in self.root.iterdir():
+            if not folder.is_dir():
+                continue  # the key
             for entry in os.scandir(folder):
                 if entry.name.endswith(".det"):
                     try:
@@ -317,12 +491,23 @@ class DetectorStore:
             total -= size
 
     def _sweep_dead(self) -> None:
-        """Folders of executors that are gone (their memory would otherwise stay taken)."""
-        if not self.base.is_dir():
+        """This user's folders of executors that are gone (their memory would otherwise stay
+        taken). Anything else under the base is not ours to judge, and nothing here raises:
+        a folder another user named to look like ours must not stop the scorer."""
+        try:
+            entries = list(os.scandir(self.base))
+        except OSError:
             return
-        for folder in self.base.glob(f"{PREFIX}*"):
-            if not _alive(folder.name):
-                shutil.rmtree(folder, ignore_errors=True)
+        for entry in entries:
+            match = _FOLDER.match(entry.name)
+            if match is None or int(match[1]) != os.getuid():
+                continue
+            try:
+                if not _private(Path(entry.path)) or _alive(int(match[2]), match[3]):
+                    continue
+                shutil.rmtree(entry.path, ignore_errors=True)
+            except (OSError, ValueError):
+                continue
 
 
 _STORES: dict[tuple[str, int], DetectorStore] = {}

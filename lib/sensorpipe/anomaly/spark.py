@@ -278,7 +278,8 @@ class BucketedDetectorProcessor(StatefulProcessor):
         if resident is not None:
             resident.commit(state.points, state.digest)
         else:
-            self.store.put(self.state_id, key, detector, state.points, state.digest)
+            self.store.put(self.state_id, key, detector, state.points, state.digest,
+                           state.detector)  # fmt: skip
 
     def _snapshot(self, key: Key, state: KeyState, detector: Any, chunk: int) -> None:
         self.snapshots.updateValue(key, (detector.to_bytes(),))
