@@ -36,6 +36,7 @@ def device_environ(tmp: Path, protected: Path, samples: Path) -> dict[str, str]:
         "SENSORPIPE__LAKE__QUARANTINE_PATH": str(protected / "device_quarantine"),
         "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(protected / "checkpoints/device_stream"),
         "SENSORPIPE__LAKE__ANOMALIES_PATH": str(protected / "clinical_alerts"),
+        "SENSORPIPE__ANOMALY__RESIDENT_DIR": str(protected / "resident_detectors"),
         "SENSORPIPE__LINEAGE__PATH": str(tmp / "lineage"),
     }
 
@@ -52,6 +53,7 @@ def devices(spark, postgres, tmp_path_factory):
     manifest = generate_telemetry(spec, samples)
     environ = device_environ(tmp, protected, samples)
     log = tmp / "device-stream.log"
+    shm_before = set(os.listdir("/dev/shm"))
     with open(log, "wb") as out:
         job = subprocess.run(
             [sys.executable, "jobs/stream_sensor_anomalies.py", "--config", CONFIG,
@@ -66,7 +68,7 @@ def devices(spark, postgres, tmp_path_factory):
     return {
         "hospital": hospital, "manifest": manifest, "returncode": job.returncode, "log": log,
         "summary": json.loads((tmp / "summary.json").read_text()), "protected": protected,
-        "lineage": tmp / "lineage",
+        "lineage": tmp / "lineage", "shm_new": set(os.listdir("/dev/shm")) - shm_before,
     }  # fmt: skip
 
 
@@ -96,6 +98,10 @@ def test_device_readings_and_incidents_stay_in_the_protected_zone(devices):
     protected, tmp = devices["protected"], devices["protected"].parent
     for table in ("device_events", "device_quarantine", "clinical_alerts", "checkpoints"):
         assert any((protected / table).rglob("*.*")), table
+    # The resident detectors (named by device serial, holding its readings) are in the zone
+    # too, and nothing of the run appeared in the shared /dev/shm (issue 30, item 9).
+    assert any((protected / "resident_detectors").rglob("*.det"))
+    assert devices["shm_new"] == set()
     # Beside the protected zone: the snapshot's general zone, lineage, and the test's own
     # input and output (telemetry, log, summary). No shadow documents, no other table.
     assert {p.name for p in tmp.iterdir()} == {
@@ -173,6 +179,8 @@ def test_the_hospital_catalogue_and_zone_are_checked_at_start(tmp_path):
         "SENSORPIPE__WAREHOUSE__KIND": ("postgres", "warehouse.kind"),
         "SENSORPIPE__ALERTS__KIND": ("outbox", "alerts.kind"),
         "SENSORPIPE__LAKE__PROTECTED_ROOT": ("", "lake.protected_root"),
+        # Resident detectors hold readings under a serial: not in the shared /dev/shm.
+        "SENSORPIPE__ANOMALY__RESIDENT_DIR": ("/dev/shm", "anomaly.resident_dir"),
     }
     for variable, (value, field_name) in refused.items():
         with pytest.raises(ConfigError, match=field_name.replace(".", r"\.")):
@@ -195,5 +203,6 @@ def test_a_path_that_climbs_out_of_the_protected_zone_is_refused(tmp_path, escap
           "SENSORPIPE__LAKE__ANOMALIES_PATH": "s3://phi/hospital/a"}  # fmt: skip
     with pytest.raises(ConfigError, match=r"^lake\.events_path: .* is outside the protected"):
         load_settings(ROOT / CONFIG, environ=s3)
-    inside = {**s3, "SENSORPIPE__LAKE__EVENTS_PATH": "s3://phi/hospital/x/../device_events"}
+    inside = {**s3, "SENSORPIPE__LAKE__EVENTS_PATH": "s3://phi/hospital/x/../device_events",
+              "SENSORPIPE__ANOMALY__RESIDENT_MB": "0"}  # fmt: skip
     assert load_settings(ROOT / CONFIG, environ=inside)

@@ -347,8 +347,9 @@ class Settings:
             )
 
     def _check_protected_zone(self) -> None:
-        """Hospital readings stay in the protected zone: the lake's tables and checkpoints
-        under lake.protected_root, nothing to the warehouse, no device shadows."""
+        """Hospital readings stay in the protected zone: the lake's tables, checkpoints and
+        resident detectors under lake.protected_root, nothing to the warehouse, no device
+        shadows."""
         root = self.lake.protected_root
         if not root:
             raise ConfigError("lake.protected_root: required with decode.catalogue hospital "
@@ -359,6 +360,17 @@ class Settings:
             if path is not None and not within(path, root, strictly=True):
                 raise ConfigError(f"lake.{name}: {path!r} is outside the protected zone "
                                   f"(lake.protected_root {root!r})")  # fmt: skip
+        anomaly = self.anomaly
+        if anomaly.resident_mb > 0 and not (
+            anomaly.resident_dir and not anomaly.resident_dir.startswith(SHARED_SCHEMES)
+            and within(anomaly.resident_dir, root, strictly=True)
+        ):  # fmt: skip
+            raise ConfigError(
+                f"anomaly.resident_dir: {anomaly.resident_dir!r} is outside the protected zone: "
+                "resident detectors hold a device's readings under its serial; set it to a "
+                f"local folder inside lake.protected_root ({root!r}), or anomaly.resident_mb: 0 "
+                "(every key restored from the checkpoint, which is inside the zone)"
+            )
         if self.warehouse.kind != "none":
             raise ConfigError("warehouse.kind: must be none for protected readings (the "
                               "warehouse is outside the protected zone)")  # fmt: skip
