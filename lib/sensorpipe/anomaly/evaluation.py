@@ -3,6 +3,7 @@ anomalies and the false-alarm rate elsewhere."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,14 +27,16 @@ class Evaluation:
     def false_alarm_rate(self) -> float:
         return self.false_alarm_points / self.normal_points if self.normal_points else 0.0
 
-    def render(self) -> str:
+    def render(self, name_device: Callable[[str], str] = str) -> str:
+        """`name_device`: how a missed anomaly's device is printed (a keyed reference for a
+        hospital device, whose serial identifies its patient: sensorpipe.logref)."""
         lines = [
             f"injected anomalies flagged: {self.detected}/{self.anomalies} "
             f"(recall {self.recall:.0%}); false alarms: {self.false_alarm_points} of "
             f"{self.normal_points} normal points ({self.false_alarm_rate:.3%})"
         ]
         lines += [
-            f"  missed: {m['device_id']} {m['sensor']} {m['kind']} {m['start']}"
+            f"  missed: {name_device(m['device_id'])} {m['sensor']} {m['kind']} {m['start']}"
             for m in self.missed
         ]
         return "\n".join(lines)

@@ -22,7 +22,6 @@ is not.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Iterator
@@ -50,14 +49,15 @@ from sensorpipe.anomaly.state import (
     pack_chunk,
     unpack_chunk,
 )
+from sensorpipe.logref import identifier_ref
 from sensorpipe.schemas import SCORE_FIELDS
 from sensorpipe.worker_imports import install as cheap_import_cache_resets
 
 
-def key_ref(key: Key) -> str:
-    """A key as logs name it: a digest, not the device id (a hospital device's serial
-    identifies its patient; logs are outside the protected zone)."""
-    return hashlib.blake2b("\x00".join(map(str, key)).encode(), digest_size=6).hexdigest()
+def key_ref(key: Key, secret: bytes) -> str:
+    """A key as logs name it: a keyed digest, not the device id (a hospital device's serial
+    identifies its patient; logs are outside the protected zone): sensorpipe.logref."""
+    return identifier_ref(secret, *key)
 
 
 LOG = logging.getLogger(__name__)
@@ -190,6 +190,8 @@ class ScoringSettings:
     resident_dir: str | None = None
     resident_bytes: int = 8 << 30
     max_live_keys: int = 1_000_000
+    # The key of the keyed digests logs name keys by (sensorpipe.logref.log_key).
+    log_key: bytes = b""
 
     @property
     def keys_per_bucket(self) -> int:
@@ -224,6 +226,9 @@ class BucketedDetectorProcessor(StatefulProcessor):
         self.snapshots = handle.getMapState("snapshots", _SNAPSHOT_KEY, _SNAPSHOT_VALUE)
         self.chunks = handle.getMapState("chunks", _CHUNK_KEY, _CHUNK_VALUE)
 
+    def _ref(self, key: Key) -> str:
+        return key_ref(key, self.settings.log_key)
+
     # -- restore --------------------------------------------------------------------------
 
     def _restore(self, key: Key, state: KeyState, bucket: BucketState,
@@ -232,7 +237,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
         if state.snapshot_points:
             stored = self.snapshots.getValue(key)
             if stored is None:
-                raise StateMismatch(f"{key_ref(key)}: its snapshot is gone")
+                raise StateMismatch(f"{self._ref(key)}: its snapshot is gone")
             detector = restore_detector(state.detector, bytes(stored[0]))
         else:
             detector = make_detector(state.detector, seed=SEED)
@@ -249,7 +254,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
                 points, digest = points + len(values), chain_digest(digest, values)
         if (points, digest) != (state.points, state.digest):
             raise StateMismatch(
-                f"{key_ref(key)}: snapshot and chunks replay to {points} points, the record has "
+                f"{self._ref(key)}: snapshot and chunks replay to {points} points, the record has "
                 f"{state.points}"
             )
         return detector
@@ -270,7 +275,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
         except StateMismatch as exc:
             # A checkpoint damaged or edited by hand: the key starts again rather than the
             # query failing for ever on it.
-            LOG.warning("detector state of key %s restarted: %s", key_ref(key), exc)
+            LOG.warning("detector state of key %s restarted: %s", self._ref(key), exc)
             return make_detector(state.detector, seed=SEED), bucket.new_key(state.detector), None
 
     def _keep(self, key: Key, state: KeyState, detector: Any, resident: Resident | None) -> None:

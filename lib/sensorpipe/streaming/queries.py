@@ -55,7 +55,9 @@ def decoded_stream(
     ).observe(DECODE_METRICS, *decode_metrics())
 
 
-def scoring_settings(anomaly: AnomalySettings, partitions: int) -> ScoringSettings:
+def scoring_settings(
+    anomaly: AnomalySettings, partitions: int, log_key: bytes = b""
+) -> ScoringSettings:
     """The streaming scorer's settings, as plain values."""
     return ScoringSettings(
         detector=detector_spec(anomaly.detector, anomaly.forest_trees),
@@ -69,6 +71,7 @@ def scoring_settings(anomaly: AnomalySettings, partitions: int) -> ScoringSettin
         resident_dir=anomaly.resident_dir,
         resident_bytes=anomaly.resident_mb << 20,
         max_live_keys=anomaly.max_live_keys,
+        log_key=log_key,
     )
 
 
@@ -83,11 +86,12 @@ def start_events_query(
     trigger: str,
     query_name: str,
     sink_log_retention: str | None = None,
+    log_key: bytes = b"",
 ) -> StreamingQuery:
     """Valid events, each scored with the state of its (device, sensor), appended to the raw
     events table by (day, hour)."""
     scored = score_stream(
-        decoded.transform(valid_events), scoring_settings(anomaly, shuffle_partitions)
+        decoded.transform(valid_events), scoring_settings(anomaly, shuffle_partitions, log_key)
     ).observe(SCORING_METRICS, F.count_if(F.col("is_anomaly").isNull()).alias("unscored"))
     return start_lake_query(
         scored,

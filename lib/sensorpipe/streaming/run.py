@@ -22,6 +22,7 @@ from sensorpipe.catalog import (
     register_table,
 )
 from sensorpipe.config import Settings
+from sensorpipe.logref import log_key
 from sensorpipe.metrics import (
     ALERT_DEAD_LETTERS,
     WAREHOUSE_LOAD_FAILURES,
@@ -212,6 +213,7 @@ def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
         trigger=settings.stream.trigger,
         query_name=_name(settings, "events"),
         sink_log_retention=lake.sink_log_retention,
+        log_key=log_key(settings),
     )
     try:
         quarantine = start_quarantine_query(

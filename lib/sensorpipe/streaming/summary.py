@@ -4,6 +4,7 @@ from the queries' progress and the tables' logs; and its lineage record."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from sensorpipe.anomaly.evaluation import Evaluation, evaluate
 from sensorpipe.config import Settings
 from sensorpipe.decode import REASONS
 from sensorpipe.lineage import LineageRun, schema_fingerprint
+from sensorpipe.logref import device_namer
 from sensorpipe.metrics import SCORING_METRICS
 from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
 from sensorpipe.sinks.lake import committed_files, partitions_of, read_events
@@ -399,6 +401,8 @@ class ManifestCheck:
     planted: dict[str, int]
     quarantined: dict[str, int]
     evaluation: Evaluation
+    # How a missed anomaly's device is printed: its keyed reference for protected readings.
+    name_device: Callable[[str], str] = str
 
     @property
     def as_planted(self) -> bool:
@@ -408,7 +412,8 @@ class ManifestCheck:
         verdict = "as planted" if self.as_planted else f"NOT as planted ({self.planted})"
         return "\n".join([
             f"  manifest    quarantine per reason {verdict}",
-            "  detection   " + self.evaluation.render().replace("\n", "\n  "),
+            "  detection   "
+            + self.evaluation.render(self.name_device).replace("\n", "\n  "),
         ])  # fmt: skip
 
 
@@ -423,4 +428,5 @@ def check_against_manifest(
     ).select("device_id", "sensor", "event_time", "is_anomaly")
     planted = {r: n for r, n in manifest["counts"]["quarantined"].items() if n}
     quarantined = {r: n for r, n in summary.quarantined.items() if n}
-    return ManifestCheck(planted, quarantined, evaluate(events.toPandas(), manifest["anomalies"]))
+    evaluation = evaluate(events.toPandas(), manifest["anomalies"])
+    return ManifestCheck(planted, quarantined, evaluation, device_namer(settings))
