@@ -23,12 +23,18 @@ def event(**overrides):
     return {k: v for k, v in base.items() if v is not ...}
 
 
-def records(spark, payloads):
+def sender(payload) -> str:  # noqa: ANN001
+    """The partition key a well-behaved train sends a payload under: its own device id."""
+    device = payload.get("device_id") if isinstance(payload, dict) else None
+    return device if isinstance(device, str) and device else "train-01"
+
+
+def records(spark, payloads, partition_keys=None):
     rows = [
         (
             p if isinstance(p, bytes) else json.dumps(p).encode(),
             "train-telemetry",
-            "train-01",
+            partition_keys[i] if partition_keys else sender(p),
             str(1000 + i),
             ARRIVAL,
         )
@@ -37,8 +43,15 @@ def records(spark, payloads):
     return spark.createDataFrame(rows, KINESIS_RECORD_SCHEMA)
 
 
-def decoded(spark, payloads):
-    return records(spark, payloads).transform(decode_records, **LIMITS)
+def decoded(spark, payloads, partition_keys=None):
+    return records(spark, payloads, partition_keys).transform(decode_records, **LIMITS)
+
+
+class Sent:
+    """A payload sent under a given partition key (its sender), not its own device id."""
+
+    def __init__(self, payload, by: str) -> None:  # noqa: ANN001
+        self.payload, self.by = payload, by
 
 
 def test_valid_records_decode_to_typed_rows(spark):
@@ -127,6 +140,8 @@ MALFORMED = [
     (event(value=950), decode.VALUE_OUT_OF_RANGE),
     (event(value=-51), decode.VALUE_OUT_OF_RANGE),
     (json.dumps(event()).replace("41.25", "1e999").encode(), decode.VALUE_OUT_OF_RANGE),
+    # train-01 (the thing the IoT rule put in the partition key) sending as train-02.
+    (Sent(event(device_id="train-02"), by="train-01"), decode.DEVICE_MISMATCH),
 ]
 
 
@@ -134,8 +149,11 @@ MALFORMED = [
     "payload,reason", MALFORMED, ids=[f"{r}-{i}" for i, (_, r) in enumerate(MALFORMED)]
 )
 def test_each_malformed_kind_is_quarantined_with_its_reason(spark, payload, reason):
+    keys = None
+    if isinstance(payload, Sent):
+        payload, keys = payload.payload, [payload.by]
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    rows = decoded(spark, [payload]).transform(quarantined_records).collect()
+    rows = decoded(spark, [payload], keys).transform(quarantined_records).collect()
     assert [(r.reason, bytes(r.data)) for r in rows] == [(reason, raw)]
     assert rows[0].detail, "every quarantined record says why"
     assert rows[0].sequence_number == "1000" and rows[0].arrival_time == ARRIVAL
@@ -143,6 +161,23 @@ def test_each_malformed_kind_is_quarantined_with_its_reason(spark, payload, reas
 
 def test_every_reason_is_covered_by_a_case():
     assert {r for _, r in MALFORMED} == set(decode.REASONS)
+
+
+def test_a_device_id_other_than_its_senders_is_quarantined_and_the_sender_kept(spark):
+    """The decoder took device_id from the payload alone: one train's readings under another's
+    id corrupted that train's detector and incidents and updated its shadow (issue 30, item
+    4). The partition key is the sender (the IoT rule sets it from the authenticated thing's
+    topic); a reading that names another device is quarantined with its own reason."""
+    payloads = [event(), event(device_id="train-02"), event(device_id="train-02")]
+    rows = decoded(spark, payloads, ["train-01", "train-01", "train-02"]).collect()
+    assert [(r.device_id, r.partition_key, r.reason) for r in rows] == [
+        ("train-01", "train-01", None),
+        ("train-02", "train-01", decode.DEVICE_MISMATCH),
+        ("train-02", "train-02", None),
+    ]
+    assert rows[1].detail == (
+        'device_id ["train-02"] is not its sender\'s (partition key ["train-01"])'
+    )
 
 
 def test_detail_names_the_problem(spark):
@@ -164,8 +199,10 @@ def test_boundaries_of_range_and_time_window_are_valid(spark):
 
 
 def test_counts_reconcile_on_a_mix(spark):
-    payloads = [event()] * 7 + [p for p, _ in MALFORMED]
-    frame = decoded(spark, payloads)
+    mixed = [event()] * 7 + [p for p, _ in MALFORMED]
+    payloads = [p.payload if isinstance(p, Sent) else p for p in mixed]
+    keys = [p.by if isinstance(p, Sent) else sender(p) for p in mixed]
+    frame = decoded(spark, payloads, keys)
     valid = frame.transform(valid_events).count()
     quarantined = frame.transform(quarantined_records).count()
     assert (valid, quarantined) == (7, len(MALFORMED))
@@ -210,7 +247,8 @@ def test_a_device_id_outside_the_contract_is_quarantined(spark, device_id):
 
 def test_device_ids_inside_the_contract_are_valid(spark):
     ids = ["train-01", "t" * 64, "fleet:42_b"]
-    rows = decoded(spark, [json.dumps(event(device_id=d)).encode() for d in ids]).collect()
+    payloads = [json.dumps(event(device_id=d)).encode() for d in ids]
+    rows = decoded(spark, payloads, ids).collect()  # each sent by itself
     assert [r.reason for r in rows] == [None, None, None]
 
 

@@ -28,6 +28,9 @@ UNIT_MISMATCH = "unit_mismatch"
 BAD_EVENT_TIME = "bad_event_time"
 EVENT_TIME_SKEW = "event_time_skew"
 VALUE_OUT_OF_RANGE = "value_out_of_range"
+# The payload's device_id is not its sender's: the Kinesis partition key, which the IoT rule
+# sets from the MQTT topic of the authenticated thing (a train speaking for another).
+DEVICE_MISMATCH = "device_mismatch"
 
 REASONS: tuple[str, ...] = (
     OVERSIZE,
@@ -40,6 +43,7 @@ REASONS: tuple[str, ...] = (
     BAD_EVENT_TIME,
     EVENT_TIME_SKEW,
     VALUE_OUT_OF_RANGE,
+    DEVICE_MISMATCH,
 )
 
 _STRING_FIELDS = ("device_id", "sensor", "event_time", "unit")
@@ -168,6 +172,15 @@ def decode_records(
             WRONG_TYPE,
             F.format_string(
                 "device_id %s: expected 1 to 64 of A-Z a-z 0-9 : _ -", F.to_json(F.array(device_id))
+            ),
+        ),
+        (
+            # Null-safe: a record without a partition key has no sender to speak for.
+            ~device_id.eqNullSafe(F.col("partitionKey")),
+            DEVICE_MISMATCH,
+            F.format_string(
+                "device_id %s is not its sender's (partition key %s)",
+                F.to_json(F.array(device_id)), F.to_json(F.array(F.col("partitionKey"))),
             ),
         ),
         (

@@ -231,6 +231,10 @@ def _malformed(
             return text.encode(), "value 1e999 (infinite)"
         e["value"] = sensor.physical_max * 5 + 100 if k % 2 else sensor.physical_min - 50
         return dumps(e).encode(), f"value {e['value']}"
+    if reason == decode.DEVICE_MISMATCH:
+        # A valid reading sent under another device's id than its sender's (partition key).
+        e["device_id"] = f"{e['device_id']}-{'other' if k % 2 else 'x'}"
+        return dumps(e).encode(), "device_id not its sender's"
     raise ValueError(f"no malformed generator for reason {reason!r}")
 
 
