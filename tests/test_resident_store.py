@@ -118,3 +118,34 @@ def test_the_mapping_bound_stays_under_the_kernels_map_area_limit(monkeypatch):
     kernel = int(Path("/proc/sys/vm/max_map_count").read_text())
     held = len(Path("/proc/self/maps").read_text().splitlines())
     assert resident_module.mapping_limit() <= kernel - held
+
+
+def test_eviction_counts_partial_writes_and_unmaps_what_another_worker_removed(tmp_path):
+    """Evicted and replaced files stayed in memory while a worker still mapped them (two
+    workers, a 7.5 MiB budget held 15 MiB of tmpfs), and a killed worker's partial `.tmp`
+    files were neither counted nor removed (issue 30, item 5)."""
+    detector, digest = trained(np.arange(50, dtype=float))
+    one = DetectorStore(str(tmp_path), 1 << 30)  # two workers of one executor
+    two = DetectorStore(str(tmp_path), 1 << 30)
+    for k in range(3):
+        one.put(STATE, (f"train-{k}", "s"), detector, 50, digest)
+    for k in range(3):
+        got = one.get(STATE, (f"train-{k}", "s"), "likelihood", 50, digest)
+        got.close()
+    assert len(one._maps) == 3
+    size = os.path.getsize(one.path(STATE, ("train-0", "s")))
+    two.budget = size  # the other worker evicts down to one file
+    two.evict()
+    assert len(list(two.root.rglob("*.det"))) == 1
+    one.evict()  # within budget for it, but it drops its mappings of the removed files
+    assert len(one._maps) == 1
+    # A partial write: counted while recent, removed once stale.
+    partial = one.root / "aa" / ".tmp-deadbeef"
+    partial.parent.mkdir(exist_ok=True)
+    partial.write_bytes(b"\0" * size)
+    two.evict()  # one file + the partial > budget: the file goes, the partial stays
+    assert list(two.root.rglob("*.det")) == [] and partial.exists()
+    old = partial.stat().st_mtime - 3600
+    os.utime(partial, (old, old))
+    two.evict()
+    assert not partial.exists()

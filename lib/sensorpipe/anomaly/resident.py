@@ -74,6 +74,8 @@ FDS_KEPT_FREE = 512
 # vm.max_map_count (65,530 by default, below MAX_MAPPINGS); the worker's own libraries and
 # heap hold some already, and the process needs room for more.
 MAP_AREAS_KEPT_FREE = 4096
+# A partial write older than this was left by a worker that died while writing it.
+STALE_TMP_SECONDS = 600
 
 
 def _executor_jvm() -> str:
@@ -471,24 +473,46 @@ class DetectorStore:
 
     def evict(self) -> None:
         """Least recently used files out until the store is within its budget. Every worker of
-        the executor evicts: a file another one removed since the listing is skipped."""
-        files = []
+        the executor evicts: a file another one removed since the listing is skipped. Partial
+        writes a killed worker left (`.tmp-*`, older than STALE_TMP_SECONDS) count against the
+        budget and are removed; this worker's mappings of files removed or replaced since are
+        dropped (a mapping keeps an unlinked file's memory taken)."""
+        import time
+
+        files, now = [], time.time()
         for folder in self.root.iterdir():
             if not folder.is_dir():
                 continue  # the key
             for entry in os.scandir(folder):
-                if entry.name.endswith(".det"):
-                    try:
-                        info = entry.stat()
-                    except FileNotFoundError:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if entry.name.startswith(".tmp-"):
+                    if now - info.st_mtime > STALE_TMP_SECONDS:
+                        Path(entry.path).unlink(missing_ok=True)
                         continue
+                    files.append((float("inf"), info.st_size, None))  # counted, never evicted
+                elif entry.name.endswith(".det"):
                     files.append((info.st_mtime, info.st_size, entry.path))
         total = sum(size for _, size, _ in files)
-        for _, size, path in sorted(files):
-            if total <= self.budget:
+        for _, size, path in sorted(files, key=lambda f: f[0]):
+            if total <= self.budget or path is None:
                 break
             Path(path).unlink(missing_ok=True)
             total -= size
+        self.drop_stale_mappings()
+
+    def drop_stale_mappings(self) -> None:
+        """Unmap what this worker maps of files no longer at their path (evicted or replaced
+        by another worker): until unmapped, their pages stay taken in the tmpfs."""
+        for path, resident in list(self._maps.items()):
+            try:
+                current = os.stat(path).st_ino
+            except OSError:
+                current = None
+            if current != resident.inode:
+                self._maps.pop(path).unmap()
 
     def _sweep_dead(self) -> None:
         """This user's folders of executors that are gone (their memory would otherwise stay
