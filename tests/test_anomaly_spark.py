@@ -207,3 +207,70 @@ def test_a_key_silent_longer_than_the_ttl_starts_again_and_the_others_keep_their
     bounded = _scored_files(spark, tmp_path, "no-ttl", [pd.concat(c) for c in cuts],
                             ttl_ms=None, buckets=1, max_live_keys=2)  # fmt: skip
     assert bounded[bounded["device_id"] == "train-02"]["anomaly_score"].isna().all()
+
+
+def many_keys_frame(keys: int, points: int = 3) -> pd.DataFrame:
+    start = datetime(2026, 11, 1)
+    rows = []
+    for k in range(keys):
+        device = f"train-{k:04d}"
+        for i in range(points):
+            t = start + timedelta(minutes=i)
+            rows.append({"device_id": device, "sensor": "axle_bearing_temp", "event_time": t,
+                         "value": 40.0 + i, "unit": "degC", "stream_name": "s",
+                         "partition_key": device, "sequence_number": f"{k:05d}{i:03d}",
+                         "sub_sequence_number": 0, "arrival_time": t,
+                         "event_date": t.date(), "event_hour": t.hour})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_the_live_key_bound_is_the_setting_not_buckets_times_its_ceiling(spark, tmp_path):
+    """A key was refused only when its own bucket held ceil(max_live_keys / buckets): with 100
+    over 64 buckets, up to 128 keys held state (issue 30, item 10). Now at most 100."""
+    from sensorpipe.anomaly.spark import ScoringSettings, score_stream
+
+    frame = many_keys_frame(400)
+    source = tmp_path / "in"
+    source.mkdir()
+    frame.astype({"event_hour": "int32"}).to_parquet(source / "part-0.parquet",
+                                                     coerce_timestamps="us")  # fmt: skip
+    events = spark.readStream.schema(EVENT_SCHEMA).parquet(str(source))
+    settings = ScoringSettings(detector="likelihood;trees=1", threshold=0.5, warmup=1,
+                               ttl_ms=None, buckets=64, partitions=2, max_live_keys=100,
+                               resident_bytes=0, bucket_salt=7)  # fmt: skip
+    query = (
+        score_stream(events, settings).writeStream.format("memory").queryName("bound")
+        .option("checkpointLocation", str(tmp_path / "ck")).trigger(availableNow=True).start()
+    )  # fmt: skip
+    query.awaitTermination()
+    scored = spark.sql("SELECT device_id, anomaly_score FROM bound").toPandas()
+    assert len(scored) == len(frame)
+    with_state = scored.dropna()["device_id"].nunique()
+    assert 90 <= with_state <= 100, with_state
+
+
+def test_a_salted_bucket_hash_spreads_ids_crafted_against_the_public_one(spark):
+    """About 3,100 crafted ids filled one bucket under the public hash seed (issue 30, item
+    10): ids that all land in one bucket unkeyed spread over the buckets under a salt."""
+    from pyspark.sql import functions as F
+    from sensorpipe.anomaly.spark import bucket_index
+
+    ids = spark.range(20_000).select(
+        F.format_string("train-%05d", "id").alias("device_id"), F.lit("wheel_speed").alias("sensor")
+    )
+    crafted = ids.where(bucket_index(64, None) == 0).limit(200)
+    assert crafted.count() == 200
+    spread = crafted.select(bucket_index(64, 123456789).alias("b")).groupBy("b").count().collect()
+    assert len(spread) > 40 and max(r["count"] for r in spread) <= 15
+
+
+def test_the_bucket_salt_is_made_once_per_checkpoint_and_kept(tmp_path):
+    from sensorpipe.streaming.queries import bucket_salt
+
+    fresh = bucket_salt(str(tmp_path / "new"))
+    assert fresh is not None and bucket_salt(str(tmp_path / "new")) == fresh
+    assert bucket_salt(str(tmp_path / "other")) != fresh
+    legacy = tmp_path / "legacy"  # a checkpoint Spark made before salts: its state's hash
+    legacy.mkdir()
+    (legacy / "metadata").write_text('{"id":"x"}')
+    assert bucket_salt(str(legacy)) is None and bucket_salt(str(legacy)) is None

@@ -23,7 +23,6 @@ is not.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle
 from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType
@@ -192,10 +191,18 @@ class ScoringSettings:
     max_live_keys: int = 1_000_000
     # The key of the keyed digests logs name keys by (sensorpipe.logref.log_key).
     log_key: bytes = b""
+    # Mixed into the bucket hash (bucket_salt in streaming/queries.py: made with the events
+    # query's checkpoint, kept with it): with a public hash, about 3,100 crafted ids filled one
+    # bucket and every new device that hashed there went unscored (issue 30). None: the
+    # unkeyed hash of checkpoints made before the salt.
+    bucket_salt: int | None = None
 
-    @property
-    def keys_per_bucket(self) -> int:
-        return math.ceil(self.max_live_keys / self.buckets)
+    def keys_in_bucket(self, index: int) -> int:
+        """The most keys bucket `index` holds: max_live_keys split over the buckets, the
+        first ones taking one more, so the buckets together hold max_live_keys at most (a
+        ceiling per bucket let 128 keys in for a bound of 100 over 64 buckets)."""
+        share, extra = divmod(self.max_live_keys, self.buckets)
+        return share + (index < extra)
 
 
 # The state variables' schemas as StructTypes: given as DDL strings, pyspark's client asks the
@@ -217,6 +224,9 @@ class BucketedDetectorProcessor(StatefulProcessor):
         # columns: the slim output (score_stream), in order
         self.settings, self.columns = settings, columns
         self.state_id = f"{settings.detector}/{SEED}"
+        labels = bucket_labels(settings.buckets, settings.partitions)
+        self.capacity = {label: settings.keys_in_bucket(i) for i, label in enumerate(labels)}
+        self._cap = 0
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         cheap_import_cache_resets()  # this worker's next tasks (worker_imports.py)
@@ -304,6 +314,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
         self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any
     ) -> Iterator[pd.DataFrame]:
         scores = Scores(pd.concat(list(rows), ignore_index=True))
+        self._cap = self.capacity[int(key[0])]
         bucket = BucketState.from_bytes(self._bucket_record())
         chunk = bucket.next_chunk  # this batch's; keys new in it start after the chunk before
         loaded: dict[int, dict[Key, np.ndarray]] = {}
@@ -341,7 +352,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
         s = self.settings
         state = bucket.keys.get(k)
         if state is None:
-            if len(bucket.keys) >= s.keys_per_bucket:
+            if len(bucket.keys) >= self._cap:
                 return None  # the live-key bound: no state for this key, its rows unscored
             state = bucket.keys[k] = bucket.new_key(s.detector)
         detector, state, resident = self._detector(k, state, bucket, loaded)
@@ -434,6 +445,18 @@ def bucket_labels(buckets: int, partitions: int) -> list[int]:
     return labels
 
 
+def bucket_index(buckets: int, salt: int | None) -> Column:
+    """Each event's bucket, 0 .. buckets - 1: a hash of its key, keyed by `salt`."""
+    hashed = F.xxhash64(*KEY) if salt is None else F.xxhash64(F.lit(salt), *KEY)
+    return F.pmod(hashed, F.lit(buckets)).cast("int")
+
+
+def bucket_column(buckets: int, partitions: int, salt: int | None) -> Column:
+    """Each event's bucket label (bucket_labels: an even spread over the partitions)."""
+    labels = F.array(*[F.lit(b) for b in bucket_labels(buckets, partitions)])
+    return F.element_at(labels, bucket_index(buckets, salt) + 1)
+
+
 EVENT_MICROS = "_event_micros"
 ARRIVAL_MICROS = "_arrival_micros"
 PACKED = "_packed"
@@ -454,10 +477,7 @@ def score_stream(events: DataFrame, settings: ScoringSettings) -> DataFrame:
         # The time-to-live clock: Kinesis's arrival time (event time where a source has none).
         F.unix_micros(F.coalesce("arrival_time", "event_time")).alias(ARRIVAL_MICROS),
         F.to_json(F.struct(*passed.fieldNames()), _JSON).alias(PACKED),
-        F.element_at(
-            F.array(*[F.lit(b) for b in bucket_labels(settings.buckets, settings.partitions)]),
-            F.pmod(F.xxhash64(*KEY), F.lit(settings.buckets)).cast("int") + 1,
-        ).alias(BUCKET),
+        bucket_column(settings.buckets, settings.partitions, settings.bucket_salt).alias(BUCKET),
     )
     out = StructType([
         *[slim.schema[c] for c in (*SCORER_COLUMNS, EVENT_MICROS, PACKED)], *SCORE_FIELDS,

@@ -55,8 +55,26 @@ def decoded_stream(
     ).observe(DECODE_METRICS, *decode_metrics())
 
 
+SALT_FILE = "sensorpipe-bucket-salt.json"
+
+
+def bucket_salt(checkpoint: str) -> int | None:
+    """The scoring query's bucket salt (ScoringSettings.bucket_salt): made at its checkpoint's
+    first start and kept beside Spark's files in it, so a restart buckets every key as before.
+    A checkpoint Spark made before salts existed keeps the unkeyed hash its state is in."""
+    import secrets
+
+    from sensorpipe.jsonstore import JsonStore
+
+    store = JsonStore(checkpoint)
+    if store.read(SALT_FILE) is None:
+        legacy = store.text("metadata") is not None
+        store.create(SALT_FILE, {"salt": None if legacy else secrets.randbits(62)})
+    return store.read(SALT_FILE)["salt"]
+
+
 def scoring_settings(
-    anomaly: AnomalySettings, partitions: int, log_key: bytes = b""
+    anomaly: AnomalySettings, partitions: int, log_key: bytes = b"", salt: int | None = None
 ) -> ScoringSettings:
     """The streaming scorer's settings, as plain values."""
     return ScoringSettings(
@@ -72,6 +90,7 @@ def scoring_settings(
         resident_bytes=anomaly.resident_mb << 20,
         max_live_keys=anomaly.max_live_keys,
         log_key=log_key,
+        bucket_salt=salt,
     )
 
 
@@ -90,9 +109,10 @@ def start_events_query(
 ) -> StreamingQuery:
     """Valid events, each scored with the state of its (device, sensor), appended to the raw
     events table by (day, hour)."""
-    scored = score_stream(
-        decoded.transform(valid_events), scoring_settings(anomaly, shuffle_partitions, log_key)
-    ).observe(SCORING_METRICS, F.count_if(F.col("is_anomaly").isNull()).alias("unscored"))
+    settings = scoring_settings(anomaly, shuffle_partitions, log_key, bucket_salt(checkpoint))
+    scored = score_stream(decoded.transform(valid_events), settings).observe(
+        SCORING_METRICS, F.count_if(F.col("is_anomaly").isNull()).alias("unscored")
+    )
     return start_lake_query(
         scored,
         path=path,
