@@ -104,10 +104,13 @@ class LakeRun:
     listeners: list[tuple[SparkSession, object]] = field(default_factory=list)
 
     def stop(self) -> None:
-        """Stop every query, the alert fast path and the commit-lag listener."""
+        """Stop every query, the alert fast path and the commit-lag listener. A query is
+        stopped between its micro-batches where it can be: stopped in the middle of one, its
+        lake write is interrupted and Spark logs the aborted job as an ERROR (seen at every
+        stop of a continuous run; the batch is redone on the next start, so nothing is lost,
+        but an operator cannot tell it from a failure)."""
         for query in self.queries:
-            if query.isActive:
-                query.stop()
+            stop_between_batches(query)
         if self.alert_fast_path is not None:
             self.alert_fast_path.stop()
             self.alert_fast_path = None
@@ -120,6 +123,21 @@ class LakeRun:
         return [
             q for q in (self.events, self.quarantine, self.aggregates, self.alerts) if q is not None
         ]
+
+
+def stop_between_batches(query: StreamingQuery, patience_seconds: float = 30.0) -> None:
+    """Stop `query` once its current micro-batch (if any) has finished, waiting at most
+    `patience_seconds` for it; a trigger that starts in between is interrupted as before."""
+    deadline = time.monotonic() + patience_seconds
+    while query.isActive and time.monotonic() < deadline:
+        try:
+            if not query.status.get("isTriggerActive"):
+                break
+        except Exception:  # noqa: BLE001 - the query ended meanwhile
+            break
+        time.sleep(0.02)
+    if query.isActive:
+        query.stop()
 
 
 def _name(settings: Settings, query: str) -> str:
