@@ -112,15 +112,19 @@ class FaultProxy:
 
 
 def kinesis_get_records_faults(
-    throttle_every: int = 0, expire_every: int = 0, throttle_always: bool = False
-) -> Rule:
-    """Every n-th GetRecords throttled or answered with an expired iterator, as Kinesis does."""
+    throttle_every: int = 0, expire_every: int = 0, throttle_always: bool = False,
+    limit_every: int = 0,
+) -> Rule:  # fmt: skip
+    """Every n-th GetRecords throttled (ProvisionedThroughputExceeded, or with `limit_every`
+    the account-level LimitExceeded) or answered with an expired iterator, as Kinesis does."""
     calls = [0]
 
     def rule(method: str, path: str, target: str) -> tuple[int, str] | None:
         if not target.endswith(".GetRecords"):
             return None
         calls[0] += 1
+        if limit_every and calls[0] % limit_every == 0:
+            return 400, "LimitExceededException"
         if throttle_always or (throttle_every and calls[0] % throttle_every == 0):
             return 400, "ProvisionedThroughputExceededException"
         if expire_every and calls[0] % expire_every == 0:

@@ -266,3 +266,15 @@ def test_event_times_with_a_zone_or_an_offset_are_valid(spark):
     rows = decoded(spark, [json.dumps(event(event_time=t)).encode() for t in times]).collect()
     assert [r.reason for r in rows] == [None, None, None]
     assert len({r.event_time for r in rows}) == 1
+
+
+def test_a_kpl_aggregate_failing_its_md5_is_quarantined_whole(spark):
+    """docs/kinesis.md: an aggregate whose checksum fails passes through whole and lands in
+    quarantine, its bytes as they came (issue 30's audit of untested claims)."""
+    from sensorpipe.sources.kpl import UserRecord, aggregate, deaggregate
+
+    good = aggregate([UserRecord("train-01", json.dumps(event()).encode())] * 2)
+    damaged = good[:-1] + bytes([good[-1] ^ 0xFF])
+    (record,) = deaggregate(damaged, "train-01")
+    rows = decoded(spark, [record.data], ["train-01"]).transform(quarantined_records).collect()
+    assert [(r.reason, bytes(r.data)) for r in rows] == [(decode.NOT_UTF8, damaged)]

@@ -2,6 +2,7 @@
 the records produced, through restarts, resharding, KPL aggregates and injected faults."""
 
 import threading
+import time
 
 import pytest
 from pyspark.errors import StreamingQueryException
@@ -42,6 +43,21 @@ def test_several_shards_and_restart_from_checkpoint_mid_stream(
     assert_lake_exact(spark, settings, first + second)
 
 
+def shard_payloads(client, stream: str, shard_id: str) -> set[bytes]:
+    """Every record's data in one shard, read straight from the stream."""
+    iterator = client.get_shard_iterator(
+        StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    found: set[bytes] = set()
+    while iterator:
+        page = client.get_records(ShardIterator=iterator, Limit=1000)
+        found |= {r["Data"] for r in page["Records"]}
+        if not page["Records"] and page.get("MillisBehindLatest", 0) == 0:
+            break
+        iterator = page.get("NextShardIterator")
+    return found
+
+
 def test_shard_split_and_merge_while_producing(spark, tmp_path, kinesis, kinesalite):
     stream = new_stream(kinesis, 2)
     settings = settings_for(tmp_path, kinesalite.endpoint_url, stream)
@@ -49,8 +65,19 @@ def test_shard_split_and_merge_while_producing(spark, tmp_path, kinesis, kinesal
     put(kinesis, stream, produced)
     run_lake_job(spark, settings)  # parents partly read before they close
 
-    during = events(300, 900)
-    producer = threading.Thread(target=put, args=(kinesis, stream, during))
+    # A producer that keeps going, 20 records at a time, through the split and the merge
+    # until told to stop (it once put its 900 records before the split began).
+    during: list = []
+    stop = threading.Event()
+
+    def keep_producing() -> None:
+        while not stop.is_set():
+            chunk = events(300 + len(during), 20)
+            put(kinesis, stream, chunk)
+            during.extend(chunk)
+            time.sleep(0.05)
+
+    producer = threading.Thread(target=keep_producing)
     producer.start()
     shards = kinesis.list_shards(StreamName=stream)["Shards"]
     low, high = (
@@ -78,12 +105,23 @@ def test_shard_split_and_merge_while_producing(spark, tmp_path, kinesis, kinesal
         AdjacentShardToMerge=open_shards[1]["ShardId"],
     )
     wait_active(kinesis, stream)
+    time.sleep(1)  # the producer writes into the merged shard too
+    stop.set()
     producer.join()
-    after = events(1200, 300)
+    after = events(300 + len(during), 300)
     put(kinesis, stream, after)
     run_lake_job(spark, settings)
     listed = kinesis.list_shards(StreamName=stream)["Shards"]
     assert len(listed) == 5, "2 shards, a split (+2) and a merge (+1)"
+    # The producer ran through both: its records are in the split's children and in the
+    # merge's child, read straight from the stream.
+    background = {r.data for r in during}
+    children = [s for s in listed if s.get("ParentShardId") == shards[0]["ShardId"]]
+    merged = [s for s in listed if s.get("AdjacentParentShardId")]
+    assert len(children) == 2 and len(merged) == 1
+    assert background & set().union(*(shard_payloads(kinesis, stream, s["ShardId"])
+                                      for s in children))  # fmt: skip
+    assert background & shard_payloads(kinesis, stream, merged[0]["ShardId"])
     assert_lake_exact(spark, settings, produced + during + after)
 
 
@@ -154,7 +192,8 @@ def test_injected_throttling_and_expired_iterators_are_survived(
     produced = events(0, 800)
     put(kinesis, stream, produced)
     proxy = FaultProxy(
-        kinesalite.port, kinesis_get_records_faults(throttle_every=3, expire_every=4)
+        kinesalite.port,
+        kinesis_get_records_faults(throttle_every=3, expire_every=4, limit_every=5),
     )
     try:
         settings = settings_for(
@@ -168,6 +207,7 @@ def test_injected_throttling_and_expired_iterators_are_survived(
     finally:
         proxy.close()
     assert proxy.faults.get("ProvisionedThroughputExceededException", 0) > 0
+    assert proxy.faults.get("LimitExceededException", 0) > 0  # docs/kinesis.md: backed off
     assert proxy.faults.get("ExpiredIteratorException", 0) > 0
     assert_lake_exact(spark, settings, produced)
 
