@@ -118,3 +118,77 @@ def test_no_metrics_locally_and_unknown_kinds_refused(tmp_path):
     emr.write_text(open("conf/local.yaml").read() + "\nmetrics:\n  kind: statsd\n")
     with pytest.raises(ConfigError, match="metrics.kind: expected one of"):
         load_settings(emr, environ={}, kind=Settings)
+
+
+def test_a_dead_lettered_shadow_update_publishes_alert_dead_letters_moto_mock(
+    moto_server, tmp_path, monkeypatch
+):
+    """docs/alerts.md: a train's update the shadow refuses for good is a dead letter and the
+    AlertDeadLetters metric the estate alarms on goes up, through the run's own callback
+    (only the callback's calls were counted before: issue 30's audit)."""
+    from sensorpipe.jsonstore import JsonStore
+    from sensorpipe.metrics import ALERT_DEAD_LETTERS
+    from sensorpipe.sinks.alerts import AlertStats, IotShadowStore
+    from sensorpipe.sinks.alerts.delivery import deliver_batch
+    from sensorpipe.streaming.run import metric_counter
+
+    from tests.fault_proxy import FaultProxy
+    from tests.local_settings import local_settings
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    settings = local_settings(
+        tmp_path, SENSORPIPE__METRICS__KIND="cloudwatch",
+        SENSORPIPE__METRICS__NAMESPACE="dead-letter-test",
+        SENSORPIPE__METRICS__ENDPOINT_URL=moto_server,
+    )  # fmt: skip
+
+    def refuse(method: str, path: str, target: str):  # noqa: ANN202
+        return (413, "RequestEntityTooLargeException") if method == "POST" else None
+
+    proxy = FaultProxy(int(moto_server.rsplit(":", 1)[1]), refuse)
+    try:
+        client = boto3.client("iot-data", endpoint_url=proxy.endpoint_url,
+                              region_name="us-east-1")  # fmt: skip
+        store = IotShadowStore(client, retry_initial_s=0.01)
+        patch = {"s#20261101T000000Z": {"status": "open", "event_time": "2026-11-01T00:00:00Z"}}
+        stats = AlertStats()
+        deliver_batch(store, {"train-09": patch}, JsonStore(str(tmp_path / "dead")), "b=1", 1,
+                      stats, metric_counter(settings, ALERT_DEAD_LETTERS))  # fmt: skip
+    finally:
+        proxy.close()
+    assert stats.dead_letters == 1
+    assert metric_values(moto_server, "dead-letter-test", ALERT_DEAD_LETTERS) == [1.0]
+
+
+def test_readings_left_unscored_by_the_key_bound_are_published_moto_mock(
+    spark, moto_server, tmp_path, monkeypatch
+):
+    """docs/anomaly-detection.md: readings of keys beyond anomaly.max_live_keys land unscored
+    and the UnscoredReadings metric counts them, in a real run (no test published it)."""
+    from sensorpipe.metrics import UNSCORED_READINGS
+    from sensorpipe.streaming import run_lake_job
+    from sensorpipe_tools.samples import SampleSpec, generate
+
+    from tests.local_settings import local_settings
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    samples = tmp_path / "samples"
+    generate(SampleSpec(trains=1, hours=2, anomalies_per_train=0, malformed_per_kind=0,
+                        oversize_records=0), samples)  # fmt: skip
+    settings = local_settings(
+        tmp_path, SENSORPIPE__SOURCE__KIND="replay",
+        SENSORPIPE__SOURCE__REPLAY_PATH=str(samples / "telemetry"),
+        SENSORPIPE__METRICS__KIND="cloudwatch", SENSORPIPE__METRICS__NAMESPACE="unscored-test",
+        SENSORPIPE__METRICS__ENDPOINT_URL=moto_server,
+        SENSORPIPE__ANOMALY__MAX_LIVE_KEYS="2", SENSORPIPE__ANOMALY__STATE_BUCKETS="1",
+    )  # fmt: skip
+    summary = run_lake_job(spark, settings)
+    unscored = spark.read.parquet(settings.lake.events_path).where("is_anomaly IS NULL").count()
+    assert unscored > 0 and summary.unscored == unscored
+    deadline = time.monotonic() + 30  # the listener bus publishes asynchronously
+    while sum(metric_values(moto_server, "unscored-test", UNSCORED_READINGS)) < unscored:
+        assert time.monotonic() < deadline, "UnscoredReadings not published"
+        time.sleep(0.5)
+    assert sum(metric_values(moto_server, "unscored-test", UNSCORED_READINGS)) == unscored

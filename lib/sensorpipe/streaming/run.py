@@ -10,6 +10,7 @@ first commit; a finite run starts them after the source is drained, and waits fo
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
@@ -152,6 +153,13 @@ def _checkpoint(settings: Settings, query: str) -> str:
 WAREHOUSE_TABLES = [MINUTE_AGGREGATES, INCIDENTS]
 
 
+def metric_counter(settings: Settings, name: str) -> Callable[[], None]:
+    """A callback adding 1 to the metric `name` of this job (its Job dimension), as the
+    estate's alarms watch it; nothing when metrics are off."""
+    metrics_settings, job = settings.metrics, settings.stream.query_prefix
+    return lambda: metrics_from_settings(metrics_settings, job).put(name, 1, "Count")
+
+
 def incident_loader(settings: Settings, query: str) -> IncidentLoader:
     """Loads the transitions a query delivers into the warehouse's incidents table, named in
     the load log by the query and its checkpoint (a new checkpoint restarts batch ids)."""
@@ -275,8 +283,7 @@ def start_side_queries(
         )  # fmt: skip
 
     if plan.aggregates:
-        warehouse_settings, metrics_settings = settings.warehouse, settings.metrics
-        job = settings.stream.query_prefix
+        warehouse_settings = settings.warehouse
         warehouse_from_settings(warehouse_settings).ensure_tables(WAREHOUSE_TABLES)
         run.aggregates = start_aggregates_query(
             lake_events(),
@@ -284,17 +291,14 @@ def start_side_queries(
             watermark=settings.aggregates.watermark,
             accuracy=settings.aggregates.percentile_accuracy,
             make_warehouse=lambda: warehouse_from_settings(warehouse_settings),
-            on_load_failure=lambda: metrics_from_settings(metrics_settings, job).put(
-                WAREHOUSE_LOAD_FAILURES, 1, "Count"
-            ),
+            on_load_failure=metric_counter(settings, WAREHOUSE_LOAD_FAILURES),
             stats=run.load_stats,
             checkpoint=_checkpoint(settings, "aggregates"),
             trigger=side_trigger(settings),
             query_name=_name(settings, "aggregates"),
         )
     if plan.alerts:
-        alert_settings, metrics_settings = settings.alerts, settings.metrics
-        job = settings.stream.query_prefix
+        alert_settings = settings.alerts
         loader = incident_loader(settings, "alerts") if plan.aggregates else None
         if loader is not None:
             run.incident_loaders.append(loader)
@@ -311,9 +315,7 @@ def start_side_queries(
             # the cores the scoring batches need (issue 14: alert latency).
             trigger=side_trigger(settings) if run.alert_fast_path else settings.stream.trigger,
             query_name=_name(settings, "alerts"),
-            on_dead_letter=lambda: metrics_from_settings(metrics_settings, job).put(
-                ALERT_DEAD_LETTERS, 1, "Count"
-            ),
+            on_dead_letter=metric_counter(settings, ALERT_DEAD_LETTERS),
             load_incidents=loader.load if loader is not None else None,
         )
 
