@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = load_settings_for_job(args.config, HealthSettings)
     spark = build_session(settings)
-    with recorded_run(settings.lineage, "ingest_jdbc", {"tables": args.table or "all"}) as run:
+    params = {"tables": args.table or "all"}
+    with recorded_run(settings.lineage, "ingest_jdbc", params, protected=True) as run:
         imports = import_tables(spark, settings, run, args.table)
         print(render_imports(imports))
         print(f"lineage run {run.run_id}: {run.rows_in} rows read, {run.rows_out} written, "

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = load_settings_for_job(args.config, HealthSettings)
     spark = build_session(settings)
-    with recorded_run(settings.lineage, "patient_profile_snapshot", {"as_of": args.as_of}) as run:
+    params = {"as_of": args.as_of}
+    with recorded_run(settings.lineage, "patient_profile_snapshot", params, protected=True) as run:
         result = run_snapshot(spark, settings, args.as_of, run)
         print(
             f"as of {result.as_of}: {result.patients} patient profiles; discrepancies "

@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = load_settings_for_job(args.config)
     spark = build_session(settings)
-    with recorded_run(settings.lineage, "stream_sensor_anomalies") as run:
+    protected = settings.lake.protected_root is not None
+    with recorded_run(settings.lineage, "stream_sensor_anomalies", protected=protected) as run:
         summary = run_lake_job(spark, settings)
         record_lineage(run, settings, summary)
     text = summary.render()

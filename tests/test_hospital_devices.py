@@ -37,7 +37,7 @@ def device_environ(tmp: Path, protected: Path, samples: Path) -> dict[str, str]:
         "SENSORPIPE__LAKE__CHECKPOINT_ROOT": str(protected / "checkpoints/device_stream"),
         "SENSORPIPE__LAKE__ANOMALIES_PATH": str(protected / "clinical_alerts"),
         "SENSORPIPE__ANOMALY__RESIDENT_DIR": str(protected / "resident_detectors"),
-        "SENSORPIPE__LINEAGE__PATH": str(tmp / "lineage"),
+        "SENSORPIPE__LINEAGE__PATH": str(protected / "lineage"),
     }
 
 
@@ -96,7 +96,8 @@ def test_device_run_reconciles_as_planted_and_flags_every_episode(spark, devices
 
 def test_device_readings_and_incidents_stay_in_the_protected_zone(devices):
     protected, tmp = devices["protected"], devices["protected"].parent
-    for table in ("device_events", "device_quarantine", "clinical_alerts", "checkpoints"):
+    for table in ("device_events", "device_quarantine", "clinical_alerts", "checkpoints",
+                  "lineage"):  # fmt: skip
         assert any((protected / table).rglob("*.*")), table
     # The resident detectors (named by device serial, holding its readings) are in the zone
     # too, and nothing of the run appeared in the shared /dev/shm (issue 30, item 9).
@@ -181,6 +182,7 @@ def test_the_hospital_catalogue_and_zone_are_checked_at_start(tmp_path):
         "SENSORPIPE__LAKE__PROTECTED_ROOT": ("", "lake.protected_root"),
         # Resident detectors hold readings under a serial: not in the shared /dev/shm.
         "SENSORPIPE__ANOMALY__RESIDENT_DIR": ("/dev/shm", "anomaly.resident_dir"),
+        "SENSORPIPE__LINEAGE__PATH": (str(tmp_path / "lineage"), "lineage.path"),
     }
     for variable, (value, field_name) in refused.items():
         with pytest.raises(ConfigError, match=field_name.replace(".", r"\.")):
@@ -204,7 +206,8 @@ def test_a_path_that_climbs_out_of_the_protected_zone_is_refused(tmp_path, escap
     with pytest.raises(ConfigError, match=r"^lake\.events_path: .* is outside the protected"):
         load_settings(ROOT / CONFIG, environ=s3)
     inside = {**s3, "SENSORPIPE__LAKE__EVENTS_PATH": "s3://phi/hospital/x/../device_events",
-              "SENSORPIPE__ANOMALY__RESIDENT_MB": "0"}  # fmt: skip
+              "SENSORPIPE__ANOMALY__RESIDENT_MB": "0",
+              "SENSORPIPE__LINEAGE__PATH": "s3://phi/hospital/lineage"}  # fmt: skip
     assert load_settings(ROOT / CONFIG, environ=inside)
 
 

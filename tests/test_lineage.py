@@ -172,3 +172,20 @@ def test_a_killed_run_leaves_its_record_with_what_it_had_committed(tmp_path):
     (run,) = load_runs(LineageSettings(str(tmp_path / "lineage")))
     assert run["status"] == "running" and run["ended_at"] is None
     assert [o["name"] for o in run["outputs"]] == ["/zone/patients/load_id=1"]
+
+
+def test_a_protected_runs_failure_is_recorded_by_its_type_not_its_message(tmp_path):
+    """A failed run's exception text was copied into its lineage record verbatim, outside the
+    protected zone for the hospital's jobs (issue 30, item 8): a message can quote a serial."""
+    import pytest
+    from sensorpipe.config import LineageSettings
+    from sensorpipe.lineage import recorded_run
+
+    settings = LineageSettings(str(tmp_path / "lineage"))
+    for protected in (True, False):
+        with pytest.raises(ValueError), recorded_run(settings, f"job-{protected}",
+                                                     protected=protected):  # fmt: skip
+            raise ValueError("device PM-7F3A21 sent a value out of range")
+    errors = {r["job"]: r["error"] for r in load_runs(settings)}
+    assert errors["job-True"].startswith("ValueError") and "PM-7F3A21" not in errors["job-True"]
+    assert "PM-7F3A21" in errors["job-False"]  # a train job's record keeps the message

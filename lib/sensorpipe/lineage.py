@@ -131,11 +131,13 @@ class LineageRun:
 
 @contextlib.contextmanager
 def recorded_run(
-    settings: LineageSettings, job: str, params: dict[str, Any] | None = None
-) -> Iterator[LineageRun]:
+    settings: LineageSettings, job: str, params: dict[str, Any] | None = None,
+    *, protected: bool = False,
+) -> Iterator[LineageRun]:  # fmt: skip
     """Yield a run to describe. Its record is written when the run starts (status "running",
     so a killed run leaves one), at each `checkpoint()`, and when the block ends, failed or
-    not."""
+    not. A `protected` run (it reads protected health information) records a failure by its
+    exception's type alone: the message may quote what the run read (a serial, a value)."""
     run = LineageRun(job, {k: str(v) for k, v in (params or {}).items()})
     run.store = JsonStore(settings.path)
     run.checkpoint()
@@ -143,7 +145,13 @@ def recorded_run(
         yield run
         run.status = "succeeded"
     except BaseException as exc:
-        run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+        if protected:
+            run.status, run.error = "failed", (
+                f"{type(exc).__name__} (the message is in the job's log, not here: the run "
+                "reads protected health information)"
+            )
+        else:
+            run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
         raise
     finally:
         run.ended_at = datetime.now(UTC).isoformat()

@@ -360,6 +360,11 @@ class Settings:
             if path is not None and not within(path, root, strictly=True):
                 raise ConfigError(f"lake.{name}: {path!r} is outside the protected zone "
                                   f"(lake.protected_root {root!r})")  # fmt: skip
+        if not within(self.lineage.path, root, strictly=True):
+            raise ConfigError(
+                f"lineage.path: {self.lineage.path!r} is outside the protected zone (lake."
+                f"protected_root {root!r}): a device run's lineage names its tables and counts"
+            )
         anomaly = self.anomaly
         if anomaly.resident_mb > 0 and not (
             anomaly.resident_dir and not anomaly.resident_dir.startswith(SHARED_SCHEMES)
