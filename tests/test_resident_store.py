@@ -149,3 +149,20 @@ def test_eviction_counts_partial_writes_and_unmaps_what_another_worker_removed(t
     os.utime(partial, (old, old))
     two.evict()
     assert not partial.exists()
+
+
+def test_a_live_executor_sweeps_the_folder_of_one_that_went(tmp_path, monkeypatch):
+    """Nothing cleaned up when an executor went (dynamic allocation) until another started on
+    the host (issue 30, item 5): live executors now sweep gone ones' folders now and then."""
+    from sensorpipe.anomaly import resident as resident_module
+    from sensorpipe.anomaly.resident import PREFIX
+
+    store = DetectorStore(str(tmp_path), 1 << 30)
+    gone = tmp_path / f"{PREFIX}{os.getuid()}-999999-12345"  # no such process
+    gone.mkdir(mode=0o700)
+    (gone / "x.det").write_bytes(b"\0" * 64)
+    monkeypatch.setattr(resident_module, "SWEEP_EVERY_EVICTIONS", 2)
+    store.evict()
+    assert gone.exists()
+    store.evict()
+    assert not gone.exists() and store.root.exists()

@@ -76,6 +76,9 @@ FDS_KEPT_FREE = 512
 MAP_AREAS_KEPT_FREE = 4096
 # A partial write older than this was left by a worker that died while writing it.
 STALE_TMP_SECONDS = 600
+# Every this many evictions (one every 64 files written) a worker also sweeps the folders of
+# this user's executors that are gone.
+SWEEP_EVERY_EVICTIONS = 16
 
 
 def _executor_jvm() -> str:
@@ -288,6 +291,7 @@ class DetectorStore:
         self.budget = budget_bytes
         self.write_failures = 0  # puts that failed (a full tmpfs): those keys restore instead
         self._created = 0
+        self._evictions = 0
         self._maps: OrderedDict[Path, Resident] = OrderedDict()
         self._max_maps = mapping_limit()
         self._key = b""
@@ -502,6 +506,11 @@ class DetectorStore:
             Path(path).unlink(missing_ok=True)
             total -= size
         self.drop_stale_mappings()
+        self._evictions += 1
+        if self._evictions % SWEEP_EVERY_EVICTIONS == 0:
+            # Executors that went (dynamic allocation gives them back) leave their folders;
+            # the live ones on the host remove them now and then, not only at their start.
+            self._sweep_dead()
 
     def drop_stale_mappings(self) -> None:
         """Unmap what this worker maps of files no longer at their path (evicted or replaced
