@@ -65,32 +65,47 @@ def test_shard_split_and_merge_while_producing(spark, tmp_path, kinesis, kinesal
     put(kinesis, stream, produced)
     run_lake_job(spark, settings)  # parents partly read before they close
 
-    # A producer that keeps going, 20 records at a time, through the split and the merge
-    # until told to stop (it once put its 900 records before the split began).
+    # A producer that keeps going, 20 records at a time, through the split and again through
+    # the merge, each time until told to stop (it once put its 900 records before the split
+    # began). A finite run cannot drain a stream still being written: the job reads after
+    # each burst.
     during: list = []
-    stop = threading.Event()
 
-    def keep_producing() -> None:
-        while not stop.is_set():
-            chunk = events(300 + len(during), 20)
-            put(kinesis, stream, chunk)
-            during.extend(chunk)
-            time.sleep(0.05)
+    def producing() -> tuple[threading.Thread, threading.Event]:
+        stop = threading.Event()
 
-    producer = threading.Thread(target=keep_producing)
-    producer.start()
+        def keep_producing() -> None:
+            while not stop.is_set():
+                chunk = events(300 + len(during), 20)
+                put(kinesis, stream, chunk)
+                during.extend(chunk)
+                time.sleep(0.05)
+
+        thread = threading.Thread(target=keep_producing, daemon=True)
+        thread.start()
+        return thread, stop
+
+    def finish(burst: tuple[threading.Thread, threading.Event]) -> None:
+        time.sleep(1)  # the producer writes into the new shards too
+        burst[1].set()
+        burst[0].join()
+
+    burst = producing()
     shards = kinesis.list_shards(StreamName=stream)["Shards"]
     low, high = (
         int(shards[0]["HashKeyRange"]["StartingHashKey"]),
         int(shards[0]["HashKeyRange"]["EndingHashKey"]),
     )
-    kinesis.split_shard(
-        StreamName=stream,
-        ShardToSplit=shards[0]["ShardId"],
-        NewStartingHashKey=str((low + high) // 2),
-    )
-    wait_active(kinesis, stream)
-    run_lake_job(spark, settings)  # reads while the stream is being resharded
+    try:
+        kinesis.split_shard(
+            StreamName=stream,
+            ShardToSplit=shards[0]["ShardId"],
+            NewStartingHashKey=str((low + high) // 2),
+        )
+        wait_active(kinesis, stream)
+    finally:
+        finish(burst)
+    run_lake_job(spark, settings)  # reads the parents' ends and the children
     open_shards = sorted(
         (
             s
@@ -99,15 +114,16 @@ def test_shard_split_and_merge_while_producing(spark, tmp_path, kinesis, kinesal
         ),
         key=lambda s: int(s["HashKeyRange"]["StartingHashKey"]),
     )
-    kinesis.merge_shards(
-        StreamName=stream,
-        ShardToMerge=open_shards[0]["ShardId"],
-        AdjacentShardToMerge=open_shards[1]["ShardId"],
-    )
-    wait_active(kinesis, stream)
-    time.sleep(1)  # the producer writes into the merged shard too
-    stop.set()
-    producer.join()
+    burst = producing()
+    try:
+        kinesis.merge_shards(
+            StreamName=stream,
+            ShardToMerge=open_shards[0]["ShardId"],
+            AdjacentShardToMerge=open_shards[1]["ShardId"],
+        )
+        wait_active(kinesis, stream)
+    finally:
+        finish(burst)
     after = events(300 + len(during), 300)
     put(kinesis, stream, after)
     run_lake_job(spark, settings)
