@@ -158,7 +158,10 @@ def child(args: argparse.Namespace) -> int:
                 "last_batch": max(seen_batches) if seen_batches else None,
             }
             samples.append(sample)
-            print(json.dumps(sample), flush=True)
+            # A file of its own: the job's progress lines share stdout from other threads, and
+            # a sample interleaved with one was lost with the rest of an hour's run.
+            with open(args.samples, "a") as out:
+                out.write(json.dumps(sample) + "\n")
     finally:
         stop.set()
         producer.join(timeout=10)
@@ -170,7 +173,6 @@ def child(args: argparse.Namespace) -> int:
         spark.stop()
         kinesalite.stop()
         postgres.stop()
-    print(json.dumps({"final": True, "samples": samples}), flush=True)
     return 0
 
 
@@ -181,27 +183,26 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=40)
     parser.add_argument("--every", type=float, default=60, help="seconds between samples")
     parser.add_argument("--log", default="build/soak-spark.log", help="the job's stderr")
+    parser.add_argument("--samples", default="build/soak-samples.jsonl", help="one per line")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
     log = Path(args.log)
     log.parent.mkdir(parents=True, exist_ok=True)
+    Path(args.samples).unlink(missing_ok=True)
     command = [sys.executable, __file__, "--child", "--minutes", str(args.minutes), "--rate",
-               str(args.rate), "--keys", str(args.keys), "--every", str(args.every)]  # fmt: skip
+               str(args.rate), "--keys", str(args.keys), "--every", str(args.every),
+               "--samples", args.samples]  # fmt: skip
     with open(log, "wb") as err:
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=err, text=True)
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=err)
     samples = []
-    for line in done.stdout.splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("final"):
-                samples = record["samples"]
-            else:
-                print(f"  minute {record['minute']:>5}: {record['batches']:>3} events batches, "
-                      f"median {record['median_s']} s, max {record['max_s']} s; driver "
-                      f"{record['driver_mib']} MiB, workers {record['workers_mib']} MiB",
-                      flush=True)  # fmt: skip
+    if Path(args.samples).exists():
+        samples = [json.loads(line) for line in Path(args.samples).read_text().splitlines()]
+    for record in samples:
+        print(f"  minute {record['minute']:>5}: {record['batches']:>3} events batches, "
+              f"median {record['median_s']} s, max {record['max_s']} s; driver "
+              f"{record['driver_mib']} MiB, workers {record['workers_mib']} MiB")  # fmt: skip
     text = log.read_text(errors="replace")
     at_stop = text.split("=== SOAK: stopping the run ===", 1)[-1]
     errors = [line for line in text.splitlines() if ERRORS.search(line)]
