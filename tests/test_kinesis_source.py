@@ -79,14 +79,16 @@ def test_shard_split_and_merge_while_producing(spark, tmp_path, kinesis, kinesal
                 chunk = events(300 + len(during), 20)
                 put(kinesis, stream, chunk)
                 during.extend(chunk)
-                time.sleep(0.05)
 
         thread = threading.Thread(target=keep_producing, daemon=True)
         thread.start()
         return thread, stop
 
     def finish(burst: tuple[threading.Thread, threading.Event]) -> None:
-        time.sleep(1)  # the producer writes into the new shards too
+        # The producer writes into the new shards too: two more chunks after the reshard.
+        written, deadline = len(during), time.monotonic() + 30
+        while len(during) < written + 40 and burst[0].is_alive():
+            assert time.monotonic() < deadline, "the producer stopped writing"
         burst[1].set()
         burst[0].join()
 

@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from sensorpipe.sinks.warehouse import INCIDENTS, LOAD_LOG, MINUTE_AGGREGATES
+from sensorpipe.sinks.warehouse import (
+    INCIDENTS,
+    LOAD_LOG,
+    MINUTE_AGGREGATES,
+    PostgresWarehouse,
+    WarehouseError,
+)
 
 PAGE = Path(__file__).resolve().parent / "view_page"
 FILES = {
@@ -76,14 +82,10 @@ class WarehouseUnavailable(RuntimeError):
 
 @dataclass
 class PostgresReader:
-    """Reads PostgreSQL with the view's own login; one connection, made again after a failure."""
+    """Reads PostgreSQL with the view's own login (the warehouse sink's connection, another
+    user); one connection, made again after a failure."""
 
-    host: str
-    port: int
-    database: str
-    user: str
-    password: str | None = None
-    sslmode: str = "prefer"
+    warehouse: PostgresWarehouse
     _conn: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -95,15 +97,12 @@ class PostgresReader:
         with self._lock:
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(
-                        host=self.host, port=self.port, dbname=self.database, user=self.user,
-                        password=self.password, sslmode=self.sslmode, connect_timeout=3,
-                        autocommit=True,  # each read sees every commit so far
-                    )  # fmt: skip
+                    self._conn = self.warehouse._connect("reading the board")
+                    self._conn.autocommit = True  # each read sees every commit so far
                 cursor = self._conn.execute(text, params)
                 names = [d.name for d in cursor.description]
                 return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-            except psycopg.Error as exc:
+            except (psycopg.Error, WarehouseError) as exc:
                 if self._conn is not None:
                     self._conn.close()
                 self._conn = None
@@ -175,11 +174,11 @@ def reader_from_settings(settings: Any, environ: dict[str, str] | None = None) -
 
     warehouse, view = settings.warehouse, settings.view
     if warehouse.kind == "postgres":
-        return PostgresReader(
+        return PostgresReader(PostgresWarehouse(
             warehouse.host, warehouse.port, warehouse.database, view.user,
             secret_value("view.password_env", view.password_env, None, environ),
-            warehouse.sslmode,
-        )  # fmt: skip
+            warehouse.sslmode, connect_timeout=3,
+        ))  # fmt: skip
     if warehouse.kind == "redshift":
         import boto3
 
