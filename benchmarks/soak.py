@@ -11,7 +11,8 @@ runs as conf/local.yaml has it, continuously: 1 s trigger, 5 s side trigger, Pos
 warehouse (aggregates and incidents), outbox shadows, the alerts' fast path.
 
 Every `--every` seconds it prints the minute's events batches (count, median and max duration),
-the driver JVM's resident memory and the Python workers' (all processes under pyspark.daemon).
+the driver JVM's resident memory and its heap after GC, and the Python workers' resident memory
+(all processes under pyspark.daemon).
 The job runs in a child process whose stderr (Spark's log) goes to a file; at the end the file
 is searched for errors, above all at the stop, and the first and last samples are compared.
 The anchor is the run's own first sample: growth is the last sample's ratio to it.
@@ -61,6 +62,19 @@ def workers_rss_kib() -> int:
         if b"pyspark.daemon" in cmdline or b"pyspark.worker" in cmdline:
             total += rss_kib(int(entry.name))
     return total
+
+
+def heap_after_gc_mib(spark) -> int:  # noqa: ANN001
+    """The driver JVM's heap as its last collections left it (each heap pool's usage after
+    its last GC): what the heap holds on to, where resident memory also counts garbage not
+    yet collected and memory outside the heap (RocksDB's, in local mode)."""
+    total = 0
+    for pool in spark._jvm.java.lang.management.ManagementFactory.getMemoryPoolMXBeans():
+        if str(pool.getType()) == "Heap memory":
+            usage = pool.getCollectionUsage()
+            if usage is not None:
+                total += usage.getUsed()
+    return total // (1 << 20)
 
 
 def child(args: argparse.Namespace) -> int:
@@ -153,6 +167,7 @@ def child(args: argparse.Namespace) -> int:
                 "median_s": round(statistics.median(durations), 2) if durations else None,
                 "max_s": round(max(durations), 2) if durations else None,
                 "driver_mib": rss_kib(jvm_pid) // 1024,
+                "heap_after_gc_mib": heap_after_gc_mib(spark),
                 "workers_mib": workers_rss_kib() // 1024,
                 "produced": produced[0],
                 "last_batch": max(seen_batches) if seen_batches else None,
@@ -202,7 +217,8 @@ def main() -> int:
     for record in samples:
         print(f"  minute {record['minute']:>5}: {record['batches']:>3} events batches, "
               f"median {record['median_s']} s, max {record['max_s']} s; driver "
-              f"{record['driver_mib']} MiB, workers {record['workers_mib']} MiB")  # fmt: skip
+              f"{record['driver_mib']} MiB (heap after GC {record.get('heap_after_gc_mib')} "
+              f"MiB), workers {record['workers_mib']} MiB")  # fmt: skip
     text = log.read_text(errors="replace")
     at_stop = text.split("=== SOAK: stopping the run ===", 1)[-1]
     errors = [line for line in text.splitlines() if ERRORS.search(line)]
@@ -215,7 +231,7 @@ def main() -> int:
         print(f"  events batch median: first sample {first['median_s']} s, last "
               f"{last['median_s']} s (all samples: {min(s['median_s'] for s in steady)} to "
               f"{max(s['median_s'] for s in steady)} s)")  # fmt: skip
-        for what in ("driver_mib", "workers_mib"):
+        for what in ("driver_mib", "heap_after_gc_mib", "workers_mib"):
             print(f"  {what.replace('_mib', '')} memory: first {first[what]} MiB, last "
                   f"{last[what]} MiB ({last[what] / max(first[what], 1):.2f}x the first sample)")
     print(f"  errors in the log: {len(errors)}, of which at the stop: {len(stop_errors)}")

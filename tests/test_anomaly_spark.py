@@ -41,13 +41,15 @@ def series_frame(points: int = 700) -> pd.DataFrame:
 
 def stream_scores(
     spark, tmp_path, frame, batches: int, detector: str, restart_after: int | None = None,
-    then: dict | None = None, **scoring,
+    then: dict | None = None, observed: list | None = None, **scoring,
 ) -> pd.DataFrame:  # fmt: skip
     """The frame's two keys cut into `batches` micro-batches (one file each) and scored by the
     streaming scorer; with `restart_after`, the query stops after that many batches and a new
-    query resumes from the checkpoint, with the settings changed by `then`."""
+    query resumes from the checkpoint, with the settings changed by `then`. `observed` gets
+    each batch's observed scoring metrics."""
     name = f"{batches}-{restart_after}-{'-'.join(f'{k}{v}' for k, v in scoring.items())}"
-    name = f"{name}-{detector}-{len(then or {})}".replace(";", "_").replace("=", "")
+    name = f"{name}-{detector}-{len(then or {})}"
+    name = name.replace(";", "_").replace("=", "").replace("/", "_")
     source = tmp_path / f"in-{name}"
     source.mkdir()
     chunks = np.array_split(np.arange(len(frame) // 2), batches)
@@ -77,7 +79,7 @@ def stream_scores(
             .parquet(str(source))
         )
         query = (
-            score_stream(stream, settings)
+            score_stream(stream, settings, observe_as="scoring" if observed is not None else None)
             .writeStream.format("parquet")
             .option("checkpointLocation", str(tmp_path / f"ck-{name}"))
             .trigger(availableNow=True)
@@ -86,10 +88,40 @@ def stream_scores(
         try:
             query.awaitTermination()
             assert sum(1 for p in query.recentProgress if p.numInputRows) == len(files)
+            if observed is not None:
+                observed.extend(p.observedMetrics["scoring"].asDict()
+                                for p in query.recentProgress if p.numInputRows)  # fmt: skip
         finally:
             query.stop()
     result = spark.read.parquet(str(out)).toPandas()
     return result.sort_values(["device_id", "event_time"]).reset_index(drop=True)
+
+
+def test_a_full_resident_store_leaves_keys_to_the_checkpoint_and_is_observed(spark, tmp_path):
+    """Issue 30: ENOSPC, and any store error, falls back to the checkpoint, counted in a
+    metric. A 128 KB tmpfs holds no detector (about 2 MB): every write fails, every batch
+    restores its keys from the state, the scores are those of a run without a store, and the
+    batch observes the failed writes (published as ResidentStoreErrors, sensorpipe/metrics.py)."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (the test suite and CI run as root)")
+    small = tmp_path / "small-shm"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k,mode=1777", "tmpfs", str(small)],
+                   check=True)  # fmt: skip
+    frame = series_frame(300)
+    observed: list[dict] = []
+    try:
+        full = stream_scores(spark, tmp_path, frame, 3, "likelihood", observed=observed,
+                             resident_dir=str(small))  # fmt: skip
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=True)
+    without = stream_scores(spark, tmp_path, frame, 3, "likelihood", resident_bytes=0)
+    np.testing.assert_array_equal(full["anomaly_score"], without["anomaly_score"])
+    # Two keys, three batches: each batch's write of each key's detector failed.
+    assert [m["store_errors"] for m in observed] == [2, 2, 2]
+    assert [m["unscored"] for m in observed] == [0, 0, 0]
 
 
 @pytest.mark.parametrize("detector", ["likelihood", "rcf"])

@@ -348,7 +348,8 @@ def test_cloudtrail_records_data_events_with_file_validation(templates):
     assert "Lake" in values and "Protected" in values
 
 
-JOB_ALARMS = ("LakeCommitLag", "UnscoredReadings", "WarehouseLoadFailures", "AlertDeadLetters")
+JOB_ALARMS = ("LakeCommitLag", "UnscoredReadings", "ResidentStoreErrors",
+              "WarehouseLoadFailures", "AlertDeadLetters")  # fmt: skip
 ALARMS = (
     "TelemetryConsumerLag",
     "HospitalConsumerLag",

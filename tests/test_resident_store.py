@@ -166,3 +166,37 @@ def test_a_live_executor_sweeps_the_folder_of_one_that_went(tmp_path, monkeypatc
     assert gone.exists()
     store.evict()
     assert not gone.exists() and store.root.exists()
+
+
+def test_an_executors_folder_goes_when_its_jvm_ends(tmp_path, monkeypatch):
+    """Issue 30, item 5: clean-up when an executor ends. The last executor of a node had no
+    one after it to sweep its folder (gigabytes of /dev/shm until the node stopped); the
+    worker that makes the folder now starts a watcher that removes it once the JVM is gone.
+    A stand-in process plays the JVM (pid and start time, as the folder's name records)."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from sensorpipe.anomaly import reaper
+    from sensorpipe.anomaly import resident as resident_module
+
+    jvm = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        stat = Path(f"/proc/{jvm.pid}/stat").read_text()
+        start = stat[stat.rindex(")") + 2 :].split()[19]
+        monkeypatch.setattr(resident_module, "_executor_jvm", lambda: f"{jvm.pid}-{start}")
+        monkeypatch.setattr(reaper, "REAP_SECONDS", 0.2)
+        store = DetectorStore(str(tmp_path), 1 << 30)
+        detector, digest = trained(np.arange(50, dtype=float))
+        store.put(STATE, ("train-01", "s"), detector, 50, digest)
+        time.sleep(1.5)  # several of the watcher's looks: the JVM runs, the folder stays
+        assert store.path(STATE, ("train-01", "s")).exists()
+    finally:
+        jvm.kill()
+        jvm.wait()
+    deadline = time.monotonic() + 15
+    while store.root.exists():
+        assert time.monotonic() < deadline, "the folder outlived its JVM"
+        time.sleep(0.1)
+    assert tmp_path.exists()  # only the executor's own folder went

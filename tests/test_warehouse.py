@@ -122,6 +122,33 @@ def test_streaming_aggregates_equal_a_batch_recomputation_from_the_lake(
     assert_warehouse_equals_lake(spark, settings, postgres, warehouse_db)
 
 
+def test_aggregates_hold_only_the_keys_the_scorer_holds(spark, tmp_path, postgres, warehouse_db):
+    """Issue 30: the aggregates' state bounded as the scorer's is. With room for two live keys,
+    a train's other sensors land in the lake unscored and get no aggregate state (before, every
+    key a producer sent held a row per window in the aggregates query)."""
+    from sensorpipe_tools.samples import SampleSpec, generate
+
+    samples = tmp_path / "samples"
+    generate(SampleSpec(trains=1, hours=1, anomalies_per_train=0, malformed_per_kind=0,
+                        oversize_records=0), samples)  # fmt: skip
+    settings = settings_for(
+        tmp_path, postgres, warehouse_db,
+        SENSORPIPE__SOURCE__REPLAY_PATH=str(samples / "telemetry"),
+        SENSORPIPE__ANOMALY__MAX_LIVE_KEYS="2", SENSORPIPE__ANOMALY__STATE_BUCKETS="1",
+    )  # fmt: skip
+    summary = run_lake_job(spark, settings)
+    events = spark.read.parquet(settings.lake.events_path)
+    lake_keys = {(r.device_id, r.sensor) for r in events.select("device_id", "sensor").collect()}
+    scored = events.where("is_anomaly IS NOT NULL")
+    scored_keys = {(r.device_id, r.sensor) for r in scored.select("device_id", "sensor").collect()}
+    assert summary.unscored > 0 and len(scored_keys) == 2 and len(lake_keys) > 2
+    rows = warehouse_rows(postgres, warehouse_db, "sensor_minute_aggregates", "device_id, sensor")
+    cols = [c.name for c in MINUTE_AGGREGATES.columns]
+    rows = [dict(zip(cols, r, strict=True)) for r in rows]
+    assert {(r["device_id"], r["sensor"]) for r in rows} == scored_keys
+    assert sum(r["event_count"] for r in rows) == scored.count()
+
+
 def test_replayed_micro_batches_leave_the_warehouse_unchanged(
     spark, tmp_path, postgres, warehouse_db
 ):

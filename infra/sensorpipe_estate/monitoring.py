@@ -25,6 +25,7 @@ from sensorpipe.metrics import (
     ALERT_DEAD_LETTERS,
     JOB_DIMENSION,
     LAKE_COMMIT_LAG,
+    RESIDENT_STORE_ERRORS,
     UNSCORED_READINGS,
     WAREHOUSE_LOAD_FAILURES,
 )
@@ -138,6 +139,14 @@ class MonitoringStack(Stack):
                 1,
                 f"{job}: readings of keys beyond anomaly.max_live_keys went unscored (a producer "
                 "inventing device ids, or the fleet outgrew the bound)",
+            )
+            alarm(
+                f"{label}ResidentStoreErrors",
+                job_metric(RESIDENT_STORE_ERRORS, "Sum"),
+                1,
+                f"{job}: resident detectors could not be written or read (a full /dev/shm, "
+                "anomaly.resident_mb above what the nodes hold): those keys are restored from "
+                "the checkpoint, exact but slower",
             )
             alarm(
                 f"{label}WarehouseLoadFailures",

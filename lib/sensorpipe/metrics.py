@@ -18,6 +18,9 @@ LAKE_COMMIT_LAG = "LakeCommitLagSeconds"
 ALERT_DEAD_LETTERS = "AlertDeadLetters"  # trains' shadow updates refused for good
 # Valid readings of keys beyond anomaly.max_live_keys (in the lake, not scored).
 UNSCORED_READINGS = "UnscoredReadings"
+# Resident-detector store operations that failed (a full tmpfs, a damaged file): each key
+# concerned was restored from the checkpoint instead, exactly, only slower.
+RESIDENT_STORE_ERRORS = "ResidentStoreErrors"
 # The events query's observation that counts them, per micro-batch (streaming/queries.py).
 SCORING_METRICS = "scoring"
 # Every metric carries the job that published it (its stream.query_prefix: "sensorpipe" for the
@@ -88,5 +91,7 @@ def commit_lag_listener(metrics: Metrics, query_name: str, clock: Any = time.tim
             scoring = event.progress.observedMetrics.get(SCORING_METRICS)
             if scoring is not None and scoring["unscored"]:
                 metrics.put(UNSCORED_READINGS, scoring["unscored"], "Count")
+            if scoring is not None and scoring["store_errors"]:
+                metrics.put(RESIDENT_STORE_ERRORS, scoring["store_errors"], "Count")
 
     return CommitLag()

@@ -27,7 +27,8 @@ detector in and planted a symlink):
   through a symlink;
 - file names are keyed digests of the key (a random key kept in the private folder), and the
   header records the detector's configuration and a keyed reference of its key, both checked;
-- the sweep of dead executors' folders looks only at this user's folders and never raises;
+- the sweep of dead executors' folders looks only at this user's folders and never raises, and
+  a watcher removes an executor's folder once its JVM ends (anomaly/reaper.py);
 - a failure to write (a full tmpfs: ENOSPC) leaves the key to the checkpoint, counted.
 """
 
@@ -55,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from sensorpipe.anomaly.detectors import attach_detector, make_detector
+from sensorpipe.anomaly.reaper import alive, private, start_reaper
 
 LOG = logging.getLogger(__name__)
 
@@ -103,40 +105,16 @@ def _executor_jvm() -> str:
 _FOLDER = re.compile(rf"^{PREFIX}(\d+)-(\d+)-(\d+)$")
 
 
-def _alive(pid: int, start: str) -> bool:
-    """Whether the JVM `pid` started at `start` still runs; True when that cannot be told
-    (a /proc mounted with hidepid): a folder is removed only when its JVM is known gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    try:
-        return start == "0" or text[text.rindex(")") + 2 :].split()[19] == start
-    except (ValueError, IndexError):
-        return True
-
-
-def _private(path: Path) -> bool:
-    """`path` is a real directory of this user that no other user may enter or change."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return False
-    return (stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
-            and info.st_mode & 0o077 == 0)  # fmt: skip
-
-
-def _make_private(path: Path) -> bool:
-    """Create `path` 0700, or accept one that is already a private folder of this user."""
+def _make_private(path: Path) -> tuple[bool, bool]:
+    """Create `path` 0700, or accept one that is already a private folder of this user:
+    (private, made by this call)."""
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
-        pass
+        return private(path), False
     except OSError:
-        return False
-    return _private(path)
+        return False, False
+    return private(path), True
 
 
 def _layout_offsets(layout: dict[str, tuple[Any, tuple[int, ...]]]) -> tuple[dict, int]:
@@ -290,6 +268,7 @@ class DetectorStore:
         self.root = self.base / f"{PREFIX}{os.getuid()}-{_executor_jvm()}"
         self.budget = budget_bytes
         self.write_failures = 0  # puts that failed (a full tmpfs): those keys restore instead
+        self.read_failures = 0  # files that could not be mapped or read: restored instead
         self._created = 0
         self._evictions = 0
         self._maps: OrderedDict[Path, Resident] = OrderedDict()
@@ -298,15 +277,19 @@ class DetectorStore:
         self.refused: str | None = None
         if self.budget <= 0:
             return
-        if not _private(self.root):
+        if not private(self.root):
             self._sweep_dead()
             try:
                 self.base.mkdir(parents=True, exist_ok=True)  # /dev/shm, or a configured dir
             except OSError:
                 pass
-            if not _make_private(self.root):
+            made_private, made_here = _make_private(self.root)
+            if not made_private:
                 self._refuse(f"{self.root} is not a private folder of this user")
                 return
+            if made_here:  # one watcher per executor: whoever made its folder starts it
+                jvm_pid, jvm_start = self.root.name[len(PREFIX) :].split("-")[1:]
+                start_reaper(self.root, int(jvm_pid), jvm_start)
         try:
             self._key = self._folder_key()
         except OSError as exc:
@@ -402,6 +385,7 @@ class DetectorStore:
         try:
             resident = self._mapped(self.path(state, key), name)
         except (OSError, ValueError):  # a damaged file: the checkpoint has the truth
+            self.read_failures += 1
             return None
         if resident is not None:
             have_points, dirty, have_digest = resident.header()
@@ -412,6 +396,12 @@ class DetectorStore:
                 resident.close()
                 return None
         return resident
+
+    @property
+    def errors(self) -> int:
+        """Store operations that failed and left their key to the checkpoint, so far (the
+        scorer reports each batch's as the ResidentStoreErrors metric)."""
+        return self.write_failures + self.read_failures
 
     def put(self, state: str, key: tuple[str, str], detector: Any, points: int,
             digest: bytes, spec: str | None = None) -> None:  # fmt: skip
@@ -427,7 +417,7 @@ class DetectorStore:
             self._write(tmp, path, key_ref=self.key_ref(state, key),
                         spec=spec or state.rsplit("/", 1)[0], detector=detector, points=points,
                         digest=digest)  # fmt: skip
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             try:
                 tmp.unlink(missing_ok=True)
                 path.unlink(missing_ok=True)  # an older copy is not current any more
@@ -536,7 +526,7 @@ class DetectorStore:
             if match is None or int(match[1]) != os.getuid():
                 continue
             try:
-                if not _private(Path(entry.path)) or _alive(int(match[2]), match[3]):
+                if not private(Path(entry.path)) or alive(int(match[2]), match[3]):
                     continue
                 shutil.rmtree(entry.path, ignore_errors=True)
             except (OSError, ValueError):

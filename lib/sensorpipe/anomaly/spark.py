@@ -33,7 +33,14 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle
-from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    BinaryType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
 
 from sensorpipe.anomaly.detectors import make_detector, restore_detector
 from sensorpipe.anomaly.incidents import SEVERITIES, IncidentState, advance, alert_id
@@ -158,12 +165,16 @@ class Scores:
         self.ids[a:b], self.actions[a:b], self.severities[a:b] = ids, actions, severities
         self.expected[a:b] = expected
 
-    def scored(self, names: list[str]) -> pd.DataFrame:
+    def scored(self, names: list[str], store_errors: int = 0) -> pd.DataFrame:
         """The rows with their scores, as columns `names`; rows of a key refused state (the
-        live-key bound) stay unscored (nulls)."""
-        columns = {**self.columns, "anomaly_raw": self.raw, "anomaly_score": self.score,
-                   "is_anomaly": self.flagged, "alert_id": self.ids, "alert_action": self.actions,
-                   "alert_severity": self.severities, "expected_low": self.expected[:, 0],
+        live-key bound) stay unscored (nulls). `store_errors` goes in the first row's
+        STORE_ERRORS (a sum over the rows counts each once)."""
+        errors = np.zeros(len(self.values), dtype=np.int32)
+        errors[:1] = store_errors
+        columns = {**self.columns, STORE_ERRORS: errors, "anomaly_raw": self.raw,
+                   "anomaly_score": self.score, "is_anomaly": self.flagged, "alert_id": self.ids,
+                   "alert_action": self.actions, "alert_severity": self.severities,
+                   "expected_low": self.expected[:, 0],
                    "expected_high": self.expected[:, 1]}  # fmt: skip
         return pd.DataFrame({name: columns[name] for name in names}, copy=False)
 
@@ -314,6 +325,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
         self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any
     ) -> Iterator[pd.DataFrame]:
         scores = Scores(pd.concat(list(rows), ignore_index=True))
+        store_errors_before = self.store.errors
         self._cap = self.capacity[int(key[0])]
         bucket = BucketState.from_bytes(self._bucket_record())
         chunk = bucket.next_chunk  # this batch's; keys new in it start after the chunk before
@@ -342,7 +354,7 @@ class BucketedDetectorProcessor(StatefulProcessor):
         bucket.chunks = bucket.needed_chunks()
         bucket.next_chunk = chunk + 1
         self.bucket.update((bucket.to_bytes(),))
-        yield scores.scored(self.columns)
+        yield scores.scored(self.columns, self.store.errors - store_errors_before)
 
     def _score_run(self, scores: Scores, k: Key, a: int, b: int, bucket: BucketState,
                    chunk: int, loaded: dict[int, dict[Key, np.ndarray]]
@@ -460,14 +472,21 @@ def bucket_column(buckets: int, partitions: int, salt: int | None) -> Column:
 EVENT_MICROS = "_event_micros"
 ARRIVAL_MICROS = "_arrival_micros"
 PACKED = "_packed"
+# Resident-store operations of the batch that failed and fell back to the checkpoint (a full
+# tmpfs, a damaged file): observed by the events query, published as ResidentStoreErrors.
+STORE_ERRORS = "_store_errors"
 # What the scorer reads of an event; the other columns cross packed in one JSON string, and
 # times as integers (each column, and each timestamp most, costs Python time per group).
 SCORER_COLUMNS = ["device_id", "sensor", "value", "sequence_number", "sub_sequence_number"]
 _JSON = {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX", "dateFormat": "yyyy-MM-dd"}
 
 
-def score_stream(events: DataFrame, settings: ScoringSettings) -> DataFrame:
-    """Streaming: add the scores, is_anomaly and incident transitions to every event."""
+def score_stream(
+    events: DataFrame, settings: ScoringSettings, observe_as: str | None = None
+) -> DataFrame:
+    """Streaming: add the scores, is_anomaly and incident transitions to every event. With
+    `observe_as`, each micro-batch observes under that name the readings left unscored (the
+    live-key bound) and the resident-store errors (`store_errors`)."""
     schema = scored_schema(events.schema)
     passed = StructType([f for f in events.schema.fields
                          if f.name not in (*SCORER_COLUMNS, "event_time")])  # fmt: skip
@@ -481,6 +500,7 @@ def score_stream(events: DataFrame, settings: ScoringSettings) -> DataFrame:
     )
     out = StructType([
         *[slim.schema[c] for c in (*SCORER_COLUMNS, EVENT_MICROS, PACKED)], *SCORE_FIELDS,
+        StructField(STORE_ERRORS, IntegerType()),
     ])  # fmt: skip
     processor = BucketedDetectorProcessor(settings, out.fieldNames())
     scored = slim.groupBy(BUCKET).transformWithStateInPandas(
@@ -489,6 +509,12 @@ def score_stream(events: DataFrame, settings: ScoringSettings) -> DataFrame:
         outputMode="Append",
         timeMode="None",  # no processing-time mode: it runs a batch after every batch
     )
+    if observe_as is not None:
+        scored = scored.observe(
+            observe_as,
+            F.count_if(F.col("is_anomaly").isNull()).alias("unscored"),
+            F.coalesce(F.sum(STORE_ERRORS), F.lit(0)).cast("long").alias("store_errors"),
+        )
     unpacked = F.from_json(PACKED, passed, _JSON)
     columns = {
         "event_time": F.timestamp_micros(EVENT_MICROS),

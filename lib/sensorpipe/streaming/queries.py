@@ -110,9 +110,7 @@ def start_events_query(
     """Valid events, each scored with the state of its (device, sensor), appended to the raw
     events table by (day, hour)."""
     settings = scoring_settings(anomaly, shuffle_partitions, log_key, bucket_salt(checkpoint))
-    scored = score_stream(decoded.transform(valid_events), settings).observe(
-        SCORING_METRICS, F.count_if(F.col("is_anomaly").isNull()).alias("unscored")
-    )
+    scored = score_stream(decoded.transform(valid_events), settings, observe_as=SCORING_METRICS)
     return start_lake_query(
         scored,
         path=path,
@@ -161,10 +159,15 @@ def start_aggregates_query(
 ) -> StreamingQuery:
     """Windowed aggregates of the lake's scored events -> warehouse, upserted idempotently per
     batch. Reading the lake (only files its sink committed) rather than the stream again means
-    the aggregates count exactly the events and anomalies the lake holds."""
-    aggregates = window_aggregates(
-        lake_events, window=window, watermark=watermark, accuracy=accuracy
-    )
+    the aggregates count exactly the scored events and anomalies the lake holds.
+
+    Only scored events: the query's state holds a row per (device, sensor, window) until the
+    watermark passes it, so keys a producer invents would grow it without bound. The scorer
+    already bounds its keys (anomaly.max_live_keys over keyed buckets, issue 30) and leaves
+    the readings of keys beyond it unscored (in the lake, counted by UnscoredReadings); taking
+    its verdict bounds this state by the same keys, with no second bound to keep in step."""
+    scored = lake_events.where(F.col("is_anomaly").isNotNull())
+    aggregates = window_aggregates(scored, window=window, watermark=watermark, accuracy=accuracy)
     writer = (
         aggregates.writeStream.queryName(query_name)
         .outputMode("update")
