@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -62,9 +63,36 @@ def test_incidents_table_equals_the_runs_alert_transitions_after_a_replayed_batc
         assert (row["device_id"], row["sensor"], row["severity"]) == (
             t.device_id, t.sensor, t.alert_severity)  # fmt: skip
         assert row["value"] == t.value and row["score"] == t.anomaly_score
-        for name in ("expected_low", "expected_high"):
-            lake_value = getattr(t, name)
+        for name, lake_name in (("expected_low", "expected_low"),
+                                ("expected_high", "expected_high"),
+                                ("strength", "anomaly_strength")):  # fmt: skip
+            lake_value = getattr(t, lake_name)
             assert (row[name] is None and math.isnan(lake_value)) or row[name] == lake_value
+        assert row["direction"] == (t.anomaly_direction if t.alert_action != "close" else None)
         assert row["opened_at"] <= row["event_time"]
-    # Transitions come hours into each series: each carries the range its key had learned.
+    # Transitions come hours into each series: each carries the range its key had learned, and
+    # each opening or escalation says which way and how far (issue 32, item 3).
     assert all(r["expected_low"] < r["expected_high"] for r in rows)
+    assert all(r["direction"] in ("above", "below") and r["strength"] > 0
+               for r in rows if r["action"] != "close")  # fmt: skip
+    # The shadows say the same: each open alert's entry, as its latest transition had it.
+    latest = (transitions[transitions["alert_action"] != "close"]
+              .sort_values("event_time").groupby("alert_id").last())  # fmt: skip
+    told = 0
+    for shadow in (tmp_path / "outbox").glob("*.json"):
+        alerts = json.loads(shadow.read_text())["state"]["desired"]["sensorpipe_alerts"]
+        for entry in alerts.values():
+            if "alert_id" not in entry:
+                continue
+            t = latest.loc[entry["alert_id"]]
+            assert (entry["direction"], entry["expected_low"], entry["expected_high"],
+                    entry["strength"]) == (t.anomaly_direction, round(t.expected_low, 4),
+                                           round(t.expected_high, 4),
+                                           round(t.anomaly_strength, 2))  # fmt: skip
+            told += 1
+    assert told == len(latest)
+    # And the anomalies table: every flagged reading with a range is explained.
+    anomalies = spark.read.parquet(settings.lake.anomalies_path).where("is_anomaly")
+    assert anomalies.count() > 0
+    assert anomalies.where("expected_low IS NOT NULL AND (anomaly_direction IS NULL "
+                           "OR anomaly_strength IS NULL)").count() == 0  # fmt: skip

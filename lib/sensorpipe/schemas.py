@@ -94,6 +94,10 @@ SCORE_FIELDS = [
     # expected_range): null while it has seen too few readings.
     StructField("expected_low", DoubleType(), True),
     StructField("expected_high", DoubleType(), True),
+    # How a flagged reading is anomalous (incidents.explain): above or below the expected
+    # range's middle, and how far, in half-widths of the range (1 at its edge); null elsewhere.
+    StructField("anomaly_direction", StringType(), True),
+    StructField("anomaly_strength", DoubleType(), True),
 ]
 # As Spark reads the partitioned table back: data columns, then the partition columns.
 SCORED_EVENT_SCHEMA = StructType(

@@ -1,11 +1,13 @@
 """`sensorpipe plot`: one sensor of one device over a time range, from the lake: the values with
-the flagged points marked, and the anomaly score beneath with the threshold, so an engineer can
-see why an alert fired."""
+the expected range the detector took as normal at each reading shaded and the flagged points
+marked, and the anomaly score beneath with the threshold, so an engineer can see why an alert
+fired."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.dataset as ds
@@ -18,13 +20,17 @@ def read_series(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> pd.DataFrame:
-    """One (device, sensor) series from the lake's events table (Parquet, Hive partitions)."""
+    """One (device, sensor) series from the lake's events table (Parquet, Hive partitions);
+    the expected range is NaN where the lake has none (files written before it existed)."""
     dataset = ds.dataset(
         str(lake_events), format="parquet", partitioning="hive", exclude_invalid_files=True
     )
     condition = (ds.field("device_id") == device_id) & (ds.field("sensor") == sensor)
     columns = ["event_time", "value", "unit", "anomaly_score", "is_anomaly"]
-    frame = dataset.to_table(filter=condition, columns=columns).to_pandas()
+    ranged = [c for c in ("expected_low", "expected_high") if c in dataset.schema.names]
+    frame = dataset.to_table(filter=condition, columns=columns + ranged).to_pandas()
+    for column in ("expected_low", "expected_high"):
+        frame[column] = frame[column].astype(float) if column in frame else float("nan")
     frame = frame.sort_values("event_time")
     if start is not None:
         frame = frame[frame["event_time"] >= pd.Timestamp(start)]
@@ -56,6 +62,18 @@ def strongest_anomaly(lake_events: str | Path) -> tuple[str, str, datetime]:
 def plot_series(
     frame: pd.DataFrame, device_id: str, sensor: str, threshold: float, out: str | Path
 ) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = draw_series(frame, device_id, sensor, threshold)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def draw_series(frame: pd.DataFrame, device_id: str, sensor: str, threshold: float) -> Any:
+    """The figure `plot_series` writes: values, expected range and flags above, score below."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,6 +86,10 @@ def plot_series(
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(11, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.4]}
     )
+    if frame["expected_low"].notna().any():
+        top.fill_between(frame["event_time"], frame["expected_low"], frame["expected_high"],
+                         step="mid", color="#2ca02c", alpha=0.15, lw=0,
+                         label="expected range")  # fmt: skip
     top.plot(frame["event_time"], frame["value"], lw=0.9, color="#1f77b4", label=sensor)
     top.scatter(
         flagged["event_time"],
@@ -88,11 +110,7 @@ def plot_series(
     bottom.legend(loc="upper left")
     fig.autofmt_xdate()
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def around(moment: datetime, hours: float) -> tuple[datetime, datetime]:

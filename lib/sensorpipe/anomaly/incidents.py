@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+
 OPEN, ESCALATE, CLOSE = "open", "escalate", "close"
 SEVERITIES = {1: "minor", 2: "major", 3: "critical"}
 
@@ -81,6 +83,28 @@ class IncidentState:
         alpha = max(1.0 / self.learned, EXPECTED_ALPHA)
         self.deviation += alpha * (abs(value - self.level) - self.deviation) * (self.learned > 1)
         self.level += alpha * (value - self.level)
+
+
+ABOVE, BELOW = "above", "below"
+
+
+def explain(
+    values: np.ndarray, expected: np.ndarray, flagged: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """How each flagged reading is anomalous, against the expected range (low, high columns)
+    it was judged by: its direction from the range's middle (ABOVE or BELOW), and its strength,
+    the distance from the middle in half-widths of the range (1 at its edge, above 1 outside
+    it: a reading flagged for its pattern, a stuck value or a drift, can be inside). None and
+    NaN where the reading is not flagged or there is no range yet."""
+    low, high = expected[:, 0], expected[:, 1]
+    middle, half = (low + high) / 2, (high - low) / 2
+    known = np.asarray(flagged, dtype=bool) & np.isfinite(middle)
+    directions = np.full(len(values), None, dtype=object)
+    directions[known & (values >= middle)] = ABOVE
+    directions[known & (values < middle)] = BELOW
+    with np.errstate(divide="ignore", invalid="ignore"):
+        strengths = np.where(known, np.abs(values - middle) / half, np.nan)
+    return directions, strengths
 
 
 def advance(

@@ -43,7 +43,7 @@ from pyspark.sql.types import (
 )
 
 from sensorpipe.anomaly.detectors import make_detector, restore_detector
-from sensorpipe.anomaly.incidents import SEVERITIES, IncidentState, advance, alert_id
+from sensorpipe.anomaly.incidents import SEVERITIES, IncidentState, advance, alert_id, explain
 from sensorpipe.anomaly.resident import Resident, detector_store
 from sensorpipe.anomaly.state import (
     BucketState,
@@ -124,6 +124,8 @@ class Scores:
         self.actions: list = [None] * n
         self.severities: list = [None] * n
         self.expected = np.full((n, 2), np.nan)
+        self.directions = np.full(n, None, dtype=object)
+        self.strengths = np.full(n, np.nan)
 
     def key_ranges(self) -> Iterator[tuple[Key, int, int]]:
         """(key, first row, end row) of each key, in order."""
@@ -164,6 +166,7 @@ class Scores:
         )  # fmt: skip
         self.ids[a:b], self.actions[a:b], self.severities[a:b] = ids, actions, severities
         self.expected[a:b] = expected
+        self.directions[a:b], self.strengths[a:b] = explain(self.values[a:b], expected, flagged)
 
     def scored(self, names: list[str], store_errors: int = 0) -> pd.DataFrame:
         """The rows with their scores, as columns `names`; rows of a key refused state (the
@@ -174,8 +177,9 @@ class Scores:
         columns = {**self.columns, STORE_ERRORS: errors, "anomaly_raw": self.raw,
                    "anomaly_score": self.score, "is_anomaly": self.flagged, "alert_id": self.ids,
                    "alert_action": self.actions, "alert_severity": self.severities,
-                   "expected_low": self.expected[:, 0],
-                   "expected_high": self.expected[:, 1]}  # fmt: skip
+                   "expected_low": self.expected[:, 0], "expected_high": self.expected[:, 1],
+                   "anomaly_direction": self.directions,
+                   "anomaly_strength": self.strengths}  # fmt: skip
         return pd.DataFrame({name: columns[name] for name in names}, copy=False)
 
 

@@ -123,6 +123,10 @@ INCIDENTS = Table(
         _double("value"),
         _double("expected_low"),
         _double("expected_high"),
+        # How the reading was anomalous (anomaly/incidents.py, explain): above or below the
+        # expected range, and how far in half-widths of it; null on a close.
+        Column("direction", "VARCHAR(8)", "VARCHAR(8)"),
+        _double("strength"),
         # When Kinesis received the reading (its ApproximateArrivalTimestamp).
         _timestamp("arrival_time"),
     ],

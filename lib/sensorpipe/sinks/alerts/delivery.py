@@ -25,10 +25,22 @@ from sensorpipe.sinks.sink_log import checkpoint_query_id
 _DELIVERY_LOCK = threading.Lock()
 
 
+def explanation(row: Any) -> dict[str, Any]:
+    """What the train is told of how its sensor is anomalous: the direction, the range the
+    detector took as normal at that reading, and the strength (anomaly/incidents.py, explain);
+    nothing of it while the key has no range yet."""
+    direction = getattr(row, "anomaly_direction", None)
+    if not isinstance(direction, str):
+        return {}
+    return {"direction": direction, "expected_low": round(float(row.expected_low), 4),
+            "expected_high": round(float(row.expected_high), 4),
+            "strength": round(float(row.anomaly_strength), 2)}  # fmt: skip
+
+
 def alert_patches(transitions: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
     """Per train, the alert entries these transitions set (the last transition of an alert in
     the batch wins). Rows: device_id, sensor, event_time, anomaly_score, alert_id,
-    alert_action, alert_severity."""
+    alert_action, alert_severity, and the explanation's columns where the rows have them."""
     patches: dict[str, dict[str, dict[str, Any]]] = {}
     for row in transitions.sort_values(["event_time", "alert_id"]).itertuples(index=False):
         key = row.alert_id.split("/", 1)[1]  # sensor#incident, within the train's shadow
@@ -45,6 +57,7 @@ def alert_patches(transitions: pd.DataFrame) -> dict[str, dict[str, dict[str, An
                     "severity": row.alert_severity,
                     "event_time": moment,
                     "score": round(float(row.anomaly_score), 4),
+                    **explanation(row),
                 }
             )
     return patches

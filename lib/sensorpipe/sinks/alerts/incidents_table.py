@@ -22,7 +22,8 @@ from sensorpipe.sinks.warehouse import INCIDENTS, Warehouse
 # What a transition row brings from the lake's scored events.
 INCIDENT_SOURCE_COLUMNS = [
     "device_id", "sensor", "event_time", "anomaly_score", "alert_id", "alert_action",
-    "alert_severity", "value", "expected_low", "expected_high", "arrival_time",
+    "alert_severity", "value", "expected_low", "expected_high", "anomaly_direction",
+    "anomaly_strength", "arrival_time",
 ]  # fmt: skip
 
 
@@ -47,6 +48,8 @@ def incident_rows(transitions: pd.DataFrame) -> pa.Table:
             "value": transitions["value"].astype(float),
             "expected_low": transitions["expected_low"].astype(float),
             "expected_high": transitions["expected_high"].astype(float),
+            "direction": transitions["anomaly_direction"].astype(object),
+            "strength": transitions["anomaly_strength"].astype(float),
             "arrival_time": pd.to_datetime(transitions["arrival_time"]),
         }
     )
