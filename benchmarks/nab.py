@@ -6,7 +6,8 @@ DIR holds data/<category>/<file>.csv (timestamp,value) and labels/combined_windo
 file is scored by a fresh detector, in order, one value at a time (causal). Writes
 OUT/<category>/<file>.csv (timestamp,anomaly_score; one row per input row, same order) and
 prints the NAB score for the three profiles (lib/sensorpipe/anomaly/nab_scoring.py), each with
-one threshold optimised over the corpus. No --detector means the default detector.
+one threshold optimised over the corpus, and each category's score under that threshold (with
+its false detections). No --detector means the default detector.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from pathlib import Path
 
 import numpy as np
 from sensorpipe.anomaly.detectors import DEFAULT_DETECTOR, make_detector
-from sensorpipe.anomaly.nab_scoring import PROFILES, score_corpus, score_nab_files
+from sensorpipe.anomaly.nab_scoring import (
+    PROFILES,
+    category_scores,
+    score_corpus,
+    score_nab_files,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,6 +71,10 @@ def main() -> None:
             f"  {profile:<20} {result.score:6.1f}  (threshold {result.threshold:.4f}, "
             f"TP {result.tp}, FP {result.fp}, FN {result.fn})"
         )
+        categories = category_scores(prepared, profile, result.threshold)
+        for category, (score, false) in categories.items():
+            shown = "     -" if score is None else f"{score:6.1f}"
+            print(f"      {category:<24} {shown}  ({false} false detections)")
     print(f"scores written under {out_root}")
 
 

@@ -24,7 +24,7 @@ def series(n: int = 1500) -> np.ndarray:
     return values
 
 
-@pytest.mark.parametrize("name", ["rcf", "likelihood"])
+@pytest.mark.parametrize("name", ["rcf", "likelihood", "compact"])
 def test_scores_in_unit_interval_and_spike_stands_out(name):
     raw, score = make_detector(name).update(series())
     assert raw.shape == score.shape == (1500,)
@@ -32,7 +32,7 @@ def test_scores_in_unit_interval_and_spike_stands_out(name):
     assert score[1200] == score[1000:].max()
 
 
-@pytest.mark.parametrize("name", ["rcf", "likelihood"])
+@pytest.mark.parametrize("name", ["rcf", "likelihood", "compact"])
 def test_same_seed_same_scores_and_causal(name):
     values = series()
     a = make_detector(name, seed=7).update(values)[1]
@@ -45,7 +45,7 @@ def test_same_seed_same_scores_and_causal(name):
     np.testing.assert_array_equal(a[:1000], c[:1000])
 
 
-@pytest.mark.parametrize("name", ["rcf", "likelihood"])
+@pytest.mark.parametrize("name", ["rcf", "likelihood", "compact"])
 @pytest.mark.parametrize("pieces", [1, 3, 17])
 def test_state_round_trip_continues_identically(name, pieces):
     values = series()
@@ -116,3 +116,19 @@ def test_rcf_flags_the_known_failure_in_machine_temperature():
     _, score = make_detector("rcf").update(values)
     # The catastrophic failure (labelled window from row 3703) scores far above a typical point.
     assert score[3703:4269].max() > 5 * np.median(score[500:])
+
+
+def test_the_compact_detector_fits_256_kb_resident_and_64_kb_stored():
+    """Issue 32, item 2: a key's detector at most 256 KB in memory and 64 KB as a snapshot,
+    after a long series that does not compress (a random walk)."""
+    from sensorpipe.anomaly.resident import _layout_offsets
+
+    detector = make_detector("compact")
+    detector.update(np.random.default_rng(3).normal(size=20_000).cumsum())
+    _, resident_bytes = _layout_offsets(detector.layout())  # the resident file's size
+    assert resident_bytes <= 256 * 1024
+    assert len(detector.to_bytes()) <= 64 * 1024
+    # And it restores exactly from those bytes.
+    more = np.random.default_rng(4).normal(size=500).cumsum()
+    again = restore_detector("compact", detector.to_bytes())
+    np.testing.assert_array_equal(detector.update(more)[1], again.update(more)[1])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sensorpipe.anomaly.nab_scoring import (
     MAX_TP,
+    category_scores,
     prepare_file,
     probation_rows,
     raw_at_threshold,
@@ -105,6 +106,18 @@ def test_normalisation_null_zero_perfect_hundred():
     result = score_corpus([half], "reward_low_FN_rate")
     assert (result.null, result.perfect) == (-4.0, 2.0)
     assert result.score == pytest.approx(100 * (1 - 2 + 4) / 6)
+
+
+def test_each_category_is_scored_at_the_corpus_threshold_from_its_own_totals():
+    """Issue 32: per-category scores. Category A: its window found at the left edge (100) and
+    one far false positive; B: its window missed (0); C: no window, one false detection."""
+    a = file_with({40: 1.0, 90: 1.0}, name="A/a.csv")
+    b = file_with({}, name="B/b.csv")
+    c = file_with({70: 1.0}, windows=(), name="C/c.csv")
+    got = category_scores([a, b, c], "standard", 0.5)
+    assert got["A"][0] == pytest.approx(100 * (1.0 - 0.11 + 1) / 2) and got["A"][1] == 1
+    assert got["B"] == (pytest.approx(0.0), 0)
+    assert got["C"] == (None, 1)
 
 
 def test_sweep_equals_direct_definition_on_random_scores():

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from sensorpipe.anomaly.likelihood import LikelihoodDetector
+from sensorpipe.anomaly.likelihood import CompactDetector, LikelihoodDetector
 from sensorpipe.anomaly.rcf import RandomCutForest
 
 
@@ -69,7 +69,7 @@ class RcfDetector:
         return cls(forest)
 
 
-DETECTORS = {"rcf": RcfDetector, "likelihood": LikelihoodDetector}
+DETECTORS = {"rcf": RcfDetector, "likelihood": LikelihoodDetector, "compact": CompactDetector}
 DEFAULT_DETECTOR = "likelihood"
 
 

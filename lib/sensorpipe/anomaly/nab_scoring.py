@@ -193,6 +193,31 @@ def raw_at_threshold(files: Sequence[ScoredFile], profile: str, threshold: float
     return total
 
 
+def category_scores(
+    files: Sequence[ScoredFile], profile: str, threshold: float
+) -> dict[str, tuple[float | None, int]]:
+    """Each category's normalised score at the corpus's threshold (NAB picks one threshold
+    per profile for the whole corpus; a category is scored as its files fare under it, from
+    its own null and perfect totals), and its detections outside every window; a category
+    without windows has no score. Categories are the folder part of the files' names."""
+    weights = PROFILES[profile]
+    by_category: dict[str, list[ScoredFile]] = {}
+    for f in files:
+        by_category.setdefault(f.name.split("/", 1)[0], []).append(f)
+    out = {}
+    for category, members in sorted(by_category.items()):
+        windows = sum(f.windows for f in members)
+        false = sum(int(np.sum(f.scored & (f.scores >= threshold) & (f.window_of_row < 0)))
+                    for f in members)  # fmt: skip
+        if not windows:
+            out[category] = (None, false)
+            continue
+        null, perfect = -weights["fn"] * windows, weights["tp"] * windows
+        raw = raw_at_threshold(members, profile, threshold)
+        out[category] = (100.0 * (raw - null) / (perfect - null), false)
+    return out
+
+
 # -- a NAB corpus on disk: data/<category>/<file>.csv (timestamp,value), labels/*.json --------
 
 

@@ -109,9 +109,11 @@ class LakeSettings:
 
 @dataclass(frozen=True)
 class AnomalySettings:
-    # likelihood (default: best NAB score) or rcf (AWS's Random Cut Forest, as KDA ran it).
-    detector: Literal["likelihood", "rcf"] = "likelihood"
-    # Trees of the detector's forest; null: the detector's own (likelihood 40, rcf 100).
+    # likelihood (default: best NAB score), compact (the same in a fourteenth of the memory,
+    # docs/anomaly-detection.md) or rcf (AWS's Random Cut Forest, as KDA ran it).
+    detector: Literal["likelihood", "compact", "rcf"] = "likelihood"
+    # Trees of the detector's forest; null: the detector's own (likelihood 40, compact 12,
+    # rcf 100).
     # Memory and scoring time per key grow with them (docs/sizing.md), score noise falls. A
     # key keeps the forest it started with; new keys get the new size.
     forest_trees: int | None = field(default=None, metadata=check(optional_positive))
