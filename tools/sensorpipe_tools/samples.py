@@ -385,3 +385,36 @@ def mix_and_write(
         ):
             gz.write(("\n".join(lines) + "\n").encode())
     return by_file, malformed
+
+
+def relation_break_case(seed: int = 7, days: int = 4) -> tuple[dict[str, np.ndarray], dict]:
+    """A train's five sensors, a reading a minute for `days` days, with two faults on the last
+    day where every sensor stays inside its own normal range while their relation breaks
+    (issue 32, item 4): traction current at a cruising level for 20 minutes while the train is
+    parked at night (`current_without_speed`), and brake-pipe pressure at a braking level
+    while the train accelerates out of a station (`pressure_while_accelerating`). Returns the
+    series and each fault's rows. Acceleration is the minute just gone, so the moment before
+    a departure is still a standing one (the bundled samples' central difference gives it
+    current already)."""
+    rng = np.random.default_rng(seed)
+    times = np.arange(0, days * 86400, 60.0)
+    hours = (times % 86400) / 3600
+    speed = _journey(rng, hours * 60, 1.0)
+    accel = np.diff(speed, prepend=speed[0])  # km/h per minute
+    n = len(times)
+    ambient = 6 + 5 * np.sin(2 * np.pi * (hours - 9) / 24)
+    series = {
+        "axle_bearing_temp": ambient + _lag(0.18 * speed, 1 / 20) + rng.normal(0, 0.3, n),
+        "brake_pipe_pressure": 5.0 - 0.008 * np.clip(-accel, 0, None) + rng.normal(0, 0.02, n),
+        "vibration_rms": 0.4 + 0.025 * speed * (1 + 0.1 * rng.normal(size=n))
+        + rng.gamma(2.0, 0.05, n),
+        "traction_motor_current": 2.0 * speed + 4.0 * accel + rng.normal(0, 12, n),
+        "wheel_speed": np.clip(speed + rng.normal(0, 0.5, n) * (speed > 0), 0, None),
+    }
+    last_day = (days - 1) * 86400
+    parked = np.flatnonzero((times >= last_day + 2 * 3600) & (times < last_day + 2 * 3600 + 1200))
+    series["traction_motor_current"][parked] = 260 + rng.normal(0, 12, len(parked))
+    departing = np.flatnonzero((times >= last_day + 10 * 3600) & (accel > 5))[0]
+    accelerating = np.arange(departing, departing + 3)
+    series["brake_pipe_pressure"][accelerating] = 4.6 + rng.normal(0, 0.02, 3)
+    return series, {"current_without_speed": parked, "pressure_while_accelerating": accelerating}
