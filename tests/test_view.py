@@ -132,6 +132,9 @@ def test_operations_page_shows_a_planted_incident_live_without_a_reload(
         assert float(row[4]) > 90  # the value, 40 + 60, against the expected range beside it
         low, high = (float(v) for v in row[5].split(" .. "))
         assert low < BASE < high < float(row[4])
+        # How (issue 32): above the range, more than a half-width from its middle: outside it.
+        direction, strength = row[6].split()
+        assert direction == "above" and float(strength) > 1
         # The chart of the newest incident: its windows drawn, the anomalous reading marked.
         marked = "#chart circle.anomaly.reading[data-alert-id='${arguments[0]}']"
         _wait(lambda: browser.execute_script(

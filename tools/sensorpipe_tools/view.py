@@ -61,7 +61,7 @@ FLEET_SQL = (
 )
 INCIDENTS_SQL = (
     "SELECT alert_id, action, event_time, device_id, sensor, severity, opened_at, score, value, "
-    f"expected_low, expected_high FROM {INCIDENTS.name} "
+    f"expected_low, expected_high, direction, strength FROM {INCIDENTS.name} "
     f"WHERE opened_at >= (SELECT MAX(opened_at) FROM {INCIDENTS.name}) "
     f"- INTERVAL '{HORIZON_DAYS} days'"
 )
@@ -242,6 +242,8 @@ def board(
                 "value": _number(last["value"]),
                 "expected_low": _number(last["expected_low"]),
                 "expected_high": _number(last["expected_high"]),
+                "direction": last["direction"],
+                "strength": _number(last["strength"]),
             }
         )
     as_of = max((m for m in reported.values() if m is not None), default=None)

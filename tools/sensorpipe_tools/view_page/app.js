@@ -21,6 +21,16 @@ function fmt(x) {
   return a >= 100 ? x.toFixed(1) : a >= 1 ? x.toFixed(2) : x.toPrecision(3);
 }
 
+// How the reading is anomalous: above or below the expected range's middle, and by how many
+// half-widths of the range (1 at its edge): "above 7.3".
+function how(i) { return i.direction ? `${i.direction} ${fmt(i.strength)}` : ""; }
+
+function how_title(i) {
+  return i.direction
+    ? `${i.direction} the expected range's middle by ${fmt(i.strength)} half-widths of the range`
+    : "";
+}
+
 function age(from, to) {
   if (!from || !to) return "";
   const minutes = Math.max(0, Math.round((Date.parse(to) - Date.parse(from)) / 60000));
@@ -61,7 +71,7 @@ function render(state) {
     tr.append(el("td", {}, i.device_id), el("td", {}, i.sensor),
       el("td", { class: `sev-${i.severity}` }, i.severity), el("td", {}, age(i.opened_at, state.as_of)),
       el("td", { class: outside ? "outside" : "" }, fmt(i.value)), el("td", {}, range),
-      el("td", {}, fmt(i.score)));
+      el("td", { title: how_title(i) }, how(i)), el("td", {}, fmt(i.score)));
     tr.addEventListener("click", () => { selected = i.alert_id; pinned = true; render(board); });
     return tr;
   }));
