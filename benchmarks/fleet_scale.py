@@ -1,7 +1,8 @@
 """Fleet scale: the streaming scorer's cost per key per micro-batch, from 20 to 20,000 keys.
 
     .venv/bin/python benchmarks/fleet_scale.py [--keys 20 200 2000 20000] [--points 10]
-        [--batches 8] [--repeats 3] [--trees N] [--resident-mb MB] [--conf spark.key=value ...]
+        [--batches 8] [--repeats 3] [--detector NAME] [--trees N] [--resident-mb MB]
+        [--conf spark.key=value ...]
 
 Each key (train, sensor) first gets `--warmup` points of history in one batch, then `--points`
 readings per micro-batch, one Parquet file per batch
@@ -192,6 +193,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--big-keys", type=int, default=20000,
                         help="from this many keys: one run of 5 batches (time)")  # fmt: skip
+    parser.add_argument("--detector", help="anomaly.detector (default: conf/local.yaml's)")
     parser.add_argument("--trees", type=int, help="anomaly.forest_trees (default: the detector's)")
     parser.add_argument("--resident-mb", type=int, help="anomaly.resident_mb (conf/local.yaml's)")
     parser.add_argument("--conf", action="append", default=[], help="extra spark.key=value")
@@ -206,7 +208,7 @@ def main() -> None:
     from sensorpipe.session import job_spark_conf, local_spark_conf
 
     anomaly = load_settings(ROOT / "conf/local.yaml", environ={}).anomaly
-    anomaly = replace(anomaly, forest_trees=args.trees,
+    anomaly = replace(anomaly, forest_trees=args.trees, detector=args.detector or anomaly.detector,
                       resident_mb=args.resident_mb or anomaly.resident_mb)  # fmt: skip
     spec = detector_spec(anomaly.detector, anomaly.forest_trees)
 
