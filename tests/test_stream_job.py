@@ -165,6 +165,42 @@ def test_events_are_partitioned_by_event_date_and_hour(spark, tmp_path, small_sa
     assert (Path(settings.lake.events_path) / "_spark_metadata").is_dir()
 
 
+def test_a_continuous_run_keeps_a_bounded_number_of_progress_reports(
+    spark, small_samples, tmp_path, monkeypatch
+):
+    """Issue 30's soak: a continuous run's queries kept 10,000 progress reports each in the
+    driver's heap (the live heap grew 4 MB a minute). Now a continuous run keeps
+    CONTINUOUS_RUN_PROGRESS_REPORTS (3 here), and a finite run after it still every batch's."""
+    import time
+
+    from sensorpipe import session
+
+    monkeypatch.setattr(session, "CONTINUOUS_RUN_PROGRESS_REPORTS", 3)
+    samples, manifest = small_samples
+    continuous = local_settings(
+        tmp_path / "continuous",
+        SENSORPIPE__SOURCE__KIND="replay",
+        SENSORPIPE__SOURCE__REPLAY_PATH=str(samples / "telemetry"),
+        SENSORPIPE__SOURCE__MAX_FILES_PER_TRIGGER="1",
+        SENSORPIPE__STREAM__TRIGGER="1 second",
+        SENSORPIPE__STREAM__QUERY_PREFIX="progress",
+    )
+    files = len(list((samples / "telemetry").iterdir()))
+    run = start_lake_run(spark, continuous)
+    try:
+        deadline = time.monotonic() + 120
+        while (run.events.lastProgress or {}).get("batchId", -1) < files - 1:
+            assert time.monotonic() < deadline, "the continuous run did not read every file"
+            time.sleep(0.5)
+        assert len(run.events.recentProgress) <= 3 < files
+    finally:
+        run.stop()
+    one_file_a_batch = {"SENSORPIPE__SOURCE__MAX_FILES_PER_TRIGGER": "1"}
+    finite = run_job(spark, settings_for(tmp_path / "finite", samples, **one_file_a_batch))
+    assert finite.batches == files and finite.reconciled
+    assert finite.records_in == manifest["counts"]["records"]
+
+
 @pytest.mark.slow
 def test_a_dead_side_query_stops_a_continuous_run_naming_it(
     spark, small_samples, tmp_path, postgres, warehouse_db

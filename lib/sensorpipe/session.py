@@ -50,9 +50,27 @@ def job_spark_conf() -> dict[str, str]:
         # existing checkpoint. Measured on the scorer alone at 20 keys: the state commit 2-15 ms
         # a batch against 200-300 ms, checkpoint bytes per batch 11 KB against 25 KB.
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
-        # The run summary reads every micro-batch's progress, not only the last 100.
-        "spark.sql.streaming.numRecentProgressUpdates": "10000",
+        # The run summary reads every micro-batch's progress, not only the last 100 (a
+        # continuous run keeps fewer: keep_progress_reports).
+        PROGRESS_REPORTS: str(FINITE_RUN_PROGRESS_REPORTS),
     }
+
+
+PROGRESS_REPORTS = "spark.sql.streaming.numRecentProgressUpdates"
+# A query keeps its last N progress reports in the driver's heap, about 20 KB each with their
+# observed metrics and durations. A finite run's summary reads every batch's, and it has as
+# many batches as its input holds; a continuous run kept 10,000 per query, which its four
+# queries would have filled for hours (the hour's soak: the driver's live heap grew about
+# 4 MB a minute, issue 30) up to about 0.8 GB. Its summary reconciles the batches it still
+# has (streaming/summary.py), so a continuous run keeps Spark's default.
+FINITE_RUN_PROGRESS_REPORTS = 10_000
+CONTINUOUS_RUN_PROGRESS_REPORTS = 100
+
+
+def keep_progress_reports(spark: SparkSession, continuous: bool) -> None:
+    """How many progress reports the queries started next keep (see PROGRESS_REPORTS)."""
+    keep = CONTINUOUS_RUN_PROGRESS_REPORTS if continuous else FINITE_RUN_PROGRESS_REPORTS
+    spark.conf.set(PROGRESS_REPORTS, str(keep))
 
 
 def session_conf(settings: Settings | HealthSettings) -> dict[str, str]:

@@ -31,6 +31,7 @@ from sensorpipe.metrics import (
     metrics_from_settings,
 )
 from sensorpipe.schemas import QUARANTINE_SCHEMA, SCORED_EVENT_SCHEMA
+from sensorpipe.session import keep_progress_reports
 from sensorpipe.sinks.alerts import AlertFastPath, AlertStats, shadow_store_from_settings
 from sensorpipe.sinks.alerts.incidents_table import IncidentLoader
 from sensorpipe.sinks.lake import AVAILABLE_NOW, committed_files, stream_table
@@ -198,6 +199,7 @@ def register_lake_tables(spark: SparkSession, settings: Settings) -> list[object
 def start_lake_run(spark: SparkSession, settings: Settings) -> LakeRun:
     """Start a run: the lake queries, and in a continuous run the side queries too."""
     plan = RunPlan.of(settings)
+    keep_progress_reports(spark, plan.continuous)
     lake = settings.lake
     starts = (
         lake_start(spark, lake.events_path, lake.format, SCORED_EVENT_SCHEMA,
