@@ -220,7 +220,9 @@ def test_board_marks_a_silent_train_and_counts_open_incidents_by_severity():
         return {"alert_id": alert, "action": action, "event_time": t - timedelta(minutes=minute),
                 "device_id": alert.split("/")[0], "sensor": "s", "severity": severity,
                 "opened_at": t - timedelta(minutes=30), "score": 0.9, "value": 1.0,
-                "expected_low": 0.0, "expected_high": 0.5}  # fmt: skip
+                "expected_low": 0.0, "expected_high": 0.5,
+                "direction": None if action == "close" else "above",
+                "strength": None if action == "close" else 3.0}  # fmt: skip
 
     rows = [row("a/s#1", "open", 30), row("a/s#1", "escalate", 20, "critical"),
             row("b/s#2", "open", 30), row("b/s#2", "close", 15)]  # fmt: skip
@@ -230,6 +232,7 @@ def test_board_marks_a_silent_train_and_counts_open_incidents_by_severity():
     assert state["fleet"][0]["open"] == {"critical": 1, "major": 0, "minor": 0}
     assert [i["alert_id"] for i in state["open"]] == ["a/s#1"]
     assert state["open"][0]["severity"] == "critical"
+    assert (state["open"][0]["direction"], state["open"][0]["strength"]) == ("above", 3.0)
     assert [i["alert_id"] for i in state["closed"]] == ["b/s#2"]
 
 
