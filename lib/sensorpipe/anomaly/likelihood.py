@@ -70,6 +70,13 @@ def _estimate(scores, values, count, head, skip, out_params):
             s2 += avg * avg
             m1 += values[idx]
             m2 += values[idx] * values[idx]
+    _distribution(used, s1, s2, m1, m2, out_params)
+
+
+@nb.njit(cache=True)
+def _distribution(used, s1, s2, m1, m2, out_params):
+    """Mean and stdev of `used` averaged scores from their sum and sum of squares (and the
+    metric's); the null distribution if there are none or the metric itself barely moves."""
     if used == 0:
         out_params[0], out_params[1] = 0.5, 1e3
         return
@@ -83,6 +90,37 @@ def _estimate(scores, values, count, head, skip, out_params):
     mean = max(mean, 0.03)
     var = max(var, 0.0003)
     out_params[0], out_params[1] = mean, math.sqrt(var)
+
+
+@nb.njit(cache=True)
+def _moving_average(raw: float, iteration: int, state, avg_window) -> float:
+    """The mean of the last len(avg_window) raw scores, this one included (state[3] keeps
+    their sum)."""
+    window = avg_window.shape[0]
+    slot = iteration % window
+    if iteration >= window:
+        state[3] -= avg_window[slot]
+    avg_window[slot] = raw
+    state[3] += raw
+    return state[3] / min(iteration + 1, window)
+
+
+@nb.njit(cache=True)
+def _estimate_due(iteration: int, state) -> bool:
+    """Whether the distribution is (re-)estimated before this point: once learning is over,
+    the first time and every REESTIMATION_PERIOD points."""
+    return iteration > LEARNING_PERIOD + ESTIMATION_SAMPLES and (
+        state[5] == 0.0 or iteration % REESTIMATION_PERIOD == 0
+    )
+
+
+@nb.njit(cache=True)
+def _point_score(average: float, value: float, iteration: int, state, params,
+                 run_values) -> float:  # fmt: skip
+    """A point's score: its likelihood's log score, then the range and stuck checks."""
+    likelihood = _likelihood(average, iteration, state, params)
+    log_score = math.log(1.0000000001 - likelihood) / -23.02585084720009
+    return _range_and_stuck(value, iteration, log_score, state, run_values)
 
 
 @nb.njit(cache=True)
@@ -142,23 +180,13 @@ def _likelihoods(raw, values, out, scores, hist_values, state, avg_window, param
     for i in range(raw.shape[0]):
         iteration = int(state[0])
         value = values[i]
-        # Moving average of the last AVERAGING_WINDOW raw scores, including this one.
-        slot = iteration % AVERAGING_WINDOW
-        if iteration >= AVERAGING_WINDOW:
-            state[3] -= avg_window[slot]
-        avg_window[slot] = raw[i]
-        state[3] += raw[i]
-        average = state[3] / min(iteration + 1, AVERAGING_WINDOW)
-        if iteration > LEARNING_PERIOD + ESTIMATION_SAMPLES and (
-            state[5] == 0.0 or iteration % REESTIMATION_PERIOD == 0
-        ):
+        average = _moving_average(raw[i], iteration, state, avg_window)
+        if _estimate_due(iteration, state):
             shifted_out = max(0, iteration - HISTORIC_WINDOW)
             skip = min(iteration, max(0, LEARNING_PERIOD - shifted_out))
             _estimate(scores, hist_values, int(state[2]), int(state[1]), skip, params)
             state[5] = 1.0
-        likelihood = _likelihood(average, iteration, state, params)
-        log_score = math.log(1.0000000001 - likelihood) / -23.02585084720009
-        out[i] = _range_and_stuck(value, iteration, log_score, state, run_values)
+        out[i] = _point_score(average, value, iteration, state, params, run_values)
         head = int(state[1])
         scores[head] = raw[i]
         hist_values[head] = value
@@ -181,49 +209,24 @@ COMPACT_AVERAGING_WINDOW = 20
 @nb.njit(cache=True)
 def _estimate_blocks(blocks, out_params):
     """_estimate's mean and stdev from the block sums (the points after the learning period)."""
-    s0 = s1 = s2 = m1 = m2 = 0.0
-    for k in range(blocks.shape[0]):
-        s0 += blocks[k, 0]
-        s1 += blocks[k, 1]
-        s2 += blocks[k, 2]
-        m1 += blocks[k, 3]
-        m2 += blocks[k, 4]
-    if s0 == 0.0:
-        out_params[0], out_params[1] = 0.5, 1e3
-        return
-    mean = s1 / s0
-    var = max(s2 / s0 - mean * mean, 0.0)
-    metric_mean = m1 / s0
-    if max(m2 / s0 - metric_mean * metric_mean, 0.0) < 1.5e-5:
-        out_params[0], out_params[1] = 0.5, 1e3
-        return
-    out_params[0], out_params[1] = max(mean, 0.03), math.sqrt(max(var, 0.0003))
+    sums = blocks.sum(axis=0)
+    _distribution(sums[0], sums[1], sums[2], sums[3], sums[4], out_params)
 
 
 @nb.njit(cache=True)
 def _block_likelihoods(raw, values, out, blocks, state, avg_window, params, run_values):
     # state: as _likelihoods' (head and count unused); the averaging window is avg_window's.
-    window = avg_window.shape[0]
     for i in range(raw.shape[0]):
         iteration = int(state[0])
         value = values[i]
-        slot = iteration % window
-        if iteration >= window:
-            state[3] -= avg_window[slot]
-        avg_window[slot] = raw[i]
-        state[3] += raw[i]
-        average = state[3] / min(iteration + 1, window)
+        average = _moving_average(raw[i], iteration, state, avg_window)
         block = (iteration // REESTIMATION_PERIOD) % BLOCKS
         if iteration % REESTIMATION_PERIOD == 0:
             blocks[block, :] = 0.0  # the oldest block makes room
-        if iteration > LEARNING_PERIOD + ESTIMATION_SAMPLES and (
-            state[5] == 0.0 or iteration % REESTIMATION_PERIOD == 0
-        ):
+        if _estimate_due(iteration, state):
             _estimate_blocks(blocks, params)
             state[5] = 1.0
-        likelihood = _likelihood(average, iteration, state, params)
-        log_score = math.log(1.0000000001 - likelihood) / -23.02585084720009
-        out[i] = _range_and_stuck(value, iteration, log_score, state, run_values)
+        out[i] = _point_score(average, value, iteration, state, params, run_values)
         if iteration >= LEARNING_PERIOD:
             blocks[block, 0] += 1.0
             blocks[block, 1] += average
