@@ -190,7 +190,22 @@ def test_an_executors_folder_goes_when_its_jvm_ends(tmp_path, monkeypatch):
         store = DetectorStore(str(tmp_path), 1 << 30)
         detector, digest = trained(np.arange(50, dtype=float))
         store.put(STATE, ("train-01", "s"), detector, 50, digest)
-        time.sleep(1.5)  # several of the watcher's looks: the JVM runs, the folder stays
+        # The watcher is up, watching this folder; the JVM runs, so it keeps it.
+        def watched() -> bool:
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    words = cmdline.read_bytes().split(b"\0")
+                except OSError:  # a process that just ended
+                    continue
+                if b"sensorpipe.anomaly.reaper" in words and str(store.root).encode() in words:
+                    return True
+            return False
+
+        deadline = time.monotonic() + 15
+        while not watched():
+            assert time.monotonic() < deadline, "no watcher started for the folder"
+            time.sleep(0.1)
+        assert reaper.alive(jvm.pid, start)
         assert store.path(STATE, ("train-01", "s")).exists()
     finally:
         jvm.kill()

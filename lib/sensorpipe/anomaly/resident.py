@@ -265,7 +265,8 @@ class DetectorStore:
 
     def __init__(self, root: str, budget_bytes: int) -> None:
         self.base = Path(root)
-        self.root = self.base / f"{PREFIX}{os.getuid()}-{_executor_jvm()}"
+        jvm = _executor_jvm()
+        self.root = self.base / f"{PREFIX}{os.getuid()}-{jvm}"
         self.budget = budget_bytes
         self.write_failures = 0  # puts that failed (a full tmpfs): those keys restore instead
         self.read_failures = 0  # files that could not be mapped or read: restored instead
@@ -288,7 +289,7 @@ class DetectorStore:
                 self._refuse(f"{self.root} is not a private folder of this user")
                 return
             if made_here:  # one watcher per executor: whoever made its folder starts it
-                jvm_pid, jvm_start = self.root.name[len(PREFIX) :].split("-")[1:]
+                jvm_pid, jvm_start = jvm.split("-")
                 start_reaper(self.root, int(jvm_pid), jvm_start)
         try:
             self._key = self._folder_key()
