@@ -163,7 +163,7 @@ def test_a_key_keeps_the_forest_it_started_with_when_the_setting_changes(spark, 
         np.testing.assert_array_equal(whole[column], changed[column])
     default = stream_scores(spark, tmp_path, frame, 1, "likelihood")
     assert not np.array_equal(whole["anomaly_raw"], default["anomaly_raw"]), "8 trees, not 40"
-    assert detector_nbytes(make_detector(small)) < detector_nbytes(make_detector()) / 3
+    assert detector_nbytes(make_detector(small)) < detector_nbytes(make_detector("likelihood")) / 3
 
 
 def test_keys_beyond_the_live_key_bound_land_unscored(spark, tmp_path):

@@ -132,3 +132,43 @@ def test_the_compact_detector_fits_256_kb_resident_and_64_kb_stored():
     more = np.random.default_rng(4).normal(size=500).cumsum()
     again = restore_detector("compact", detector.to_bytes())
     np.testing.assert_array_equal(detector.update(more)[1], again.update(more)[1])
+
+
+def _bursts(values: np.ndarray, *starts: int) -> np.ndarray:
+    """A 12-point burst between -0.9 and 0.9 at each start: inside a unit sine's range, so
+    only the pattern is unusual (not the range check)."""
+    out = values.copy()
+    for start in starts:
+        out[start : start + 12] = np.where(np.arange(12) % 2, 0.9, -0.9)
+    return out
+
+
+def test_the_default_detector_holds_what_follows_a_report_for_a_while():
+    """After a report the compact detector holds the next HOLD_POINTS points' likelihood
+    scores under the reporting level: the same burst reports on its own, is held 60 points
+    after another, and reports again once the hold is over."""
+    from sensorpipe.anomaly.likelihood import HELD_SCORE, HOLD_POINTS, REPORT_LEVEL
+
+    steps = np.arange(3000)
+    calm = np.sin(2 * np.pi * steps / 50) + np.random.default_rng(5).normal(0, 0.05, 3000)
+    first, second, third = 1500, 1560, 1500 + HOLD_POINTS + 200
+    alone = make_detector().update(_bursts(calm, second))[1]
+    assert alone[second : second + 15].max() >= REPORT_LEVEL  # the burst on its own reports
+    scores = make_detector().update(_bursts(calm, first, second, third))[1]
+    assert scores[first : first + 15].max() >= REPORT_LEVEL
+    assert scores[second : second + 15].max() <= HELD_SCORE
+    assert scores[third : third + 15].max() >= REPORT_LEVEL
+    # Without bursts nothing reports: the reports above are the bursts'.
+    assert make_detector().update(calm)[1][400:].max() < REPORT_LEVEL
+
+
+def test_the_hold_does_not_hold_a_value_beyond_the_range():
+    """A reading far outside the range seen scores 1.0 even inside a hold."""
+    from sensorpipe.anomaly.likelihood import REPORT_LEVEL
+
+    steps = np.arange(2000)
+    series = _bursts(np.sin(2 * np.pi * steps / 50), 1500)
+    series[1530] = 5.0
+    scores = make_detector().update(series)[1]
+    assert scores[1500:1515].max() >= REPORT_LEVEL
+    assert scores[1530] == 1.0

@@ -70,7 +70,7 @@ class RcfDetector:
 
 
 DETECTORS = {"rcf": RcfDetector, "likelihood": LikelihoodDetector, "compact": CompactDetector}
-DEFAULT_DETECTOR = "likelihood"
+DEFAULT_DETECTOR = "compact"
 
 
 _TREES = ";trees="

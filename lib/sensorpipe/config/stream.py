@@ -109,10 +109,11 @@ class LakeSettings:
 
 @dataclass(frozen=True)
 class AnomalySettings:
-    # likelihood (default: best NAB score), compact (the same in a fourteenth of the memory,
-    # docs/anomaly-detection.md) or rcf (AWS's Random Cut Forest, as KDA ran it).
-    detector: Literal["likelihood", "compact", "rcf"] = "likelihood"
-    # Trees of the detector's forest; null: the detector's own (likelihood 40, compact 12,
+    # compact (default: best NAB score, about 140 KB a key), likelihood (the published
+    # design, 1.9 MB a key) or rcf (AWS's Random Cut Forest, as KDA ran it);
+    # docs/anomaly-detection.md.
+    detector: Literal["compact", "likelihood", "rcf"] = "compact"
+    # Trees of the detector's forest; null: the detector's own (compact 6, likelihood 40,
     # rcf 100).
     # Memory and scoring time per key grow with them (docs/sizing.md), score noise falls. A
     # key keeps the forest it started with; new keys get the new size.
@@ -132,8 +133,8 @@ class AnomalySettings:
     # A key's detector is snapshotted into the state every this many points (staggered over
     # the keys); in between, the state holds the values scored since, replayed on a restore.
     snapshot_every_points: int = field(default=2000, metadata=check(positive))
-    # Detectors an executor keeps between micro-batches, in shared memory (MB; 2.0 MB a key
-    # with the default detector): a key beyond it is restored from its snapshot when next
+    # Detectors an executor keeps between micro-batches, in shared memory (MB; 0.14 MB a key
+    # with the default detector, 2.0 MB with likelihood): a key beyond it is restored from its snapshot when next
     # scored; 0 restores every key each time. Counts against the executor's memory overhead.
     resident_mb: int = 8192
     # Where (a tmpfs folder every Python worker of the executor sees); /dev/shm if null.
