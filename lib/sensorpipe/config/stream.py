@@ -134,8 +134,9 @@ class AnomalySettings:
     # the keys); in between, the state holds the values scored since, replayed on a restore.
     snapshot_every_points: int = field(default=2000, metadata=check(positive))
     # Detectors an executor keeps between micro-batches, in shared memory (MB; 0.14 MB a key
-    # with the default detector, 2.0 MB with likelihood): a key beyond it is restored from its snapshot when next
-    # scored; 0 restores every key each time. Counts against the executor's memory overhead.
+    # with the default detector, 2.0 MB with likelihood): a key beyond it is restored from its
+    # snapshot when next scored; 0 restores every key each time. Counts against the
+    # executor's memory overhead.
     resident_mb: int = 8192
     # Where (a tmpfs folder every Python worker of the executor sees); /dev/shm if null.
     resident_dir: str | None = None
