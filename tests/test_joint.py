@@ -3,6 +3,8 @@ each sensor stays inside its own normal range, and name the sensors (anomaly/joi
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from sensorpipe.anomaly.detectors import make_detector
 from sensorpipe.anomaly.joint import LEARN, JointDetector, attributed
@@ -53,3 +55,103 @@ def test_the_joint_detector_continues_exactly_across_cuts_and_restores():
         detector = JointDetector.from_bytes(detector.to_bytes())  # as between micro-batches
     for got, want in zip(zip(*parts, strict=True), whole, strict=True):
         np.testing.assert_array_equal(np.concatenate(got), want)
+
+
+def _readings(series: dict[str, np.ndarray], seed: int = 11, dropped: int = 40):
+    """The case as a stream of readings: each sensor at its own second inside each minute,
+    the sensors of a minute in a shuffled order, and `dropped` readings missing. Returns the
+    readings (seconds, sensors, values) in time order and the matrix the detector should see:
+    a missing reading is the sensor's reading of the minute before, worked out here."""
+    rng = np.random.default_rng(seed)
+    names = list(series)
+    matrix = np.column_stack(list(series.values()))
+    minutes, width = matrix.shape
+    offsets = rng.integers(0, 60, size=(minutes, width))
+    keep = np.ones((minutes, width), dtype=bool)
+    missing = rng.choice(np.arange(10, minutes) * width, size=dropped, replace=False)
+    keep.flat[missing + rng.integers(0, width, size=dropped)] = False
+    expected = matrix.copy()
+    for minute, column in sorted(zip(*np.nonzero(~keep), strict=True)):
+        expected[minute, column] = expected[minute - 1, column]
+    seconds = (np.arange(minutes)[:, None] * 60 + offsets)[keep]
+    sensors = np.array(names)[np.nonzero(keep)[1]]
+    values = matrix[keep]
+    order = np.argsort(seconds, kind="stable")
+    return seconds[order], sensors[order], values[order], expected
+
+
+def test_a_devices_readings_are_gathered_into_moments_whatever_the_cuts():
+    """Readings arriving a sensor at a time, cut into batches with the state carried through
+    bytes in between, are judged as the moments the test builds itself (a missing reading
+    carried from the minute before), with the scores of the detector on those moments."""
+    from sensorpipe.anomaly.joint import DeviceMoments
+
+    series, faults = relation_break_case(seed=5, days=2)
+    seconds, sensors, values, expected = _readings(series)
+    names = list(series)
+    want_score, want_flag, _ = JointDetector(len(names)).update(expected)
+    device = DeviceMoments(names, moment_seconds=60, hold_seconds=90)
+    judged = []
+    for part in np.array_split(np.arange(len(seconds)), 13):
+        judged += device.judge(device.add(seconds[part], sensors[part], values[part]))
+        again = DeviceMoments(names, moment_seconds=60, hold_seconds=90)
+        again.restore(device.to_bytes())
+        device = again
+    # Every minute but those still waiting at the end (the hold has not passed) is judged.
+    assert [j["moment"] for j in judged] == list(range(len(judged)))
+    assert len(judged) >= len(expected) - 2
+    np.testing.assert_array_equal([j["joint_score"] for j in judged], want_score[: len(judged)])
+    np.testing.assert_array_equal([j["is_joint_anomaly"] for j in judged],
+                                  want_flag[: len(judged)])  # fmt: skip
+    carried = sum(bool(j["carried"]) for j in judged)
+    assert 30 <= carried <= 40  # the dropped readings (a few may share a minute)
+    # A reading for a moment already judged is dropped and counted, not judged again.
+    before = len(judged)
+    assert device.add(np.array([60.0]), np.array([names[0]]), np.array([1.0])) == []
+    assert device.late == 1 and before == len(judged)
+
+
+def test_the_joint_stream_flags_the_broken_relation_naming_its_sensors(spark, tmp_path):
+    """The joint query over a train's scored readings, three micro-batches and a restart:
+    the moments it flags are the faults', named as the detector names them, the same as one
+    uninterrupted detector over the minutes."""
+    import pandas as pd
+    from sensorpipe.anomaly.joint_spark import score_joint_stream
+
+    series, faults = relation_break_case()
+    seconds, sensors, values, expected = _readings(series, dropped=0)
+    start = np.datetime64("2026-03-02T00:00:00", "us")
+    frame = pd.DataFrame({
+        "device_id": "train-0042", "sensor": sensors, "value": values,
+        "event_time": start + (seconds * 1_000_000).astype("timedelta64[us]"),
+        "is_anomaly": False,
+    })  # fmt: skip
+    source, out, checkpoint = tmp_path / "in", tmp_path / "out", tmp_path / "ck"
+    source.mkdir()
+    parts = np.array_split(np.arange(len(frame)), 3)
+    for run in ([0, 1], [2]):  # stop after two batches, resume from the checkpoint
+        for k in run:
+            path = source / f"part-{k}.parquet"
+            frame.iloc[parts[k]].to_parquet(path, coerce_timestamps="us")
+            os.utime(path, (1_700_000_000 + k, 1_700_000_000 + k))
+        stream = (spark.readStream.schema(spark.createDataFrame(frame.head(1)).schema)
+                  .option("maxFilesPerTrigger", 1).parquet(str(source)))  # fmt: skip
+        query = (score_joint_stream(stream, list(series), 60, 90).writeStream.format("parquet")
+                 .option("checkpointLocation", str(checkpoint)).trigger(availableNow=True)
+                 .start(str(out)))  # fmt: skip
+        try:
+            query.awaitTermination()
+        finally:
+            query.stop()
+    got = spark.read.parquet(str(out)).toPandas().sort_values("moment_time")
+    minutes = ((got["moment_time"].to_numpy() - start) // np.timedelta64(60, "s")).astype(int)
+    assert list(minutes) == list(range(len(got))) and len(got) >= len(expected) - 2
+    score, flagged, z = JointDetector(len(series)).update(expected[: len(got)])
+    np.testing.assert_array_equal(got["joint_score"], score)
+    np.testing.assert_array_equal(got["is_joint_anomaly"], flagged)
+    parked = faults["current_without_speed"]
+    assert got["is_joint_anomaly"].to_numpy()[parked].all()
+    named = got["sensors"].to_numpy()
+    assert all(named[row].split(",")[0] == "traction_motor_current" for row in parked)
+    assert all("brake_pipe_pressure" in named[row].split(",")[:2]
+               for row in faults["pressure_while_accelerating"])  # fmt: skip

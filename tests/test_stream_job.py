@@ -316,3 +316,32 @@ def test_crash_recovery_run_reconciles_per_query_and_fails_when_a_committed_file
     (problem,) = summary["problems"]
     assert "_events" in problem and "committed file is damaged" in problem, problem
     assert victim.name in problem and "gone" in problem
+
+
+def test_the_job_judges_each_trains_sensors_together_when_asked(spark, tmp_path, small_samples):
+    """anomaly.joint_sensors on: a finite run's side queries write the joint table, a row per
+    train and minute judged, each minute once and in order; nothing flagged while the
+    detector still learns (7 hours of minutes, fewer than its day of moments)."""
+    from pyspark.sql import functions as F
+    from sensorpipe.streaming import run_lake_job
+
+    samples, _ = small_samples
+    settings = settings_for(
+        tmp_path, samples,
+        SENSORPIPE__ANOMALY__JOINT_SENSORS="[axle_bearing_temp, brake_pipe_pressure, "
+        "vibration_rms, traction_motor_current, wheel_speed]",
+        SENSORPIPE__LAKE__JOINT_PATH=str(tmp_path / "lake/joint"),
+    )  # fmt: skip
+    run_lake_job(spark, settings)
+    events = spark.read.parquet(settings.lake.events_path)
+    minutes = events.groupBy("device_id").agg(
+        F.countDistinct(F.date_trunc("minute", "event_time")).alias("minutes"))
+    joint = spark.read.parquet(settings.lake.joint_path).toPandas()
+    assert set(joint["device_id"]) == {r.device_id for r in minutes.collect()}
+    for row in minutes.collect():
+        moments = joint[joint["device_id"] == row.device_id]["moment_time"]
+        assert moments.is_unique
+        # Every minute with readings but the last few (still within the hold) is judged.
+        assert row.minutes - 3 <= len(moments) <= row.minutes
+    assert not joint["is_joint_anomaly"].any()
+    assert (joint["moment_time"].dt.second == 0).all()

@@ -19,8 +19,16 @@ the scales, the prediction errors nor the ring), so a fault that lasts is not le
 normal while it is being reported. Deterministic, causal (a moment is scored before it is
 learnt), the whole state in arrays (about 58 KB for five sensors): restored from `to_bytes`,
 a detector continues exactly, and scores do not depend on how the moments are cut into
-batches. Not yet in the streaming job: it needs a device's readings of one moment together
-(they can arrive in different micro-batches), which the per-sensor keys do not.
+batches.
+
+In the stream (`DeviceMoments`, anomaly/joint_spark.py): a device's readings arrive one sensor at
+a time, maybe in different micro-batches, so they are gathered into moments (MOMENT seconds of
+event time) and a moment is judged once every sensor has a reading in it, or once the device's
+own clock (its newest event time) is `hold` past the moment's end; a sensor still missing then
+carries its last reading forward, and a moment before any reading of some sensor is skipped.
+Moments are judged in order, each once. Given the same readings in the same order, the moments
+judged and their scores do not depend on how the readings are cut into batches, as long as no
+reading comes after its moment was judged (such a late reading is counted and dropped).
 """
 
 from __future__ import annotations
@@ -151,3 +159,98 @@ def attributed(z: np.ndarray, sensors: list[str]) -> list[str]:
     what the other sensors predict, furthest first."""
     order = np.argsort(-z, kind="stable")
     return [sensors[j] for j in order if z[j] >= Z_NAME]
+
+
+class DeviceMoments:
+    """One device's joint detector in a stream: gathers readings into moments, judges each
+    moment once (see the module docstring), and keeps its whole state in `to_bytes`."""
+
+    def __init__(self, sensors: list[str], moment_seconds: int, hold_seconds: int) -> None:
+        self.sensors = list(sensors)
+        self.index = {name: j for j, name in enumerate(self.sensors)}
+        self.moment_seconds, self.hold_seconds = moment_seconds, hold_seconds
+        self.detector = JointDetector(len(sensors))
+        self.pending: dict[int, np.ndarray] = {}  # moment number -> readings (NaN: none yet)
+        self.last = np.full(len(sensors), np.nan)  # each sensor's latest judged reading
+        self.clock = -np.inf  # the device's newest event time (seconds)
+        self.next_moment: int | None = None  # moments before it are judged
+        self.late = 0  # readings dropped: their moment was already judged
+
+    def add(self, seconds: np.ndarray, sensors: np.ndarray,
+            values: np.ndarray) -> list[tuple[int, np.ndarray, list[str]]]:  # fmt: skip
+        """Readings in order (event seconds, sensor names, values); the moments judged as a
+        result: (moment number, the moment's readings, the sensors carried forward)."""
+        ready: list[tuple[int, np.ndarray, list[str]]] = []
+        for second, sensor, value in zip(seconds, sensors, values, strict=True):
+            j = self.index.get(sensor)
+            if j is None or not np.isfinite(value):
+                continue
+            moment = int(second // self.moment_seconds)
+            if self.next_moment is not None and moment < self.next_moment:
+                self.late += 1
+                continue
+            row = self.pending.setdefault(moment, np.full(len(self.sensors), np.nan))
+            if np.isnan(row[j]):  # the first reading of a sensor in a moment counts
+                row[j] = value
+            self.clock = max(self.clock, float(second))
+            ready += self._judge_ready()
+        return ready
+
+    def _judge_ready(self) -> list[tuple[int, np.ndarray, list[str]]]:
+        out = []
+        while self.pending:
+            moment = min(self.pending)
+            row = self.pending[moment]
+            complete = not np.isnan(row).any()
+            due = self.clock >= (moment + 1) * self.moment_seconds + self.hold_seconds
+            if not (complete or due):
+                break
+            del self.pending[moment]
+            self.next_moment = moment + 1
+            missing = np.isnan(row)
+            carried = [self.sensors[j] for j in np.flatnonzero(missing)]
+            row = np.where(missing, self.last, row)
+            self.last = row
+            if not np.isnan(row).any():  # a sensor never seen yet: nothing to judge
+                out.append((moment, row, carried))
+        return out
+
+    def judge(self, moments: list[tuple[int, np.ndarray, list[str]]]) -> list[dict]:
+        """Score judged moments in order: each one's score, flag and attributed sensors."""
+        if not moments:
+            return []
+        score, flagged, z = self.detector.update(np.vstack([row for _, row, _ in moments]))
+        return [
+            {
+                "moment": moment,
+                "joint_score": float(score[i]),
+                "is_joint_anomaly": bool(flagged[i]),
+                "sensors": ",".join(attributed(z[i], self.sensors)) if flagged[i] else "",
+                "carried": ",".join(carried),
+            }
+            for i, (moment, _, carried) in enumerate(moments)
+        ]
+
+    def to_bytes(self) -> bytes:
+        moments = sorted(self.pending)
+        pending = (np.vstack([self.pending[m] for m in moments]) if moments
+                   else np.zeros((0, len(self.sensors))))  # fmt: skip
+        head = np.array([self.clock, -1 if self.next_moment is None else self.next_moment,
+                         self.late], dtype=np.float64)  # fmt: skip
+        return pack_arrays({
+            **{f"detector.{name}": getattr(self.detector, name) for name in JointDetector._ARRAYS},
+            "pending_moments": np.array(moments, dtype=np.int64), "pending": pending,
+            "last": self.last, "head": head,
+        })  # fmt: skip
+
+    def restore(self, data: bytes) -> None:
+        """Continue from `to_bytes`'s state (same sensors and moment settings)."""
+        arrays = unpack_arrays(data)
+        for name in JointDetector._ARRAYS:
+            setattr(self.detector, name, arrays[f"detector.{name}"].copy())
+        self.pending = {int(m): arrays["pending"][i].copy()
+                        for i, m in enumerate(arrays["pending_moments"])}  # fmt: skip
+        self.last = arrays["last"].copy()
+        clock, next_moment, late = arrays["head"]
+        self.clock, self.late = float(clock), int(late)
+        self.next_moment = None if next_moment < 0 else int(next_moment)

@@ -22,6 +22,7 @@ from sensorpipe.config.checks import (
     unit_interval,
     within,
 )
+from sensorpipe.sensors import catalogue
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class LakeSettings:
     anomalies_path: str | None = None
     # The events table rewritten one file per (day, hour) by jobs/compact_lake.py.
     compacted_path: str | None = None
+    # Each device's moments judged jointly (anomaly.joint_sensors), partitioned by moment_date.
+    joint_path: str | None = None
     # How long the file sink's log lists a committed file ("30d"; Spark's `retention` option of
     # the events sink only: the quarantine is not compacted, so its log must keep listing every
     # file, or readers would lose its old days). Without it the log lists every file for ever
@@ -144,6 +147,14 @@ class AnomalySettings:
     # buckets): points of a key beyond it land in the lake unscored and are counted
     # (unscored_readings), so a producer inventing keys cannot grow the state without bound.
     max_live_keys: int = field(default=200_000, metadata=check(positive))
+    # Each device's sensors judged together as well (anomaly/joint.py, docs/anomaly-detection
+    # .md): these sensors of the decode catalogue, in a fixed order (a key's state depends on
+    # it); empty: off. The moments judged go to lake.joint_path.
+    joint_sensors: list[str] = field(default_factory=list)
+    # A moment: this many seconds of event time; it is judged once every sensor has a reading
+    # in it, or once the device's newest reading is joint_hold_seconds past its end.
+    joint_moment_seconds: int = field(default=60, metadata=check(positive))
+    joint_hold_seconds: int = field(default=120, metadata=check(positive))
 
 
 @dataclass(frozen=True)
@@ -311,6 +322,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.alerts.kind != "none" and not self.lake.anomalies_path:
             raise ConfigError("lake.anomalies_path: required when alerts.kind is not none")
+        if self.anomaly.joint_sensors:
+            self._check_joint()
         if self.decode.catalogue == "hospital" or self.lake.protected_root:
             self._check_protected_zone()
         if self.environment == "emr":
@@ -350,6 +363,19 @@ class Settings:
                 "spark.local_paths_shared: true if every process shares that filesystem"
             )
 
+    def _check_joint(self) -> None:
+        sensors, known = self.anomaly.joint_sensors, catalogue(self.decode.catalogue)
+        unknown = [name for name in sensors if name not in known]
+        if unknown:
+            raise ConfigError(
+                f"anomaly.joint_sensors: {', '.join(unknown)} not in the "
+                f"{self.decode.catalogue} catalogue ({', '.join(known)})"
+            )
+        if len(set(sensors)) < 2 or len(set(sensors)) != len(sensors):
+            raise ConfigError("anomaly.joint_sensors: at least two sensors, each once")
+        if not self.lake.joint_path:
+            raise ConfigError("lake.joint_path: required when anomaly.joint_sensors is set")
+
     def _check_protected_zone(self) -> None:
         """Hospital readings stay in the protected zone: the lake's tables, checkpoints and
         resident detectors under lake.protected_root, nothing to the warehouse, no device
@@ -359,7 +385,7 @@ class Settings:
             raise ConfigError("lake.protected_root: required with decode.catalogue hospital "
                               "(device readings are protected health information)")  # fmt: skip
         for name in ("events_path", "quarantine_path", "checkpoint_root", "anomalies_path",
-                     "compacted_path"):  # fmt: skip
+                     "compacted_path", "joint_path"):  # fmt: skip
             path = getattr(self.lake, name)
             if path is not None and not within(path, root, strictly=True):
                 raise ConfigError(f"lake.{name}: {path!r} is outside the protected zone "

@@ -1,5 +1,5 @@
 """Query construction: one builder per query of the streaming job (events, quarantine,
-aggregates, alerts), each taking plain values; `run.py` decides which run and wires them."""
+aggregates, alerts, joint), each taking plain values; `run.py` decides which run and wires them."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from sensorpipe.aggregates import window_aggregates
 from sensorpipe.anomaly.detectors import detector_spec
+from sensorpipe.anomaly.joint_spark import score_joint_stream
 from sensorpipe.anomaly.spark import ScoringSettings, score_stream
 from sensorpipe.config import AnomalySettings, DecodeSettings, SourceSettings
 from sensorpipe.decode import REASONS, decode_records, quarantined_records, valid_events
@@ -29,6 +30,7 @@ DECODE_METRICS = "decode"
 # How the lake's tables are partitioned (directories, and the catalog's partition columns).
 EVENTS_PARTITIONS = ("event_date", "event_hour")
 QUARANTINE_PARTITIONS = ("arrival_date",)
+JOINT_PARTITIONS = ("moment_date",)
 
 
 def decode_metrics() -> list[Column]:
@@ -210,3 +212,30 @@ def start_alerts_query(
         )
     )
     return with_trigger(writer, trigger).start()
+
+
+def start_joint_query(
+    lake_events: DataFrame,
+    settings: AnomalySettings,
+    *,
+    path: str,
+    checkpoint: str,
+    table_format: str,
+    trigger: str,
+    query_name: str,
+) -> StreamingQuery:
+    """Each device's sensors judged together (anomaly.joint_sensors) -> the joint table: a
+    row per moment judged. From the lake's scored events, like the aggregates."""
+    judged = score_joint_stream(
+        lake_events, settings.joint_sensors, settings.joint_moment_seconds,
+        settings.joint_hold_seconds,
+    )  # fmt: skip
+    return start_lake_query(
+        judged,
+        path=path,
+        checkpoint=checkpoint,
+        partition_by=JOINT_PARTITIONS,
+        query_name=query_name,
+        table_format=table_format,
+        trigger=trigger,
+    )

@@ -50,6 +50,7 @@ from sensorpipe.streaming.queries import (
     start_aggregates_query,
     start_alerts_query,
     start_events_query,
+    start_joint_query,
     start_quarantine_query,
 )
 from sensorpipe.streaming.summary import (
@@ -70,6 +71,7 @@ class RunPlan:
     aggregates: bool
     alerts: bool
     metrics: bool
+    joint: bool
 
     @classmethod
     def of(cls, settings: Settings) -> RunPlan:
@@ -78,11 +80,12 @@ class RunPlan:
             aggregates=settings.warehouse.kind != "none",
             alerts=settings.alerts.kind != "none",
             metrics=settings.metrics.kind != "none",
+            joint=bool(settings.anomaly.joint_sensors),
         )
 
     @property
     def side_queries(self) -> bool:
-        return self.aggregates or self.alerts
+        return self.aggregates or self.alerts or self.joint
 
 
 @dataclass
@@ -99,6 +102,7 @@ class LakeRun:
     alerts: StreamingQuery | None = None
     alert_stats: AlertStats = field(default_factory=AlertStats)
     alert_fast_path: AlertFastPath | None = None
+    joint: StreamingQuery | None = None
     # Incident transitions loaded into the warehouse, by the fast path and the alerts query.
     incident_loaders: list[IncidentLoader] = field(default_factory=list)
     # Listeners on the events query (progress lines; commit lag, when metrics are on), as
@@ -123,7 +127,9 @@ class LakeRun:
     @property
     def queries(self) -> list[StreamingQuery]:
         return [
-            q for q in (self.events, self.quarantine, self.aggregates, self.alerts) if q is not None
+            q
+            for q in (self.events, self.quarantine, self.aggregates, self.alerts, self.joint)
+            if q is not None
         ]
 
 
@@ -275,7 +281,7 @@ def start_side_queries(
     spark: SparkSession, settings: Settings, plan: RunPlan, run: LakeRun
 ) -> None:
     """The queries reading the lake's committed events: aggregates -> warehouse, alerts ->
-    anomalies table and shadows (as the plan has them)."""
+    anomalies table and shadows, joint -> the joint table (as the plan has them)."""
     lake = settings.lake
 
     def lake_events():  # noqa: ANN202 - a DataFrame; one stream per query
@@ -319,6 +325,16 @@ def start_side_queries(
             query_name=_name(settings, "alerts"),
             on_dead_letter=metric_counter(settings, ALERT_DEAD_LETTERS),
             load_incidents=loader.load if loader is not None else None,
+        )
+    if plan.joint:
+        run.joint = start_joint_query(
+            lake_events(),
+            settings.anomaly,
+            path=str(lake.joint_path),
+            checkpoint=_checkpoint(settings, "joint"),
+            table_format=lake.format,
+            trigger=side_trigger(settings),
+            query_name=_name(settings, "joint"),
         )
 
 
