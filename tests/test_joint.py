@@ -97,9 +97,9 @@ def test_a_devices_readings_are_gathered_into_moments_whatever_the_cuts():
         again = DeviceMoments(names, moment_seconds=60, hold_seconds=90)
         again.restore(device.to_bytes())
         device = again
-    # Every minute but those still waiting at the end (the hold has not passed) is judged.
+    # Every minute but the last few (the hold has not passed them yet) is judged.
     assert [j["moment"] for j in judged] == list(range(len(judged)))
-    assert len(judged) >= len(expected) - 2
+    assert len(judged) >= len(expected) - 3
     np.testing.assert_array_equal([j["joint_score"] for j in judged], want_score[: len(judged)])
     np.testing.assert_array_equal([j["is_joint_anomaly"] for j in judged],
                                   want_flag[: len(judged)])  # fmt: skip
@@ -145,7 +145,7 @@ def test_the_joint_stream_flags_the_broken_relation_naming_its_sensors(spark, tm
             query.stop()
     got = spark.read.parquet(str(out)).toPandas().sort_values("moment_time")
     minutes = ((got["moment_time"].to_numpy() - start) // np.timedelta64(60, "s")).astype(int)
-    assert list(minutes) == list(range(len(got))) and len(got) >= len(expected) - 2
+    assert list(minutes) == list(range(len(got))) and len(got) >= len(expected) - 3
     score, flagged, z = JointDetector(len(series)).update(expected[: len(got)])
     np.testing.assert_array_equal(got["joint_score"], score)
     np.testing.assert_array_equal(got["is_joint_anomaly"], flagged)
@@ -155,3 +155,22 @@ def test_the_joint_stream_flags_the_broken_relation_naming_its_sensors(spark, tm
     assert all(named[row].split(",")[0] == "traction_motor_current" for row in parked)
     assert all("brake_pipe_pressure" in named[row].split(",")[:2]
                for row in faults["pressure_while_accelerating"])  # fmt: skip
+
+
+def test_a_moment_is_the_mean_of_its_readings_judged_a_hold_after_it_ends():
+    from sensorpipe.anomaly.joint import DeviceMoments
+
+    device = DeviceMoments(["a", "b"], moment_seconds=60, hold_seconds=30)
+    readings = [(1, "a", 1.0), (2, "b", 10.0), (31, "a", 3.0), (65, "a", 5.0), (89, "b", 20.0)]
+    add = lambda second, sensor, value: device.add(  # noqa: E731
+        np.array([float(second)]), np.array([sensor]), np.array([value]))
+    assert all(add(*r) == [] for r in readings)  # minute 0 ends at 60: due from 90
+    [(moment, row, carried)] = add(90, "a", 7.0)
+    assert moment == 0 and list(row) == [2.0, 10.0] and carried == []
+    assert add(59, "b", 99.0) == [] and device.late == 1  # minute 0 was judged
+    # Minute 1: a at 65 s and 90 s (mean 6), b at 89 s.
+    [(moment, row, carried)] = add(150, "b", 1.0)
+    assert moment == 1 and list(row) == [6.0, 20.0] and carried == []
+    # Minute 2 (120..180) has only b: a carries its last value forward.
+    [(moment, row, carried)] = add(211, "a", 1.0)
+    assert moment == 2 and list(row) == [6.0, 1.0] and carried == ["a"]

@@ -22,13 +22,14 @@ a detector continues exactly, and scores do not depend on how the moments are cu
 batches.
 
 In the stream (`DeviceMoments`, anomaly/joint_spark.py): a device's readings arrive one sensor at
-a time, maybe in different micro-batches, so they are gathered into moments (MOMENT seconds of
-event time) and a moment is judged once every sensor has a reading in it, or once the device's
-own clock (its newest event time) is `hold` past the moment's end; a sensor still missing then
-carries its last reading forward, and a moment before any reading of some sensor is skipped.
-Moments are judged in order, each once. Given the same readings in the same order, the moments
-judged and their scores do not depend on how the readings are cut into batches, as long as no
-reading comes after its moment was judged (such a late reading is counted and dropped).
+a time, maybe in different micro-batches, so they are gathered into moments (`moment_seconds`
+of event time; a sensor's value in a moment is the mean of its readings there), and a moment is
+judged once the device's own clock (its newest event time) is `hold_seconds` past the moment's
+end. A sensor with no reading in it carries its last value forward; a moment before some
+sensor's first reading is skipped. Moments are judged in order, each once. Given the readings
+in the same order, the moments judged and their scores do not depend on how the readings are
+cut into batches, as long as no reading comes after its moment was judged (such a late reading
+is counted and dropped).
 """
 
 from __future__ import annotations
@@ -170,8 +171,9 @@ class DeviceMoments:
         self.index = {name: j for j, name in enumerate(self.sensors)}
         self.moment_seconds, self.hold_seconds = moment_seconds, hold_seconds
         self.detector = JointDetector(len(sensors))
-        self.pending: dict[int, np.ndarray] = {}  # moment number -> readings (NaN: none yet)
-        self.last = np.full(len(sensors), np.nan)  # each sensor's latest judged reading
+        # moment number -> each sensor's sum of readings (row 0) and their count (row 1)
+        self.pending: dict[int, np.ndarray] = {}
+        self.last = np.full(len(sensors), np.nan)  # each sensor's latest judged value
         self.clock = -np.inf  # the device's newest event time (seconds)
         self.next_moment: int | None = None  # moments before it are judged
         self.late = 0  # readings dropped: their moment was already judged
@@ -179,7 +181,7 @@ class DeviceMoments:
     def add(self, seconds: np.ndarray, sensors: np.ndarray,
             values: np.ndarray) -> list[tuple[int, np.ndarray, list[str]]]:  # fmt: skip
         """Readings in order (event seconds, sensor names, values); the moments judged as a
-        result: (moment number, the moment's readings, the sensors carried forward)."""
+        result: (moment number, each sensor's value, the sensors carried forward)."""
         ready: list[tuple[int, np.ndarray, list[str]]] = []
         for second, sensor, value in zip(seconds, sensors, values, strict=True):
             j = self.index.get(sensor)
@@ -189,27 +191,25 @@ class DeviceMoments:
             if self.next_moment is not None and moment < self.next_moment:
                 self.late += 1
                 continue
-            row = self.pending.setdefault(moment, np.full(len(self.sensors), np.nan))
-            if np.isnan(row[j]):  # the first reading of a sensor in a moment counts
-                row[j] = value
-            self.clock = max(self.clock, float(second))
-            ready += self._judge_ready()
+            sums = self.pending.setdefault(moment, np.zeros((2, len(self.sensors))))
+            sums[0, j] += value
+            sums[1, j] += 1.0
+            if second > self.clock:
+                self.clock = float(second)
+                ready += self._judge_due()
         return ready
 
-    def _judge_ready(self) -> list[tuple[int, np.ndarray, list[str]]]:
+    def _judge_due(self) -> list[tuple[int, np.ndarray, list[str]]]:
         out = []
         while self.pending:
             moment = min(self.pending)
-            row = self.pending[moment]
-            complete = not np.isnan(row).any()
-            due = self.clock >= (moment + 1) * self.moment_seconds + self.hold_seconds
-            if not (complete or due):
+            if self.clock < (moment + 1) * self.moment_seconds + self.hold_seconds:
                 break
-            del self.pending[moment]
+            sums, counts = self.pending.pop(moment)
             self.next_moment = moment + 1
-            missing = np.isnan(row)
+            missing = counts == 0
             carried = [self.sensors[j] for j in np.flatnonzero(missing)]
-            row = np.where(missing, self.last, row)
+            row = np.where(missing, self.last, sums / np.maximum(counts, 1.0))
             self.last = row
             if not np.isnan(row).any():  # a sensor never seen yet: nothing to judge
                 out.append((moment, row, carried))
@@ -233,8 +233,8 @@ class DeviceMoments:
 
     def to_bytes(self) -> bytes:
         moments = sorted(self.pending)
-        pending = (np.vstack([self.pending[m] for m in moments]) if moments
-                   else np.zeros((0, len(self.sensors))))  # fmt: skip
+        pending = (np.stack([self.pending[m] for m in moments]) if moments
+                   else np.zeros((0, 2, len(self.sensors))))  # fmt: skip
         head = np.array([self.clock, -1 if self.next_moment is None else self.next_moment,
                          self.late], dtype=np.float64)  # fmt: skip
         return pack_arrays({

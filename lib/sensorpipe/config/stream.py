@@ -151,8 +151,8 @@ class AnomalySettings:
     # .md): these sensors of the decode catalogue, in a fixed order (a key's state depends on
     # it); empty: off. The moments judged go to lake.joint_path.
     joint_sensors: list[str] = field(default_factory=list)
-    # A moment: this many seconds of event time; it is judged once every sensor has a reading
-    # in it, or once the device's newest reading is joint_hold_seconds past its end.
+    # A moment: this many seconds of event time (each sensor's mean reading in it), judged
+    # once the device's newest reading is joint_hold_seconds past its end.
     joint_moment_seconds: int = field(default=60, metadata=check(positive))
     joint_hold_seconds: int = field(default=120, metadata=check(positive))
 
