@@ -4,12 +4,14 @@
         [--batches 8] [--repeats 3] [--detector NAME] [--trees N] [--resident-mb MB]
         [--conf spark.key=value ...]
 
-Each key (train, sensor) first gets `--warmup` points of history in one batch, then `--points`
-readings per micro-batch, one Parquet file per batch
+Each key (train, sensor) first gets `--warmup` points of history, in batches of at most
+WARMUP_CHUNK points a key (one batch of 2,000 points at 20,000 keys is 40 million rows, and
+building it took 18 GB: the benchmark was OOM-killed), then `--points` readings per
+micro-batch, one Parquet file per batch
 read by Spark's file source (so the figures are the scorer's, not Kinesis's), scored by
 `score_stream` with conf/local.yaml's anomaly settings and state store (RocksDB), local[2],
 written to a no-op sink. Per key count it prints, medians over the steady batches (the first
-two after the warm-up are discarded) of `--repeats` runs, with the spread:
+two after the warm-up batches are discarded) of `--repeats` runs, with the spread:
 
 - time per key per micro-batch, and records/s;
 - checkpoint bytes written per micro-batch (new or grown files under the checkpoint), per
@@ -17,10 +19,10 @@ two after the warm-up are discarded) of `--repeats` runs, with the spread:
 - state bytes per key (the state store's current version, RocksDB's SST files, at the end);
 - and the detector's own sizes: resident (shared memory) and stored (a snapshot).
 
-`--trees` sets `anomaly.forest_trees` (the scorer's and the anchor's forest): the default forest
-is 1.87 MiB a key resident, so 20,000 keys need 37 GiB of shared memory, more than a 24 GiB
-machine has; with 8 trees (0.48 MiB, 9.5 GB at 20,000 keys) the same run fits here (10 trees
-left too little memory: a worker was OOM-killed) and shows how the cost grows with keys.
+`--trees` sets `anomaly.forest_trees` (the scorer's and the anchor's forest). The default
+detector (compact) is 0.14 MiB a key resident, 2.8 GB at 20,000 keys; `--detector likelihood`
+is 1.87 MiB, so 20,000 keys need 37 GiB of shared memory, more than a 24 GiB machine has
+(with 8 trees, 0.48 MiB, it fits).
 The last line divides each key count's records/s by the first's.
 
 The anchor, in the same process: the detector core alone scoring the same points in the same
@@ -43,15 +45,16 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
+WARMUP_CHUNK = 250  # warm-up points a key per batch
 SENSORS = ["axle_bearing_temp", "brake_pipe_pressure", "vibration_rms", "traction_motor_current",
            "wheel_speed"]  # fmt: skip
 
 
-def batch_frame(keys: int, points: int, batch: int, offset: int = 0) -> pd.DataFrame:
-    """`points` readings of each key for micro-batch `batch` (one a second, from `offset`),
-    distinct series."""
+def batch_frame(keys: int, points: int, batch: int, first: int | None = None) -> pd.DataFrame:
+    """`points` readings of each key for micro-batch `batch`, one a second from second `first`
+    (batch x points if None), distinct series."""
     k = np.repeat(np.arange(keys), points)
-    step = np.tile(np.arange(points), keys) + offset + batch * points
+    step = np.tile(np.arange(points), keys) + (batch * points if first is None else first)
     rng = np.random.default_rng(batch)
     start = pd.Timestamp("2026-11-01", tz="UTC")
     moments = start + pd.to_timedelta(step, unit="s")
@@ -117,17 +120,18 @@ def run_once(spark, keys: int, points: int, batches: int, warmup: int, tmp: Path
 
     source, checkpoint = tmp / "in", tmp / "checkpoint"
     source.mkdir(parents=True)
-    # Batch 0 gives every key `warmup` points of history first (its detector past learning,
-    # its state not trivially small); the steady batches after it are the figures.
-    frames = [batch_frame(keys, warmup, 0)] + [
-        batch_frame(keys, points, b, offset=warmup) for b in range(batches)
-    ]
-    for b, frame in enumerate(frames):
+    # The first batches give every key `warmup` points of history (its detector past learning,
+    # its state not trivially small); the steady batches after them are the figures. One
+    # frame at a time: 20,000 keys' frames are gigabytes of this process's memory.
+    chunks = [min(WARMUP_CHUNK, warmup - done) for done in range(0, warmup, WARMUP_CHUNK)]
+    plan = [(n, sum(chunks[:c])) for c, n in enumerate(chunks)]  # (points, first second)
+    plan += [(points, warmup + b * points) for b in range(batches)]
+    for b, (count, first) in enumerate(plan):
         path = source / f"batch-{b:05d}.parquet"
-        frame.to_parquet(path, coerce_timestamps="us")
+        batch_frame(keys, count, b, first).to_parquet(path, coerce_timestamps="us")
         os.utime(path, (1_700_000_000 + b, 1_700_000_000 + b))  # the file source's order
-    del frames, frame  # 20,000 keys: gigabytes of this process's memory the run needs
-    batches += 1
+    warmup_batches = len(chunks)
+    batches += warmup_batches
     written = Written(checkpoint)
     per_batch: dict[int, dict] = {}
     done = threading.Event()
@@ -168,7 +172,7 @@ def run_once(spark, keys: int, points: int, batches: int, warmup: int, tmp: Path
         spark.streams.removeListener(listener)
     ordered = [per_batch[b] for b in sorted(per_batch)]
     state_bytes = ordered[-1]["sst"]  # the state store's current version (RocksDB SST files)
-    steady = ordered[3:] or ordered[-1:]  # after the warm-up and two batches
+    steady = ordered[warmup_batches + 2:] or ordered[-1:]  # after the warm-up and two batches
     shutil.rmtree(tmp, ignore_errors=True)
     ms = statistics.median(b["ms"] for b in steady)
     return {
