@@ -5,6 +5,7 @@ evaluation logic (tools/sensorpipe_tools/policy_eval.py, tests/test_policy_eval.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,25 @@ def test_cross_zone_accesses_are_denied(contract):
     # And the same evaluation allows the zone's own role: the denials are not the evaluator's.
     assert estate.decide(deploy.runtime_roles.hospital, Access(
         "s3:GetObject", f"arn:aws:s3:::{protected}/hospital/patients/x.parquet")).allowed
+
+
+def test_the_joint_table_when_turned_on_is_within_the_streaming_role(contract):
+    """anomaly.joint_sensors is off in conf/emr.yaml; turned on (as an operator would, by the
+    train stream step's environment), the job also reads and writes lake.joint_path, which
+    its runtime role and the bucket allow."""
+    from sensorpipe_tools.access_contract import job_accesses
+    from sensorpipe_tools.deploy import placeholder_values, plan_steps
+
+    estate, deploy, found = contract
+    role = next(job.role_arn for job in found if job.family == "streaming")
+    values = placeholder_values(deploy, "v1", date(2026, 11, 28))
+    [step] = [s for s in plan_steps(deploy, ROOT, values, "stream")
+              if "stream_sensor_anomalies.py" in " ".join(s["Args"])]  # fmt: skip
+    env = {**deploy.step_environment, "AWS_REGION": deploy.region,
+           "SENSORPIPE__ANOMALY__JOINT_SENSORS": "[wheel_speed, traction_motor_current]"}
+    joint = [a for a in job_accesses(step, env, ROOT, ACCOUNT) if "joint table" in a.why]
+    assert {a.action for a in joint} >= {"s3:PutObject", "s3:GetObject"}
+    for access in joint:
+        for one in estate.all_accesses(access):
+            decision = estate.decide(role, one)
+            assert decision.allowed, (one.action, one.resource, decision.reason)

@@ -111,6 +111,8 @@ def _stream_job(s: Settings, account: str) -> list[Access]:
     out += s3(lake.checkpoint_root, read=True, write=True, why="checkpoints (read back)")
     if s.alerts.kind != "none":
         out += s3(lake.anomalies_path, write=True, why="anomalies table")
+    if s.anomaly.joint_sensors:
+        out += s3(lake.joint_path, read=True, write=True, why="joint table (file sink and its log)")
     stream = f"arn:aws:kinesis:{region}:{account}:stream/{s.source.stream_name}"
     out += [Access(a, stream, (), "the Kinesis source")
             for a in ("kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords")]
