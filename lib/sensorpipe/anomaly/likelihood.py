@@ -285,18 +285,13 @@ class LikelihoodDetector:
         values = np.ascontiguousarray(values, dtype=np.float64)
         raw = self.forest.score01(self.forest.update(values))
         out = np.empty(len(values))
-        _likelihoods(
-            raw,
-            values,
-            out,
-            self.scores,
-            self.values,
-            self.state,
-            self.avg_window,
-            self.params,
-            self.run_values,
-        )
+        self._likelihoods(raw, values, out)
         return raw, out
+
+    def _likelihoods(self, raw: np.ndarray, values: np.ndarray, out: np.ndarray) -> None:
+        """Each point's score into `out`, from its raw score and value (the state moves)."""
+        _likelihoods(raw, values, out, self.scores, self.values, self.state, self.avg_window,
+                     self.params, self.run_values)  # fmt: skip
 
     _OWN = ("scores", "values", "state", "avg_window", "params", "run_values")
 
@@ -366,10 +361,6 @@ class CompactDetector(LikelihoodDetector):
         self.params = np.array([0.5, 1e3])
         self.run_values = np.zeros(RUN_VALUES)
 
-    def update(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        values = np.ascontiguousarray(values, dtype=np.float64)
-        raw = self.forest.score01(self.forest.update(values))
-        out = np.empty(len(values))
+    def _likelihoods(self, raw: np.ndarray, values: np.ndarray, out: np.ndarray) -> None:
         _block_likelihoods(raw, values, out, self.blocks, self.state, self.avg_window,
                            self.params, self.run_values)  # fmt: skip
-        return raw, out
