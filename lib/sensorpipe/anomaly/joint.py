@@ -180,24 +180,37 @@ class DeviceMoments:
 
     def add(self, seconds: np.ndarray, sensors: np.ndarray,
             values: np.ndarray) -> list[tuple[int, np.ndarray, list[str]]]:  # fmt: skip
-        """Readings in order (event seconds, sensor names, values); the moments judged as a
-        result: (moment number, each sensor's value, the sensors carried forward)."""
-        ready: list[tuple[int, np.ndarray, list[str]]] = []
-        for second, sensor, value in zip(seconds, sensors, values, strict=True):
-            j = self.index.get(sensor)
-            if j is None or not np.isfinite(value):
-                continue
-            moment = int(second // self.moment_seconds)
-            if self.next_moment is not None and moment < self.next_moment:
-                self.late += 1
-                continue
-            sums = self.pending.setdefault(moment, np.zeros((2, len(self.sensors))))
-            sums[0, j] += value
-            sums[1, j] += 1.0
-            if second > self.clock:
-                self.clock = float(second)
-                ready += self._judge_due()
-        return ready
+        """Readings in event-time order (event seconds, sensor names, values); the moments
+        judged as a result: (moment number, each sensor's value, the sensors carried forward).
+
+        In order, no reading of the batch belongs to a moment judged earlier in the batch (a
+        moment is judged only once the clock is a hold past its end), so the batch is summed
+        at once, each reading added in its turn (the same sums, bit for bit, as one by one),
+        and then the moments due by the batch's newest reading are judged."""
+        seconds = np.asarray(seconds, dtype=np.float64)
+        values = np.asarray(values, dtype=np.float64)
+        if np.any(np.diff(seconds) < 0):
+            raise ValueError("readings must come in event-time order")
+        names, which = np.unique(np.asarray(sensors, dtype=object), return_inverse=True)
+        column = np.array([self.index.get(name, -1) for name in names], dtype=np.int64)[which]
+        moments = np.floor_divide(seconds, self.moment_seconds).astype(np.int64)
+        keep = (column >= 0) & np.isfinite(values)
+        if self.next_moment is not None:
+            late = keep & (moments < self.next_moment)
+            self.late += int(late.sum())
+            keep &= ~late
+        if not keep.any():
+            return []
+        moments, column, values = moments[keep], column[keep], values[keep]
+        numbers, row = np.unique(moments, return_inverse=True)
+        sums = np.stack([self.pending.get(int(m), np.zeros((2, len(self.sensors))))
+                         for m in numbers])  # fmt: skip
+        np.add.at(sums, (row, 0, column), values)  # in reading order, as one by one
+        np.add.at(sums, (row, 1, column), 1.0)
+        for m, moment_sums in zip(numbers, sums, strict=True):
+            self.pending[int(m)] = moment_sums
+        self.clock = max(self.clock, float(seconds[keep].max()))
+        return self._judge_due()
 
     def _judge_due(self) -> list[tuple[int, np.ndarray, list[str]]]:
         out = []
