@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -65,12 +66,15 @@ def devices(spark, postgres, tmp_path_factory):
             cwd=ROOT, env={**os.environ, **environ}, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + 600
-        while job.poll() is None:
-            if time.monotonic() > deadline:
-                job.kill()
-                pytest.fail("the device stream job did not finish in 600 s")
+        while True:  # looking into the zone while the job runs, until it ends
             resident_seen = resident_seen or any(resident.rglob("*.det"))
-            time.sleep(0.2)
+            try:
+                job.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    job.kill()
+                    pytest.fail("the device stream job did not finish in 600 s")
     hospital.environ["SENSORPIPE__DEVICE_ANOMALIES_PATH"] = str(protected / "clinical_alerts")
     assert hospital.ingest() == 0
     assert hospital.snapshot() == 0
@@ -80,6 +84,32 @@ def devices(spark, postgres, tmp_path_factory):
         "lineage": tmp / "lineage", "shm_new": set(os.listdir("/dev/shm")) - shm_before,
         "resident_seen": resident_seen, "resident": resident,
     }  # fmt: skip
+
+
+def _watchers_of(folder: Path) -> list[int]:
+    """The pids of the resident-store watchers (anomaly/reaper.py) of folders under `folder`."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # a process that just ended
+            continue
+        if "sensorpipe.anomaly.reaper" in words and any(w.startswith(str(folder)) for w in words):
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def _wait_for_exit(pid: int, timeout_s: float) -> None:
+    """Until a process that is not our child ends (a pidfd becomes readable when it does)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout_s)
+        assert ready, f"process {pid} still running after {timeout_s} s"
+    finally:
+        os.close(fd)
 
 
 def test_device_run_reconciles_as_planted_and_flags_every_episode(spark, devices):
@@ -114,10 +144,9 @@ def test_device_readings_and_incidents_stay_in_the_protected_zone(devices):
     # item 9); once its JVM ended, its executor's folder went (anomaly/reaper.py).
     assert devices["resident_seen"]
     assert devices["shm_new"] == set()
-    deadline = time.monotonic() + 30
-    while any(devices["resident"].rglob("*.det")):
-        assert time.monotonic() < deadline, "the ended job's resident detectors stayed"
-        time.sleep(0.5)
+    for pid in _watchers_of(devices["resident"]):  # the watchers end once they removed them
+        _wait_for_exit(pid, timeout_s=30)
+    assert not any(devices["resident"].rglob("*.det")), "the ended job's resident detectors stayed"
     # Beside the protected zone: the snapshot's general zone, lineage, and the test's own
     # input and output (telemetry, log, summary). No shadow documents, no other table.
     assert {p.name for p in tmp.iterdir()} == {

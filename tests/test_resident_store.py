@@ -175,7 +175,6 @@ def test_an_executors_folder_goes_when_its_jvm_ends(tmp_path, monkeypatch):
     A stand-in process plays the JVM (pid and start time, as the folder's name records)."""
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     from sensorpipe.anomaly import reaper
@@ -190,28 +189,16 @@ def test_an_executors_folder_goes_when_its_jvm_ends(tmp_path, monkeypatch):
         store = DetectorStore(str(tmp_path), 1 << 30)
         detector, digest = trained(np.arange(50, dtype=float))
         store.put(STATE, ("train-01", "s"), detector, 50, digest)
-        # The watcher is up, watching this folder; the JVM runs, so it keeps it.
-        def watched() -> bool:
-            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-                try:
-                    words = cmdline.read_bytes().split(b"\0")
-                except OSError:  # a process that just ended
-                    continue
-                if b"sensorpipe.anomaly.reaper" in words and str(store.root).encode() in words:
-                    return True
-            return False
-
-        deadline = time.monotonic() + 15
-        while not watched():
-            assert time.monotonic() < deadline, "no watcher started for the folder"
-            time.sleep(0.1)
+        # The watcher is up, for this folder and this JVM; the JVM runs, so it keeps it.
+        watcher = store.watcher
+        assert watcher is not None and watcher.poll() is None
+        assert str(store.root) in watcher.args and str(jvm.pid) in watcher.args
         assert reaper.alive(jvm.pid, start)
         assert store.path(STATE, ("train-01", "s")).exists()
     finally:
         jvm.kill()
         jvm.wait()
-    deadline = time.monotonic() + 15
-    while store.root.exists():
-        assert time.monotonic() < deadline, "the folder outlived its JVM"
-        time.sleep(0.1)
+    # The watcher ends once the folder is gone: waiting for it is waiting for the removal.
+    assert watcher.wait(timeout=15) == 0
+    assert not store.root.exists()
     assert tmp_path.exists()  # only the executor's own folder went

@@ -58,20 +58,20 @@ def reap_when_gone(folder: Path, pid: int, start: str, interval: float) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def start_reaper(folder: Path, pid: int, start: str) -> None:
-    """Start the watcher of `folder`'s JVM, detached; a failure to start it only leaves the
-    folder to the next executor's sweep."""
+def start_reaper(folder: Path, pid: int, start: str) -> subprocess.Popen | None:
+    """Start the watcher of `folder`'s JVM, detached (it ends once it has removed the
+    folder); a failure to start it only leaves the folder to the next executor's sweep."""
     interval = REAP_SECONDS
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     try:
-        subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "sensorpipe.anomaly.reaper", str(folder), str(pid), start,
              str(interval)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True, env=env,
         )  # fmt: skip
     except OSError:
-        pass
+        return None
 
 
 if __name__ == "__main__":

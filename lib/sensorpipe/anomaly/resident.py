@@ -48,6 +48,7 @@ import secrets
 import shutil
 import stat
 import struct
+import subprocess
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -276,6 +277,7 @@ class DetectorStore:
         self._max_maps = mapping_limit()
         self._key = b""
         self.refused: str | None = None
+        self.watcher: subprocess.Popen | None = None  # started if this process made the folder
         if self.budget <= 0:
             return
         if not private(self.root):
@@ -290,7 +292,7 @@ class DetectorStore:
                 return
             if made_here:  # one watcher per executor: whoever made its folder starts it
                 jvm_pid, jvm_start = jvm.split("-")
-                start_reaper(self.root, int(jvm_pid), jvm_start)
+                self.watcher = start_reaper(self.root, int(jvm_pid), jvm_start)
         try:
             self._key = self._folder_key()
         except OSError as exc:
