@@ -65,6 +65,12 @@ def main() -> None:
         f"detector {name}: {len(prepared)} files, {points} points, "
         f"{points / seconds:,.0f} points/s (one core)"
     )
+    print_profiles(prepared)
+    print(f"scores written under {out_root}")
+
+
+def print_profiles(prepared: list) -> None:
+    """Each profile's score with its corpus threshold, and each category's under it."""
     for profile in PROFILES:
         result = score_corpus(prepared, profile)
         print(
@@ -75,7 +81,6 @@ def main() -> None:
         for category, (score, false) in categories.items():
             shown = "     -" if score is None else f"{score:6.1f}"
             print(f"      {category:<24} {shown}  ({false} false detections)")
-    print(f"scores written under {out_root}")
 
 
 if __name__ == "__main__":

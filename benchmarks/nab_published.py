@@ -19,7 +19,8 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from sensorpipe.anomaly.nab_scoring import PROFILES, category_scores, score_corpus, score_nab_files
+from nab import print_profiles  # benchmarks/nab.py, beside this script
+from sensorpipe.anomaly.nab_scoring import score_nab_files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,15 +51,7 @@ def main() -> None:
 
         prepared = score_nab_files(nab, paths, scores_of)
         print(f"{detector}: {len(prepared)} files")
-        for profile in PROFILES:
-            result = score_corpus(prepared, profile)
-            print(f"  {profile:<20} {result.score:6.1f}  (threshold {result.threshold:.4f}, "
-                  f"TP {result.tp}, FP {result.fp}, FN {result.fn})")  # fmt: skip
-            for category, (score, false) in category_scores(
-                prepared, profile, result.threshold
-            ).items():
-                shown = "     -" if score is None else f"{score:6.1f}"
-                print(f"      {category:<24} {shown}  ({false} false detections)")
+        print_profiles(prepared)
 
 
 if __name__ == "__main__":
