@@ -2,6 +2,7 @@
 rows 40..49 (width 10) unless said otherwise."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,22 @@ def test_benchmark_writes_one_score_per_row_and_prints_three_profiles(tmp_path):
         source = list(csv.DictReader(f))
     assert [r["timestamp"] for r in rows] == [r["timestamp"] for r in source]
     assert all(0.0 <= float(r["anomaly_score"]) <= 1.0 for r in rows)
+
+
+def test_published_windows_are_rebuilt_from_the_label_runs():
+    """benchmarks/nab_corpus.py: each run of rows labelled 1 is one window, first to last row,
+    in NAB's timestamp format; a run that reaches the file's end is closed there."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "nab_corpus", Path(__file__).resolve().parent.parent / "benchmarks" / "nab_corpus.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    labels = "0110001100011"
+    rows = [{"timestamp": f"2014-01-01 00:{i:02d}:00", "label": c} for i, c in enumerate(labels)]
+    assert module.windows_of(rows) == [
+        ["2014-01-01 00:01:00.000000", "2014-01-01 00:02:00.000000"],
+        ["2014-01-01 00:06:00.000000", "2014-01-01 00:07:00.000000"],
+        ["2014-01-01 00:11:00.000000", "2014-01-01 00:12:00.000000"],
+    ]
