@@ -124,7 +124,7 @@ def test_a_full_resident_store_leaves_keys_to_the_checkpoint_and_is_observed(spa
     assert [m["unscored"] for m in observed] == [0, 0, 0]
 
 
-@pytest.mark.parametrize("detector", ["likelihood", "rcf", "compact"])
+@pytest.mark.parametrize("detector", ["likelihood", "rcf", "compact", "contextual"])
 def test_scores_do_not_depend_on_how_the_stream_is_cut(spark, tmp_path, detector):
     """1, 3 and 17 micro-batches (resident detectors); 17 with a restart from the checkpoint
     in the middle and no resident detector (every batch restores each key from its snapshot,

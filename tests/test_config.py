@@ -114,9 +114,9 @@ def test_forest_trees_are_checked_and_reach_the_scorer(tmp_path):
     with pytest.raises(ConfigError, match=r"^anomaly\.forest_trees: expected a positive integer"):
         load_settings(path, environ={"SENSORPIPE__ANOMALY__FOREST_TREES": "0"})
     default = load_settings(path, environ={})
-    assert scoring_settings(default.anomaly, 2).detector == "compact"
+    assert scoring_settings(default.anomaly, 2).detector == "contextual"
     fewer = load_settings(path, environ={"SENSORPIPE__ANOMALY__FOREST_TREES": "10"})
-    assert scoring_settings(fewer.anomaly, 2).detector == "compact;trees=10"
+    assert scoring_settings(fewer.anomaly, 2).detector == "contextual;trees=10"
 
 
 def test_environment_overrides_one_field(tmp_path):

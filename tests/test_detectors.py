@@ -24,7 +24,7 @@ def series(n: int = 1500) -> np.ndarray:
     return values
 
 
-@pytest.mark.parametrize("name", ["rcf", "likelihood", "compact"])
+@pytest.mark.parametrize("name", ["rcf", "likelihood", "compact", "contextual"])
 def test_scores_in_unit_interval_and_spike_stands_out(name):
     raw, score = make_detector(name).update(series())
     assert raw.shape == score.shape == (1500,)
@@ -32,7 +32,7 @@ def test_scores_in_unit_interval_and_spike_stands_out(name):
     assert score[1200] == score[1000:].max()
 
 
-@pytest.mark.parametrize("name", ["rcf", "likelihood", "compact"])
+@pytest.mark.parametrize("name", ["rcf", "likelihood", "compact", "contextual"])
 def test_same_seed_same_scores_and_causal(name):
     values = series()
     a = make_detector(name, seed=7).update(values)[1]
@@ -45,7 +45,7 @@ def test_same_seed_same_scores_and_causal(name):
     np.testing.assert_array_equal(a[:1000], c[:1000])
 
 
-@pytest.mark.parametrize("name", ["rcf", "likelihood", "compact"])
+@pytest.mark.parametrize("name", ["rcf", "likelihood", "compact", "contextual"])
 @pytest.mark.parametrize("pieces", [1, 3, 17])
 def test_state_round_trip_continues_identically(name, pieces):
     values = series()
@@ -118,20 +118,99 @@ def test_rcf_flags_the_known_failure_in_machine_temperature():
     assert score[3703:4269].max() > 5 * np.median(score[500:])
 
 
-def test_the_compact_detector_fits_256_kb_resident_and_64_kb_stored():
+@pytest.mark.parametrize("name", ["compact", "contextual"])
+def test_the_small_detectors_fit_256_kb_resident_and_64_kb_stored(name):
     """Issue 32, item 2: a key's detector at most 256 KB in memory and 64 KB as a snapshot,
     after a long series that does not compress (a random walk)."""
     from sensorpipe.anomaly.resident import _layout_offsets
 
-    detector = make_detector("compact")
+    detector = make_detector(name)
     detector.update(np.random.default_rng(3).normal(size=20_000).cumsum())
     _, resident_bytes = _layout_offsets(detector.layout())  # the resident file's size
     assert resident_bytes <= 256 * 1024
     assert len(detector.to_bytes()) <= 64 * 1024
     # And it restores exactly from those bytes.
     more = np.random.default_rng(4).normal(size=500).cumsum()
-    again = restore_detector("compact", detector.to_bytes())
+    again = restore_detector(name, detector.to_bytes())
     np.testing.assert_array_equal(detector.update(more)[1], again.update(more)[1])
+
+
+def _daily(cycles: int, seed: int, missing: int | None = None) -> np.ndarray:
+    """A day of 48 points, high (80) from point 16 to 35, low (20) otherwise, with noise; on
+    day `missing` the high never comes: every value of that day is one the series often has."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(48 * cycles)
+    high = (steps % 48 >= 16) & (steps % 48 < 36)
+    if missing is not None:
+        high[missing * 48 : (missing + 1) * 48] = False
+    return np.where(high, 80.0, 20.0) + rng.normal(0, 2, len(steps))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_default_detector_flags_a_day_that_breaks_the_series_period(seed):
+    """The seasonal channel: a day without its high phase is reported, though no value of it
+    is out of range or unusual on its own; the compact detector, which sees only the last
+    few points' shape, does not report it, and the default reports nothing else."""
+    from sensorpipe.anomaly.likelihood import REPORT_LEVEL
+
+    series = _daily(60, seed, missing=45)
+    day = slice(45 * 48, 46 * 48 + 20)
+    default = make_detector()
+    scores = default.update(series)[1]
+    assert scores[day].max() >= REPORT_LEVEL
+    assert np.delete(scores, np.arange(45 * 48, 47 * 48))[600:].max() < REPORT_LEVEL
+    assert int(default.context[2]) % 48 == 0  # the period it found: a day, or two
+    assert make_detector("compact").update(series)[1][day].max() < REPORT_LEVEL
+
+
+def test_a_series_without_a_period_has_none():
+    """White noise differs from itself equally at every lag, a random walk more at each longer
+    lag: neither has a clear minimum, so the seasonal channel stays off."""
+    rng = np.random.default_rng(9)
+    for series in (rng.normal(size=3000), rng.normal(size=3000).cumsum()):
+        detector = make_detector()
+        detector.update(series)
+        assert detector.context[2] == 0.0
+
+
+def test_a_sustained_rise_too_small_for_twenty_points_is_reported():
+    """The sustained channel, on raw scores given to the likelihood directly: they swing every
+    30 points between 0.2 and 0.6, so a 20-point average swings widely and a 60-point one
+    not at all; 200 points 0.15 higher are unremarkable over 20 points (the compact
+    detector stays under the reporting level) and plain over 60 (the default reports)."""
+    from sensorpipe.anomaly.likelihood import REPORT_LEVEL
+
+    steps = np.arange(4000)
+    raw = np.where((steps // 30) % 2 == 0, 0.6, 0.2)
+    raw[3000:3200] += 0.15
+    values = np.random.default_rng(1).uniform(0, 1, 4000)  # in range, without a period
+    values[:2] = 0.0, 1.0
+    scores = {}
+    for name in ("compact", "contextual"):
+        detector = make_detector(name)
+        scores[name] = np.empty(4000)
+        detector._likelihoods(raw, values, scores[name])  # the likelihood, past the forest
+    assert scores["contextual"][3000:3200].max() >= REPORT_LEVEL
+    assert scores["contextual"][500:3000].max() < REPORT_LEVEL
+    assert scores["compact"][3000:3200].max() < REPORT_LEVEL
+
+
+def test_the_default_detector_continues_exactly_across_cuts_once_its_period_is_found():
+    """Cuts around the lags' fast path (from point LAG_MEMORY + SEASONAL_MAX_LAG on), the
+    re-estimation and the period's re-choice, each restored through its bytes: the same
+    scores as one pass, with the seasonal channel on."""
+    from sensorpipe.anomaly.likelihood import LAG_MEMORY, SEASONAL_MAX_LAG
+
+    series = _daily(70, 4, missing=60)
+    whole = make_detector().update(series)[1]
+    fast = int(LAG_MEMORY) + SEASONAL_MAX_LAG
+    cuts = [1, 99, 100, 101, 500, fast - 1, fast, fast + 1, fast + 500, len(series) - 1]
+    detector, parts = make_detector(), []
+    for chunk in np.split(series, cuts):
+        parts.append(detector.update(chunk)[1])
+        detector = restore_detector(DEFAULT_DETECTOR, detector.to_bytes())
+    np.testing.assert_array_equal(whole, np.concatenate(parts))
+    assert detector.context[2] > 0
 
 
 def _bursts(values: np.ndarray, *starts: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from sensorpipe.anomaly.likelihood import CompactDetector, LikelihoodDetector
+from sensorpipe.anomaly.likelihood import CompactDetector, ContextualDetector, LikelihoodDetector
 from sensorpipe.anomaly.rcf import RandomCutForest
 
 
@@ -69,8 +69,13 @@ class RcfDetector:
         return cls(forest)
 
 
-DETECTORS = {"rcf": RcfDetector, "likelihood": LikelihoodDetector, "compact": CompactDetector}
-DEFAULT_DETECTOR = "compact"
+DETECTORS = {
+    "rcf": RcfDetector,
+    "likelihood": LikelihoodDetector,
+    "compact": CompactDetector,
+    "contextual": ContextualDetector,
+}
+DEFAULT_DETECTOR = "contextual"
 
 
 _TREES = ";trees="

@@ -112,12 +112,13 @@ class LakeSettings:
 
 @dataclass(frozen=True)
 class AnomalySettings:
-    # compact (default: best NAB score, about 140 KB a key), likelihood (the published
-    # design, 1.9 MB a key) or rcf (AWS's Random Cut Forest, as KDA ran it);
-    # docs/anomaly-detection.md.
-    detector: Literal["compact", "likelihood", "rcf"] = "compact"
-    # Trees of the detector's forest; null: the detector's own (compact 6, likelihood 40,
-    # rcf 100).
+    # contextual (default: best NAB score, about 150 KB a key; it also judges a sustained
+    # change and a departure from the series' own period), compact (the same forest without
+    # those, about 140 KB), likelihood (the published design, 1.9 MB a key) or rcf (AWS's
+    # Random Cut Forest, as KDA ran it); docs/anomaly-detection.md.
+    detector: Literal["contextual", "compact", "likelihood", "rcf"] = "contextual"
+    # Trees of the detector's forest; null: the detector's own (contextual and compact 6,
+    # likelihood 40, rcf 100).
     # Memory and scoring time per key grow with them (docs/sizing.md), score noise falls. A
     # key keeps the forest it started with; new keys get the new size.
     forest_trees: int | None = field(default=None, metadata=check(optional_positive))
