@@ -63,9 +63,10 @@ def test_bundled_samples_summary_equals_manifest(spark, tmp_path):
     )
     print(evaluation.render())
     # What docs/anomaly-detection.md states for these samples, replayed hour by hour: 11 of 12
-    # injected anomalies flagged, false alarms on 8 of 41,278 normal points (0.019 %).
+    # injected anomalies flagged, false alarms on 9 of 41,278 normal points (0.022 %; 8 with
+    # the compact detector, the default before the contextual one).
     assert evaluation.anomalies == 12 and evaluation.detected >= 11
-    assert evaluation.false_alarm_points <= 8
+    assert evaluation.false_alarm_points <= 9
 
 
 def test_replay_reads_files_in_name_order_whatever_their_modification_times(
