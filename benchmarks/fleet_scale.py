@@ -20,7 +20,7 @@ two after the warm-up batches are discarded) of `--repeats` runs, with the sprea
 - and the detector's own sizes: resident (shared memory) and stored (a snapshot).
 
 `--trees` sets `anomaly.forest_trees` (the scorer's and the anchor's forest). The default
-detector (compact) is 0.14 MiB a key resident, 2.8 GB at 20,000 keys; `--detector likelihood`
+detector (contextual) is 0.14 MiB a key resident, 2.9 GB at 20,000 keys; `--detector likelihood`
 is 1.87 MiB, so 20,000 keys need 37 GiB of shared memory, more than a 24 GiB machine has
 (with 8 trees, 0.48 MiB, it fits).
 The last line divides each key count's records/s by the first's.

@@ -289,7 +289,8 @@ def _estimate_blocks(blocks, out_params, channel_params):
 @nb.njit(cache=True)
 def _period(lag_differences, longest: int) -> int:
     """The lag at which the series differs least from itself, if it is a clear minimum (under
-    PERIOD_RATIO of the mean over the lags, and not the longest lag looked at); else 0."""
+    PERIOD_RATIO of the mean over the lags, and neither the shortest nor the longest lag
+    looked at); else 0."""
     best = SEASONAL_MIN_LAG
     total = 0.0
     for lag in range(SEASONAL_MIN_LAG, longest + 1):

@@ -1,6 +1,6 @@
 """Streaming detector state that costs what a micro-batch scores, not what a key has seen.
 
-A detector is about 140 KB in memory and 50 KB stored (the default, compact: 6 trees of 128
+A detector is about 150 KB in memory and 60 KB stored (the default, contextual: 6 trees of 128
 points; likelihood's 40 trees of 256 are 2 MB and 0.5 MB). Saving and restoring the larger one
 every micro-batch cost about 11 ms per key; so instead:
 
