@@ -394,30 +394,54 @@ _DERIVED = ("hi",)
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CONTAINER = b"SPARR001"
+# An array's bytes may be stored shuffled (byte 0 of every element, then byte 1, ...), so the
+# high bytes of a float or a small int sit together and compress; pack_arrays shuffles an
+# array when that compresses it smaller, which is most of a detector's arrays but not its
+# forest's `lo` (points repeated whole compress better unshuffled). The index records it
+# (a fifth field, 1). On the default detector after 20,000 points of a random walk: 56 KB,
+# against 61 KB with no array shuffled.
+_SHUFFLED = 1
+
+
+def _shuffled(array: np.ndarray) -> bytes:
+    size = array.dtype.itemsize
+    return array.view(np.uint8).reshape(-1, size).T.tobytes() if size > 1 else array.tobytes()
+
+
+def _unshuffled(raw: bytes, dtype: np.dtype, shape: list[int], at: int) -> np.ndarray:
+    count = int(np.prod(shape)) if shape else 1
+    planes = np.frombuffer(raw, np.uint8, count * dtype.itemsize, at)
+    return planes.reshape(dtype.itemsize, count).T.copy().view(dtype).reshape(shape)
 
 
 def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
-    """Named arrays as one compressed blob: a small JSON index and the arrays' bytes, zstd
-    level 1 (pyarrow's codec). Against npz in zlib level 1 on a detector: 553 KB, not 788
-    (525 KB since the points live in `lo`); 3 ms to pack, not 25; a restore in 3 ms, not 17
-    (decompression and npz's zip parsing were most of it)."""
+    """Named arrays as one compressed blob: a small JSON index and the arrays' bytes (each
+    shuffled where that compresses it smaller), zstd level 1 (pyarrow's codec). Against npz
+    in zlib level 1 on a detector: 553 KB, not 788 (525 KB since the points live in `lo`);
+    3 ms to pack, not 25; a restore in 3 ms, not 17 (decompression and npz's zip parsing
+    were most of it)."""
     import pyarrow as pa
 
-    index, offset = [], 0
+    codec = pa.Codec("zstd", compression_level=1)
+    index, parts, offset = [], [], 0
     for name, array in arrays.items():
         array = np.ascontiguousarray(array)
-        index.append([name, array.dtype.str, list(array.shape), offset])
+        plain, shuffled = array.tobytes(), _shuffled(array)
+        smaller = len(codec.compress(shuffled, asbytes=True)) < len(
+            codec.compress(plain, asbytes=True)
+        )
+        index.append([name, array.dtype.str, list(array.shape), offset]
+                     + ([_SHUFFLED] if smaller else []))  # fmt: skip
+        parts.append(shuffled if smaller else plain)
         offset += array.nbytes
     header = json.dumps(index).encode()
-    raw = b"".join([_CONTAINER, len(header).to_bytes(4, "little"), header,
-                    *(np.ascontiguousarray(a).tobytes() for a in arrays.values())])  # fmt: skip
-    packed = pa.Codec("zstd", compression_level=1).compress(raw, asbytes=True)
-    return len(raw).to_bytes(8, "little") + packed
+    raw = b"".join([_CONTAINER, len(header).to_bytes(4, "little"), header, *parts])
+    return len(raw).to_bytes(8, "little") + codec.compress(raw, asbytes=True)
 
 
 def unpack_arrays(data: bytes) -> dict[str, np.ndarray]:
-    """The arrays of `pack_arrays` (read-only views into one buffer), or of the npz-in-zlib
-    blobs written before it."""
+    """The arrays of `pack_arrays` (read-only views into one buffer, or copies where stored
+    shuffled), or of the npz-in-zlib blobs written before it."""
     if data[8:12] != _ZSTD_MAGIC:
         with np.load(io.BytesIO(zlib.decompress(data))) as old:
             return {name: old[name] for name in old.files}
@@ -428,9 +452,13 @@ def unpack_arrays(data: bytes) -> dict[str, np.ndarray]:
     header_len = int.from_bytes(raw[8:12], "little")
     base = 12 + header_len
     out = {}
-    for name, dtype, shape, offset in json.loads(raw[12:base]):
-        count = int(np.prod(shape)) if shape else 1
-        out[name] = np.frombuffer(raw, np.dtype(dtype), count, base + offset).reshape(shape)
+    for name, dtype, shape, offset, *how in json.loads(raw[12:base]):
+        dtype = np.dtype(dtype)
+        if how == [_SHUFFLED]:
+            out[name] = _unshuffled(raw, dtype, shape, base + offset)
+        else:
+            count = int(np.prod(shape)) if shape else 1
+            out[name] = np.frombuffer(raw, dtype, count, base + offset).reshape(shape)
     return out
 
 
