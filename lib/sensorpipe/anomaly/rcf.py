@@ -401,6 +401,10 @@ _CONTAINER = b"SPARR001"
 # (a fifth field, 1). On the default detector after 20,000 points of a random walk: 56 KB,
 # against 61 KB with no array shuffled.
 _SHUFFLED = 1
+# Arrays under this size are shuffled without a trial: trying both ways for every array
+# made a snapshot of the default detector cost 1.44 ms to pack (0.18 ms unshuffled), for
+# 27 bytes less than trying only the larger ones (0.77 ms).
+_TRIED_BYTES = 4096
 
 
 def _shuffled(array: np.ndarray) -> bytes:
@@ -427,8 +431,10 @@ def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
     for name, array in arrays.items():
         array = np.ascontiguousarray(array)
         plain, shuffled = array.tobytes(), _shuffled(array)
-        smaller = len(codec.compress(shuffled, asbytes=True)) < len(
-            codec.compress(plain, asbytes=True)
+        smaller = array.itemsize > 1 and (
+            array.nbytes < _TRIED_BYTES  # small: shuffled, untried (the trials cost more)
+            or len(codec.compress(shuffled, asbytes=True))
+            < len(codec.compress(plain, asbytes=True))
         )
         index.append([name, array.dtype.str, list(array.shape), offset]
                      + ([_SHUFFLED] if smaller else []))  # fmt: skip
