@@ -150,7 +150,7 @@ def test_the_small_detectors_fit_256_kb_resident_and_64_kb_stored(name, series):
     """Issue 32, item 2: a key's detector at most 256 KB in memory and 64 KB as a snapshot,
     after a long series that does not compress (a random walk), and after the largest
     `contextual` snapshot found among sines of other periods, noises and lengths (65,175 B
-    before arrays could be stored shuffled, 60,082 B after)."""
+    before arrays could be stored shuffled, 60,087 B after)."""
     from sensorpipe.anomaly.resident import _layout_offsets
 
     detector = make_detector(name)
