@@ -56,11 +56,16 @@ class Kinesalite:
         binary = ROOT / "node_modules/.bin/kinesalite"
         if not binary.exists():
             raise ServiceError(f"{binary} is missing: run `npm ci` in {ROOT}")
+        # Through node with a guard: kinesalite ends on a request a killed client aborted.
+        guard = Path(__file__).with_name("kinesalite_guard.js")
         port = port or free_port()
         log = open(log_path, "ab") if log_path else subprocess.DEVNULL
         proc = subprocess.Popen(
             [
-                str(binary),
+                "node",
+                "--require",
+                str(guard),
+                str(binary.resolve()),
                 "--port",
                 str(port),
                 "--host",
